@@ -1,0 +1,134 @@
+"""`avatar3d <verb> [<sub-verb>] [options]`.
+
+Each verb is a dataclass config (a docstring under every field) turned into a CLI by tyro, and a
+`main(config)` function. Verb modules are imported lazily so `avatar3d --help` is instant and a
+verb never pays for another verb's imports.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass
+from typing import Sequence
+
+from avatar3d import __version__
+from avatar3d.errors import Avatar3DError, NotYetAvailableError
+
+
+@dataclass(frozen=True)
+class Verb:
+    module: str  # module holding the config class and main()
+    config: str  # dataclass name
+    summary: str
+    main: str = "main"
+
+
+# verb -> Verb, or verb -> {sub-verb -> Verb}
+VERBS: dict[str, Verb | dict[str, Verb]] = {
+    "enroll": Verb("avatar3d.training.command", "EnrollConfig",
+                   "Make an avatar from a talking video: track, segment, train, evaluate."),
+    "track": Verb("avatar3d.tracking.command", "TrackConfig",
+                  "Track a video: landmarks and per-frame rig parameters."),
+    "train": {
+        "gaussians": Verb("avatar3d.training.command", "TrainGaussiansConfig",
+                          "Re-run Gaussian training of an avatar from its stored frames.",
+                          main="main_train_gaussians"),
+        "audio2expr": Verb("avatar3d.audio2expr.command", "TrainAudio2ExprConfig",
+                           "Train the audio-to-expression model of an avatar."),
+    },
+    "render": Verb("avatar3d.export.command", "RenderConfig",
+                   "Render a clip of an avatar driven by speech, its own tracking or another video."),
+    "view": Verb("avatar3d_viewer.command", "ViewConfig", "Open the interactive 3D viewer in the browser."),
+    "export": Verb("avatar3d.export.command", "ExportConfig",
+                   "Export an avatar as a 3DGS PLY or as a rigged bundle.", main="main_export"),
+    "eval": {
+        "lipsync": Verb("avatar3d.eval.command", "EvalLipsyncConfig",
+                        "Lip-sync metrics on the held-out tail of the enrollment video."),
+        "synthetic": Verb("avatar3d.eval.command", "EvalSyntheticConfig",
+                          "Train on the synthetic subject and score novel views against ground truth.",
+                          main="main_synthetic"),
+    },
+    "bench": {
+        "raster": Verb("avatar3d.render.bench", "BenchRasterConfig",
+                       "Benchmark the rasterizer backends (table + JSON)."),
+    },
+    "models": {
+        "install": Verb("avatar3d.head.models_cli", "ModelsInstallConfig",
+                        "Install a head model (FLAME .pkl or ICT-FaceKit folder).", main="main_install"),
+        "list": Verb("avatar3d.head.models_cli", "ModelsListConfig",
+                     "List installed head models.", main="main_list"),
+    },
+    "demo": Verb("avatar3d.demo", "DemoConfig", "Run the main job on the built-in synthetic subject."),
+}
+
+
+def _usage() -> str:
+    lines = [f"avatar3d {__version__}: personalized 3D Gaussian talking heads", "",
+             "usage: avatar3d <verb> [<sub-verb>] [options]   (avatar3d <verb> --help for its options)", "",
+             "verbs:"]
+    for name, verb in VERBS.items():
+        if isinstance(verb, Verb):
+            lines.append(f"  {name:<20} {verb.summary}")
+        else:
+            for sub, sv in verb.items():
+                lines.append(f"  {name + ' ' + sub:<20} {sv.summary}")
+    return "\n".join(lines)
+
+
+def _sub_usage(name: str, subs: dict[str, Verb]) -> str:
+    lines = [f"usage: avatar3d {name} <sub-verb> [options]", "", "sub-verbs:"]
+    lines += [f"  {sub:<12} {sv.summary}" for sub, sv in subs.items()]
+    return "\n".join(lines)
+
+
+def run(argv: Sequence[str]) -> int:
+    """Parse `argv` (without the program name), run the verb, return the exit code."""
+    import tyro
+
+    argv = list(argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        print(__version__)
+        return 0
+    name, rest = argv[0], argv[1:]
+    verb = VERBS.get(name)
+    if verb is None:
+        print(f"avatar3d: unknown verb {name!r}.\n\n{_usage()}", file=sys.stderr)
+        return 2
+    prog = f"avatar3d {name}"
+    if isinstance(verb, dict):
+        if not rest or rest[0] in ("-h", "--help"):
+            print(_sub_usage(name, verb))
+            return 0 if rest else 2
+        sub = verb.get(rest[0])
+        if sub is None:
+            print(f"avatar3d {name}: unknown sub-verb {rest[0]!r}.\n\n{_sub_usage(name, verb)}", file=sys.stderr)
+            return 2
+        prog, verb, rest = f"{prog} {rest[0]}", sub, rest[1:]
+
+    module = importlib.import_module(verb.module)
+    config_cls = getattr(module, verb.config)
+    config = tyro.cli(config_cls, args=rest, prog=prog, description=verb.summary)
+    try:
+        result = getattr(module, verb.main)(config)
+    except NotYetAvailableError as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        return 3
+    except Avatar3DError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted; re-run the same command to resume where supported.", file=sys.stderr)
+        return 130
+    return int(result) if isinstance(result, int) else 0
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(run(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,1 @@
+"""The interactive browser viewer (installed as `avatar3d_viewer`)."""
