@@ -1,0 +1,163 @@
+"""`BoundGaussians`: 3D Gaussians whose parameters live in their parent triangle's local frame.
+
+Stored raw, as in 3DGS: local position (in units of the triangle scale), log-scale (same units),
+local rotation quaternion (w,x,y,z, unnormalised), logit-opacity, SH coefficients. `world()` poses them
+with a deformed mesh; see `binding.py` for the frames.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from avatar3d.errors import InputError
+from avatar3d.gaussians.binding import triangle_frames
+from avatar3d.render.sh import SH_C0
+
+
+@dataclass
+class WorldGaussians:
+    """Gaussians posed in world space, ready for `avatar3d.render.rasterize`."""
+
+    means: Tensor  # [N,3]
+    quats: Tensor  # [N,4] w,x,y,z
+    scales: Tensor  # [N,3] linear
+    opacities: Tensor  # [N]
+    sh: Tensor  # [N,K,3]
+
+
+def _quat_mul(a: Tensor, b: Tensor) -> Tensor:  # a: [...,4], b: [...,4] (w,x,y,z) -> [...,4]
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack([
+        aw * bw - ax * bx - ay * by - az * bz,
+        aw * bx + ax * bw + ay * bz - az * by,
+        aw * by - ax * bz + ay * bw + az * bx,
+        aw * bz + ax * by - ay * bx + az * bw,
+    ], dim=-1)
+
+
+def _rotmat_to_quat(R: Tensor) -> Tensor:  # R: [...,3,3] proper rotations -> [...,4] (w,x,y,z), w >= 0
+    m = R
+    trace = m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]
+    # Shepperd's method: choose the largest of (w,x,y,z) to divide by, branch-free via stacking
+    candidates = torch.stack([
+        torch.stack([1 + trace, m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]], -1),
+        torch.stack([m[..., 2, 1] - m[..., 1, 2], 1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2],
+                     m[..., 1, 0] + m[..., 0, 1], m[..., 0, 2] + m[..., 2, 0]], -1),
+        torch.stack([m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] + m[..., 0, 1],
+                     1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2], m[..., 2, 1] + m[..., 1, 2]], -1),
+        torch.stack([m[..., 1, 0] - m[..., 0, 1], m[..., 0, 2] + m[..., 2, 0], m[..., 2, 1] + m[..., 1, 2],
+                     1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2]], -1),
+    ], dim=-2)  # [...,4,4]: row i is 4·q·q_i
+    diag = torch.stack([1 + trace, 1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2],
+                        1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2], 1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2]], -1)
+    best = diag.argmax(dim=-1, keepdim=True)  # [...,1]
+    q = torch.gather(candidates, -2, best[..., None].expand(*best.shape, 4)).squeeze(-2)
+    q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return torch.where(q[..., :1] < 0, -q, q)
+
+
+def rgb_to_sh0(rgb: Tensor) -> Tensor:  # rgb: [...,3] -> [...,3] DC coefficient giving that colour
+    return (rgb - 0.5) / SH_C0
+
+
+class BoundGaussians(nn.Module):
+    """Gaussians bound to the triangles of a rig (parameters are `nn.Parameter`s, `parent` a buffer)."""
+
+    def __init__(self, parent: Tensor, local_means: Tensor, log_scales: Tensor, quats: Tensor,
+                 opacity_logits: Tensor, sh: Tensor):
+        # parent: [N] int64; local_means: [N,3]; log_scales: [N,3]; quats: [N,4]; opacity_logits: [N]; sh: [N,K,3]
+        super().__init__()
+        n = parent.shape[0]
+        for name, t, shape in (("local_means", local_means, (n, 3)), ("log_scales", log_scales, (n, 3)),
+                               ("quats", quats, (n, 4)), ("opacity_logits", opacity_logits, (n,))):
+            if tuple(t.shape) != shape:
+                raise InputError(f"{name} has shape {tuple(t.shape)}, expected {shape}")
+        if sh.dim() != 3 or sh.shape[0] != n or sh.shape[2] != 3:
+            raise InputError(f"sh has shape {tuple(sh.shape)}, expected [{n},K,3]")
+        self.register_buffer("parent", parent.long())
+        self.local_means = nn.Parameter(local_means)
+        self.log_scales = nn.Parameter(log_scales)
+        self.quats = nn.Parameter(quats)
+        self.opacity_logits = nn.Parameter(opacity_logits)
+        self.sh = nn.Parameter(sh)
+
+    @property
+    def num_gaussians(self) -> int:
+        return int(self.parent.shape[0])
+
+    @property
+    def sh_degree(self) -> int:
+        return int(round(math.sqrt(self.sh.shape[1]))) - 1
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def on_surface(cls, vertices: Tensor, faces: Tensor, count: int, *, sh_degree: int = 0,
+                   colours: Optional[Tensor] = None, opacity: float = 0.9,
+                   generator: Optional[torch.Generator] = None) -> "BoundGaussians":
+        """`count` Gaussians spread over the surface in proportion to triangle area.
+
+        vertices: [V,3] the rest-pose mesh; faces: [F,3] the triangles that may carry Gaussians (helper
+        geometry already removed); colours: [F,3] optional initial RGB per triangle.
+        Each Gaussian sits at a random point of its parent triangle, flat along it, sized so the set
+        covers the surface (a budget below the triangle count thins the binding instead of decimating).
+        """
+        if faces.numel() == 0 or count <= 0:
+            raise InputError("cannot place Gaussians: no renderable triangles or a budget of 0")
+        device, dtype = vertices.device, vertices.dtype
+        v0, v1, v2 = (vertices[faces[:, i]] for i in range(3))
+        area = 0.5 * torch.cross(v1 - v0, v2 - v0, dim=-1).norm(dim=-1)
+        parent = torch.multinomial(area / area.sum(), count, replacement=True, generator=generator)
+        r = torch.rand(count, 2, device=device, dtype=dtype, generator=generator)
+        flip = r.sum(-1) > 1
+        r[flip] = 1 - r[flip]
+        bary = torch.stack([1 - r[:, 0] - r[:, 1], r[:, 0], r[:, 1]], dim=-1)  # [N,3]
+        points = (vertices[faces[parent]] * bary[..., None]).sum(1)
+        origin, rotation, tri_scale = triangle_frames(vertices, faces)
+        R = rotation[parent]
+        local = (R.transpose(-1, -2) @ (points - origin[parent])[..., None])[..., 0] / tri_scale[parent, None]
+        # disc radius so that `count` discs tile the total area: pi r^2 * count ~ 1.5 * area
+        radius = torch.sqrt(1.5 * area.sum() / (math.pi * count))
+        in_plane = torch.log(radius / tri_scale[parent])
+        log_scales = torch.stack([in_plane, in_plane, in_plane + math.log(0.1)], dim=-1)
+        quats = torch.zeros(count, 4, device=device, dtype=dtype)
+        quats[:, 0] = 1
+        opacity_logits = torch.full((count,), math.log(opacity / (1 - opacity)), device=device, dtype=dtype)
+        k = (sh_degree + 1) ** 2
+        sh = torch.zeros(count, k, 3, device=device, dtype=dtype)
+        rgb = colours[parent] if colours is not None else torch.full((count, 3), 0.5, device=device, dtype=dtype)
+        sh[:, 0] = rgb_to_sh0(rgb)
+        return cls(parent, local, log_scales, quats, opacity_logits, sh)
+
+    # ------------------------------------------------------------------ posing
+    def world(self, vertices: Tensor, faces: Tensor) -> WorldGaussians:
+        """Pose with a deformed mesh. vertices: [V,3] (one frame); faces: [F,3] the binding's triangles."""
+        origin, rotation, tri_scale = triangle_frames(vertices, faces)
+        R = rotation[self.parent]
+        k = tri_scale[self.parent, None]
+        means = origin[self.parent] + k * (R @ self.local_means[..., None])[..., 0]
+        quats = _quat_mul(_rotmat_to_quat(R), self.quats / self.quats.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+        return WorldGaussians(means, quats, k * torch.exp(self.log_scales), torch.sigmoid(self.opacity_logits), self.sh)
+
+    # ------------------------------------------------------------------ selection (densify / prune keep the binding)
+    def subset(self, index: Tensor) -> "BoundGaussians":
+        """A new set made of Gaussians `index` ([M] int64 or [N] bool); children keep their parent triangle."""
+        return BoundGaussians(self.parent[index], self.local_means.detach()[index], self.log_scales.detach()[index],
+                              self.quats.detach()[index], self.opacity_logits.detach()[index], self.sh.detach()[index])
+
+    def tensors(self) -> dict[str, Tensor]:
+        """Flat tensors for safetensors."""
+        return {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, Tensor]) -> "BoundGaussians":
+        missing = {"parent", "local_means", "log_scales", "quats", "opacity_logits", "sh"} - set(tensors)
+        if missing:
+            raise InputError(f"the Gaussian file lacks {', '.join(sorted(missing))}; it is damaged or not an "
+                             "avatar3d gaussians.safetensors — re-run `avatar3d train gaussians`")
+        return cls(tensors["parent"], tensors["local_means"], tensors["log_scales"], tensors["quats"],
+                   tensors["opacity_logits"], tensors["sh"])
