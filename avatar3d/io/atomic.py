@@ -1,0 +1,209 @@
+"""Atomic writes: a temp file (or folder) in the same folder as the target, renamed over it on success.
+
+A crash or an exception part way through never leaves a half-written file where the good one was:
+readers see either the old content or the new one. Temp names start with '.' and contain '.tmp-' so a
+leftover from a killed process is easy to spot (and `clean_stale_temps` removes them).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from avatar3d.errors import InputError
+
+TMP_TAG = ".tmp-"
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def _default_mode() -> int:
+    """Permissions a normally created file would get (mkstemp's 0600 would surprise users)."""
+    return 0o666 & ~_umask()
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable; best effort (not every platform can open a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _parent_of(final: Path) -> Path:
+    parent = final.parent
+    if not parent.is_dir():
+        raise InputError(f"cannot write {final}: its folder {parent} does not exist; create it first "
+                         f"(e.g. mkdir -p {parent})")
+    return parent
+
+
+class AtomicFile:
+    """A temp path beside `final_path`, later committed (renamed over it) or discarded.
+
+    For writers whose life spans several calls (a streaming video writer); `atomic_path` wraps it for
+    the usual with-block. The temp name keeps the target's suffix (e.g. `.mp4`) so tools that infer
+    the format from the name still work.
+    """
+
+    def __init__(self, final_path: str | os.PathLike):
+        self.final = Path(final_path)
+        parent = _parent_of(self.final)
+        self.tmp = parent / f".{self.final.stem}{TMP_TAG}{uuid.uuid4().hex[:8]}{self.final.suffix}"
+
+    def commit(self) -> Path:
+        """Replace the target with the temp file (which the caller must have written); returns the target."""
+        if not self.tmp.exists():
+            raise InputError(f"nothing was written to the temp file for {self.final}; the writer must "
+                             f"create {self.tmp.name} before committing")
+        try:
+            mode = self.final.stat().st_mode & 0o777 if self.final.exists() else _default_mode()
+            os.chmod(self.tmp, mode)
+            with open(self.tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(self.tmp, self.final)
+            _fsync_dir(self.final.parent)
+        finally:
+            self.discard()
+        return self.final
+
+    def discard(self) -> None:
+        """Remove the temp file if it is still there; the target is left as it was."""
+        if self.tmp.exists():
+            self.tmp.unlink()
+
+
+@contextmanager
+def atomic_path(final_path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path in the target's folder; on success it replaces `final_path`, on error it is removed.
+
+    The caller creates the file at the yielded path (it keeps the target's suffix).
+    """
+    target = AtomicFile(final_path)
+    try:
+        yield target.tmp
+        target.commit()
+    finally:
+        target.discard()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` to `path` atomically; returns the path."""
+    final = Path(path)
+    with atomic_path(final) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+    return final
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
+    """Write `text` to `path` atomically; returns the path."""
+    return atomic_write_bytes(path, text.encode(encoding))
+
+
+def _json_default(obj: Any) -> Any:
+    """numpy scalars/arrays, torch tensors and paths appear in manifests and metrics: store them plainly."""
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if hasattr(obj, "detach"):  # torch tensor, without importing torch here
+        obj = obj.detach().cpu().numpy()
+    if hasattr(obj, "tolist"):  # numpy array or numpy scalar
+        return obj.tolist()
+    raise TypeError(f"object of type {type(obj).__name__} is not JSON serialisable; convert it to a "
+                    f"number, string, list or dict first")
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
+    """Write `obj` as JSON (numpy/torch values converted, a trailing newline) atomically; returns the path."""
+    text = json.dumps(obj, indent=indent, default=_json_default, ensure_ascii=False)
+    return atomic_write_text(path, text + "\n")
+
+
+@contextmanager
+def atomic_dir(final_dir: str | os.PathLike, copy_existing: bool = False) -> Iterator[Path]:
+    """Yield a temp folder beside `final_dir`; on success it takes `final_dir`'s place, on error it is removed.
+
+    A failed run therefore never damages an existing directory (e.g. a good avatar). With
+    `copy_existing=True` the temp folder starts as a copy of the current `final_dir`, for updates that
+    change only part of it. The swap is two renames (old -> '.NAME.old-*', new -> NAME); if the second
+    one fails the old folder is put back.
+    """
+    final = Path(final_dir)
+    if final.exists() and not final.is_dir():
+        raise InputError(f"{final} exists and is not a folder; remove it or choose another output folder")
+    parent = _parent_of(final)
+    recover_dir(final)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}{TMP_TAG}", dir=parent))
+    try:
+        if copy_existing and final.is_dir():
+            shutil.rmtree(tmp)
+            shutil.copytree(final, tmp, symlinks=True)
+        else:
+            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would surprise users
+        yield tmp
+        old = None
+        if final.exists():
+            old = parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(final, old)
+        try:
+            os.replace(tmp, final)
+        except BaseException:
+            if old is not None:
+                os.replace(old, final)
+            raise
+        _fsync_dir(parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def recover_dir(final_dir: str | os.PathLike) -> bool:
+    """Put back a folder that a process killed between atomic_dir's two renames left as '.NAME.old-*'.
+
+    Returns True when something was restored. Called by atomic_dir itself before each swap.
+    """
+    final = Path(final_dir)
+    if final.exists():
+        return False
+    olds = sorted(final.parent.glob(f".{final.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if not olds:
+        return False
+    os.replace(olds[-1], final)
+    return True
+
+
+def clean_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Remove temp files/folders that a killed process left in `folder`; returns what was removed.
+
+    Superseded '.NAME.old-*' folders are removed only when NAME exists (otherwise they are the
+    last good copy: see recover_dir).
+    """
+    removed = []
+    folder = Path(folder)
+    for entry in folder.iterdir():
+        stale_old = ".old-" in entry.name and (folder / entry.name[1:].split(".old-")[0]).exists()
+        if entry.name.startswith(".") and (TMP_TAG in entry.name or stale_old):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
