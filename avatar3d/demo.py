@@ -141,7 +141,7 @@ def main(cfg: DemoConfig) -> int:
             origin, rotation, scale = triangle_frames(verts[i], faces)
             means, rotmats, scales = local_to_world(local_means, local_rot, local_scales, parent, origin, rotation, scale)
             yaw = cfg.orbit * (i / max(frames - 1, 1) - 0.5)
-            viewmat = orbit_viewmat(0.6, yaw, 5.0, target=centre.tolist())
+            viewmat = orbit_viewmat(0.8, yaw, 5.0, target=centre.tolist())
             tic = time.perf_counter()
             image, _, _ = rasterize(means, matrix_to_quaternion(rotmats), scales, opacities, colours, viewmat, K,
                                     cfg.resolution, cfg.resolution, background, backend=cfg.backend)
