@@ -16,6 +16,7 @@ pose correctives → linear blend skinning). This module only holds the data and
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Optional
@@ -108,6 +109,16 @@ class HeadRig:
     @property
     def device(self) -> torch.device:
         return self.template.device
+
+    def checksum(self) -> str:
+        """Identifies the rig's data: the installed model's cache key, else a hash of its geometry."""
+        key = self.meta.get("cache_key")
+        if key:
+            return str(key)
+        digest = hashlib.sha256(self.name.encode())
+        for t in (self.template, self.faces, self.shape_basis, self.expr_basis, self.joint_regressor):
+            digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:32]
 
     # ------------------------------------------------------------------ regions
     def region(self, name: str) -> Tensor:

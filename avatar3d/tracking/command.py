@@ -7,7 +7,6 @@ from typing import Literal, Optional
 
 import tyro
 
-from avatar3d.pending import not_yet
 
 
 @dataclass
@@ -22,7 +21,17 @@ class TrackConfig:
     """Side of the square crop the frames are resampled to, in pixels."""
     device: Literal["cpu", "cuda"] = "cpu"
     """Device for the rig fitting."""
+    overlay: bool = True
+    """Also write overlay.mp4 (fitted mesh wireframe, detected/fitted landmarks, pupils) to judge the fit."""
+    max_frames: Optional[int] = None
+    """Track only the first N frames (a quick look at a long clip)."""
 
 
 def main(cfg: TrackConfig) -> int:
-    raise not_yet("`avatar3d track`", "Enrollment I: track a talking video")
+    from avatar3d.tracking.pipeline import print_summary, track_video
+
+    Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
+    result = track_video(cfg.video, cfg.out, head_model=cfg.head_model, resolution=cfg.resolution,
+                         device=cfg.device, overlay=cfg.overlay, max_frames=cfg.max_frames)
+    print_summary(result)
+    return 0
