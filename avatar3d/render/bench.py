@@ -1,0 +1,225 @@
+"""`avatar3d bench raster`: time the rasterizer backends on a fixed, seeded head-like scene.
+
+For each backend available on the chosen device (torch oracle, native cpu or cuda, and gsplat's CUDA
+rasterization when it imports and CUDA is present) and each N x image size, the median forward and
+forward+backward time over `repeats` runs after a warm-up. Prints a table and optionally writes JSON:
+{"device", "threads", "cases": [{"backend", "n", "width", "height", "fwd_ms", "fwdbwd_ms"}],
+ "speedup_cpu_vs_torch_fwd", "speedup_cpu_vs_torch_fwdbwd" (at N=30k, 512x512),
+ "ratio_cuda_vs_gsplat_fwdbwd" (at N=100k, 512x512, ours over gsplat's; null when not measured)}.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal, Optional
+
+import torch
+
+from avatar3d.errors import BackendUnavailableError, InputError
+from avatar3d.render.rasterize import available_backends, rasterize
+from avatar3d.render.scenes import Scene, head_scene
+
+DEFAULT_NS = (10_000, 30_000, 100_000)
+DEFAULT_SIZES = (256, 512)
+SPEEDUP_CASE = (30_000, 512)
+GSPLAT_CASE = (100_000, 512)
+
+
+@dataclass
+class BenchRasterConfig:
+    """Benchmark the rasterizer backends on a seeded head-like scene (table + optional JSON)."""
+
+    json: Optional[Path] = None
+    """Write the results as JSON to this file (atomically)."""
+    device: Literal["cpu", "cuda"] = "cpu"
+    """Device of the scene tensors: cpu (torch oracle, native cpu) or cuda (torch, native cuda, gsplat)."""
+    repeats: int = 10
+    """Timed runs per case (after warm-up); the median is reported."""
+    torch_repeats: int = 3
+    """Timed runs per case for the slow pure-PyTorch oracle."""
+    torch_max_n: int = 30_000
+    """Largest N timed with the pure-PyTorch oracle (bigger cases are skipped for it: minutes per run)."""
+    ns: tuple[int, ...] = DEFAULT_NS
+    """Numbers of Gaussians."""
+    sizes: tuple[int, ...] = DEFAULT_SIZES
+    """Square image sizes in pixels."""
+    backends: Optional[tuple[str, ...]] = None
+    """Backends to time (torch, cpu, cuda, gsplat); default: every one available on the device."""
+
+
+def _gsplat_available() -> bool:
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import gsplat  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def _backends_for(device: str) -> list[str]:
+    names = [b for b in available_backends() if b in ("torch", device)]
+    if device == "cuda" and _gsplat_available():
+        names.append("gsplat")
+    return names
+
+
+def _render_fn(backend: str, scene: Scene) -> Callable[[Scene], tuple[torch.Tensor, torch.Tensor]]:
+    if backend != "gsplat":
+        def ours(s: Scene):
+            image, alpha, _ = rasterize(**s.rasterize_kwargs(), backend=backend)
+            return image, alpha
+        return ours
+    from gsplat import rasterization
+
+    def theirs(s: Scene):
+        colors, alphas, _ = rasterization(s.means, s.quats, s.scales, s.opacities, s.colors, s.viewmat[None],
+                                          s.K[None], s.width, s.height, near_plane=0.01, far_plane=100.0,
+                                          eps2d=0.3, backgrounds=s.background[None])
+        return colors[0], alphas[0]
+    return theirs
+
+
+def _time_ms(fn: Callable[[], None], repeats: int, warmup: int, sync: Callable[[], None]) -> float:
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def time_case(backend: str, scene: Scene, repeats: int, warmup: int = 2) -> tuple[float, float]:
+    """(median forward ms, median forward+backward ms) of one backend on one scene."""
+    sync = torch.cuda.synchronize if scene.means.is_cuda else (lambda: None)
+    render = _render_fn(backend, scene)
+    frozen = scene.clone()
+    leaves = scene.clone().requires_grad_()
+
+    def forward():
+        with torch.no_grad():
+            render(frozen)
+
+    def forward_backward():
+        for t in leaves.params().values():
+            t.grad = None
+        image, alpha = render(leaves)
+        (image.sum() + alpha.sum()).backward()
+
+    return _time_ms(forward, repeats, warmup, sync), _time_ms(forward_backward, repeats, warmup, sync)
+
+
+def _device_name(device: str) -> str:
+    if device == "cuda":
+        return f"cuda: {torch.cuda.get_device_name()}"
+    return f"cpu: {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+
+def _find(cases: list[dict], backend: str, n: int, size: int) -> dict | None:
+    for case in cases:
+        if (case["backend"], case["n"], case["width"], case["height"]) == (backend, n, size, size):
+            return case
+    return None
+
+
+def _ratio(num: dict | None, den: dict | None, key: str) -> float | None:
+    if num is None or den is None or not den[key] > 0:
+        return None
+    return num[key] / den[key]
+
+
+def _write_json_atomic(path: Path, payload: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def format_table(result: dict, notes: list[str]) -> str:
+    """The benchmark results as a fixed-width text table."""
+    lines = [f"device: {result['device']}   threads: {result['threads']}",
+             f"{'backend':<8} {'N':>8} {'size':>9} {'fwd ms':>10} {'fwd+bwd ms':>11}"]
+    for c in result["cases"]:
+        lines.append(f"{c['backend']:<8} {c['n']:>8} {c['width']:>4}x{c['height']:<4} {c['fwd_ms']:>10.2f} "
+                     f"{c['fwdbwd_ms']:>11.2f}")
+    for key in ("speedup_cpu_vs_torch_fwd", "speedup_cpu_vs_torch_fwdbwd", "ratio_cuda_vs_gsplat_fwdbwd"):
+        value = result[key]
+        lines.append(f"{key}: {'n/a' if value is None else f'{value:.2f}'}")
+    lines += [f"note: {n}" for n in notes]
+    return "\n".join(lines)
+
+
+def run_raster_bench(device: str = "cpu", json_path: Path | str | None = None, sizes=DEFAULT_SIZES, ns=DEFAULT_NS,
+                     repeats: int = 10, backends=None, torch_repeats: int = 3, torch_max_n: int = 30_000,
+                     print_fn: Callable[[str], None] | None = print) -> dict:
+    """Run the benchmark; returns the JSON-ready dict (and writes it to `json_path` when given)."""
+    if device not in ("cpu", "cuda"):
+        raise InputError(f"--device {device!r} is not supported; use cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BackendUnavailableError("--device cuda was requested but torch sees no CUDA device; use --device cpu")
+    if repeats < 1 or torch_repeats < 1:
+        raise InputError("repeats must be at least 1; pass --repeats 10 (the default) or more")
+    usable = _backends_for(device)
+    chosen = list(backends) if backends else usable
+    missing = [b for b in chosen if b not in usable]
+    if missing:
+        raise BackendUnavailableError(f"backend(s) {', '.join(missing)} are not available on {device} here "
+                                      f"(available: {', '.join(usable)}); build the extension or drop them")
+    notes = []
+    if "torch" in chosen:
+        notes.append(f"torch (the pure-PyTorch oracle) is timed over {torch_repeats} runs and skipped above "
+                     f"N={torch_max_n}; the others over {repeats} runs")
+    cases = []
+    for size in sizes:
+        for n in ns:
+            scene = head_scene(int(n), int(size), int(size), seed=0, device=device)
+            for backend in chosen:
+                if backend == "torch" and n > torch_max_n:
+                    continue
+                reps = torch_repeats if backend == "torch" else repeats
+                fwd, fwdbwd = time_case(backend, scene, reps, warmup=1 if backend == "torch" else 3)
+                case = {"backend": backend, "n": int(n), "width": int(size), "height": int(size),
+                        "fwd_ms": round(fwd, 4), "fwdbwd_ms": round(fwdbwd, 4)}
+                cases.append(case)
+                if print_fn is not None:
+                    print_fn(f"  {backend:<7} N={n:<7} {size}x{size}: fwd {fwd:.2f} ms, fwd+bwd {fwdbwd:.2f} ms")
+    cpu_case = _find(cases, "cpu", *SPEEDUP_CASE)
+    torch_case = _find(cases, "torch", *SPEEDUP_CASE)
+    result = {
+        "device": _device_name(device),
+        "threads": torch.get_num_threads(),
+        "cases": cases,
+        "speedup_cpu_vs_torch_fwd": _ratio(torch_case, cpu_case, "fwd_ms"),
+        "speedup_cpu_vs_torch_fwdbwd": _ratio(torch_case, cpu_case, "fwdbwd_ms"),
+        "ratio_cuda_vs_gsplat_fwdbwd": _ratio(_find(cases, "cuda", *GSPLAT_CASE), _find(cases, "gsplat", *GSPLAT_CASE),
+                                              "fwdbwd_ms"),
+    }
+    if print_fn is not None:
+        print_fn(format_table(result, notes))
+    if json_path is not None:
+        _write_json_atomic(Path(json_path), result)
+    return result
+
+
+def main(cfg: BenchRasterConfig) -> dict:
+    """Entry point of `avatar3d bench raster`."""
+    return run_raster_bench(device=cfg.device, json_path=cfg.json, sizes=cfg.sizes, ns=cfg.ns, repeats=cfg.repeats,
+                            backends=cfg.backends, torch_repeats=cfg.torch_repeats, torch_max_n=cfg.torch_max_n)

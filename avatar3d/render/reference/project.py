@@ -1,0 +1,91 @@
+"""The oracle's projection op: 3D Gaussians -> 2D means, conics, depths, radii (cuda_ext/README.md, steps 1-8).
+
+Pure PyTorch; gradients come from autograd. Works in float32 and float64 on any device.
+Culled Gaussians (radius 0) get means2d, conics and opacities_eff of exactly 0 (and no gradient through
+them); their depth is still the camera-space z.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+EPS2D = 0.3  # screen-space dilation (pixels²), also the antialiasing filter variance
+CLIP_MARGIN = 0.3  # tangent clamp margin, as a fraction of the image size
+
+
+def quat_to_rotmat(quats: Tensor) -> Tensor:  # quats: [N,4] (w,x,y,z), unnormalised -> [N,3,3]
+    """Rotation matrices of the normalised quaternions (the gradient flows through the normalisation)."""
+    q = quats / quats.norm(dim=-1, keepdim=True)
+    w, x, y, z = q.unbind(-1)
+    rows = [
+        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+    ]
+    return torch.stack(rows, dim=-1).reshape(*quats.shape[:-1], 3, 3)
+
+
+def covariance_3d(quats: Tensor, scales: Tensor) -> Tensor:  # quats: [N,4], scales: [N,3] -> [N,3,3]
+    """Σ = M Mᵀ with M = R(q̂) diag(s)."""
+    m = quat_to_rotmat(quats) * scales.unsqueeze(-2)
+    return m @ m.transpose(-1, -2)
+
+
+def project(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, viewmat: Tensor, K: Tensor,
+            width: int, height: int, near: float = 0.01, far: float = 100.0, antialiased: bool = False):
+    # means: [N,3], quats: [N,4], scales: [N,3], opacities: [N], viewmat: [4,4], K: [3,3]
+    """Project Gaussians to the image.
+
+    Returns (means2d [N,2], conics [N,3] = (a, b, c) of Σ2⁻¹, depths [N], radii [N] int32 (0 = culled),
+    opacities_eff [N]).
+    """
+    rot_cw, t_cw = viewmat[:3, :3], viewmat[:3, 3]
+    t = means @ rot_cw.T + t_cw  # [N,3] camera space
+    x, y, z = t.unbind(-1)
+    in_depth = (z > near) & (z < far)
+    # Culled Gaussians are computed at a harmless depth so that nothing inf/nan can leak into the gradients.
+    zs = torch.where(in_depth, z, torch.ones_like(z))
+
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    lim_x_pos = (width - cx) / fx + CLIP_MARGIN * width / fx
+    lim_x_neg = cx / fx + CLIP_MARGIN * width / fx
+    lim_y_pos = (height - cy) / fy + CLIP_MARGIN * height / fy
+    lim_y_neg = cy / fy + CLIP_MARGIN * height / fy
+    tx = zs * torch.clamp(x / zs, min=-lim_x_neg, max=lim_x_pos)  # gradient 0 outside the range
+    ty = zs * torch.clamp(y / zs, min=-lim_y_neg, max=lim_y_pos)
+    zeros = torch.zeros_like(zs)
+    jac = torch.stack([fx / zs, zeros, -fx * tx / (zs * zs),
+                       zeros, fy / zs, -fy * ty / (zs * zs)], dim=-1).reshape(-1, 2, 3)  # [N,2,3]
+
+    cov_c = rot_cw @ covariance_3d(quats, scales) @ rot_cw.T  # [N,3,3]
+    cov2d = jac @ cov_c @ jac.transpose(-1, -2)  # [N,2,2], before dilation
+    a0, b0, c0 = cov2d[:, 0, 0], cov2d[:, 0, 1], cov2d[:, 1, 1]
+    a, b, c = a0 + EPS2D, b0, c0 + EPS2D
+    det = a * c - b * b
+    det_ok = det > 0
+    det_safe = torch.where(det_ok, det, torch.ones_like(det))
+
+    opac = opacities
+    if antialiased:
+        ratio = (a0 * c0 - b0 * b0) / det_safe
+        ratio_ok = ratio > 0
+        rho = torch.sqrt(torch.where(ratio_ok, ratio, torch.ones_like(ratio)))
+        opac = opacities * torch.where(ratio_ok, rho, torch.zeros_like(rho))
+
+    conics = torch.stack([c / det_safe, -b / det_safe, a / det_safe], dim=-1)
+    means2d = torch.stack([fx * x / zs + cx, fy * y / zs + cy], dim=-1)
+
+    with torch.no_grad():
+        mid = 0.5 * (a + c)
+        lam = mid + torch.sqrt(torch.clamp_min(mid * mid - det, 0.1))
+        radius = torch.ceil(3.0 * torch.sqrt(lam))
+        mx, my = means2d[:, 0], means2d[:, 1]
+        off = (mx + radius <= 0) | (mx - radius >= width) | (my + radius <= 0) | (my - radius >= height)
+        visible = in_depth & det_ok & (radius > 0) & ~off
+        radii = torch.where(visible, radius, torch.zeros_like(radius)).to(torch.int32)
+
+    keep = visible.unsqueeze(-1)
+    means2d = torch.where(keep, means2d, torch.zeros_like(means2d))
+    conics = torch.where(keep, conics, torch.zeros_like(conics))
+    opac = torch.where(visible, opac, torch.zeros_like(opac))
+    return means2d, conics, z, radii, opac
