@@ -1,0 +1,37 @@
+// Torch-level ops of avatar3d._C (implemented in *_glue.cpp, bound in ext.cpp).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <vector>
+
+namespace a3d {
+
+// -> means2d [N,2], conics [N,3], depths [N], radii [N] int32, opacities_eff [N]
+std::vector<at::Tensor> project_forward(const at::Tensor& means, const at::Tensor& quats, const at::Tensor& scales,
+                                        const at::Tensor& opacities, const at::Tensor& viewmat, const at::Tensor& K,
+                                        int64_t width, int64_t height, double near_plane, double far_plane,
+                                        bool antialiased);
+// -> v_means [N,3], v_quats [N,4], v_scales [N,3], v_opacities [N]
+std::vector<at::Tensor> project_backward(const at::Tensor& means, const at::Tensor& quats, const at::Tensor& scales,
+                                         const at::Tensor& opacities, const at::Tensor& viewmat, const at::Tensor& K,
+                                         int64_t width, int64_t height, double near_plane, double far_plane,
+                                         bool antialiased, const at::Tensor& radii, const at::Tensor& v_means2d,
+                                         const at::Tensor& v_conics, const at::Tensor& v_depths,
+                                         const at::Tensor& v_opacities_eff);
+// -> image [H,W,C], alpha [H,W,1], gauss_ids [M] int32, tile_ranges [T,2] int32, last [H,W] int32, final_T [H,W]
+std::vector<at::Tensor> composite_forward(const at::Tensor& means2d, const at::Tensor& conics,
+                                          const at::Tensor& opacities, const at::Tensor& colors,
+                                          const at::Tensor& background, const at::Tensor& radii,
+                                          const at::Tensor& depths, int64_t width, int64_t height);
+// -> v_means2d [N,2], v_conics [N,3], v_opacities [N], v_colors [N,C], v_background [C]
+std::vector<at::Tensor> composite_backward(const at::Tensor& means2d, const at::Tensor& conics,
+                                           const at::Tensor& opacities, const at::Tensor& colors,
+                                           const at::Tensor& background, const at::Tensor& gauss_ids,
+                                           const at::Tensor& tile_ranges, const at::Tensor& last,
+                                           const at::Tensor& final_T, const at::Tensor& v_image,
+                                           const at::Tensor& v_alpha, int64_t width, int64_t height);
+
+bool has_cuda();
+
+}  // namespace a3d

@@ -1,0 +1,79 @@
+// Torch-free entry points of the native cores (CPU: *_cpu.cpp, CUDA: *_cuda.cu). Raw pointers, float32,
+// contiguous row-major; int32 indices. The glue (*_glue.cpp) allocates every output.
+#pragma once
+
+#include <cstdint>
+
+namespace a3d {
+
+// ---- projection (project_cpu.cpp / project_cuda.cu) ----
+// means [N,3], quats [N,4], scales [N,3], opacities [N], viewmat [4,4], K [3,3]
+// -> means2d [N,2], conics [N,3], depths [N], radii [N], opacities_eff [N]
+struct ProjectArgs {
+    int64_t n;
+    const float* means; const float* quats; const float* scales; const float* opacities;
+    const float* viewmat; const float* K;
+    int width, height;
+    float near_plane, far_plane;
+    bool antialiased;
+};
+void project_forward_cpu(const ProjectArgs& a, float* means2d, float* conics, float* depths, int32_t* radii,
+                         float* opacities_eff, int num_threads);
+// v_means2d [N,2], v_conics [N,3], v_depths [N], v_opacities_eff [N]
+// -> v_means [N,3], v_quats [N,4], v_scales [N,3], v_opacities [N] (culled Gaussians get 0)
+void project_backward_cpu(const ProjectArgs& a, const int32_t* radii, const float* v_means2d, const float* v_conics,
+                          const float* v_depths, const float* v_opacities_eff, float* v_means, float* v_quats,
+                          float* v_scales, float* v_opacities, int num_threads);
+
+// ---- tile binning + compositing (rasterize_cpu.cpp / rasterize_cuda.cu) ----
+struct CompositeArgs {
+    int64_t n;
+    int channels;
+    const float* means2d;      // [N,2]
+    const float* conics;       // [N,3]
+    const float* opacities;    // [N] effective opacities
+    const float* colors;       // [N,C]
+    const float* background;   // [C]
+    const int32_t* radii;      // [N]
+    const float* depths;       // [N]
+    int width, height;
+};
+inline int tiles_x_of(int width) { return (width + 15) / 16; }
+inline int tiles_y_of(int height) { return (height + 15) / 16; }
+
+// CPU. Step 1: tile counts per Gaussian (tiles_per_gauss [N]); returns the total number of intersections.
+int64_t bin_count_cpu(const CompositeArgs& a, int32_t* tiles_per_gauss, int num_threads);
+// Step 2: gauss_ids [M] sorted by (tile, depth, index); tile_ranges [T,2] (start, end) into gauss_ids.
+void bin_fill_cpu(const CompositeArgs& a, const int32_t* tiles_per_gauss, int64_t m, int32_t* gauss_ids,
+                  int32_t* tile_ranges, int num_threads);
+// Step 3: image [H,W,C], alpha [H,W], last [H,W] (entries processed, incl. the last added one),
+// final_T [H,W].
+void composite_forward_cpu(const CompositeArgs& a, const int32_t* gauss_ids, const int32_t* tile_ranges,
+                           float* image, float* alpha, int32_t* last, float* final_T, int num_threads);
+// v_image [H,W,C], v_alpha [H,W] -> v_means2d [N,2], v_conics [N,3], v_opacities [N], v_colors [N,C],
+// v_background [C] (all overwritten).
+void composite_backward_cpu(const CompositeArgs& a, const int32_t* gauss_ids, const int32_t* tile_ranges,
+                            const int32_t* last, const float* final_T, const float* v_image, const float* v_alpha,
+                            float* v_means2d, float* v_conics, float* v_opacities, float* v_colors,
+                            float* v_background, int num_threads);
+
+// CUDA launchers (stream is a cudaStream_t; device pointers). Same contracts as the CPU functions.
+void project_forward_cuda(const ProjectArgs& a, float* means2d, float* conics, float* depths, int32_t* radii,
+                          float* opacities_eff, void* stream);
+void project_backward_cuda(const ProjectArgs& a, const int32_t* radii, const float* v_means2d,
+                           const float* v_conics, const float* v_depths, const float* v_opacities_eff,
+                           float* v_means, float* v_quats, float* v_scales, float* v_opacities, void* stream);
+// Step 1 on the GPU: cum_tiles [N] = inclusive prefix sum of tiles per Gaussian; returns M (synchronises).
+int64_t bin_count_cuda(const CompositeArgs& a, int32_t* cum_tiles, void* stream);
+// Step 2: radix sort of (tile << 32 | depth bits) keys; fills gauss_ids [M] and tile_ranges [T,2].
+void bin_fill_cuda(const CompositeArgs& a, const int32_t* cum_tiles, int64_t m, int32_t* gauss_ids,
+                   int32_t* tile_ranges, void* stream);
+void composite_forward_cuda(const CompositeArgs& a, const int32_t* gauss_ids, const int32_t* tile_ranges,
+                            float* image, float* alpha, int32_t* last, float* final_T, void* stream);
+// v_* outputs must be zeroed by the caller (accumulated with atomics).
+void composite_backward_cuda(const CompositeArgs& a, const int32_t* gauss_ids, const int32_t* tile_ranges,
+                             const int32_t* last, const float* final_T, const float* v_image, const float* v_alpha,
+                             float* v_means2d, float* v_conics, float* v_opacities, float* v_colors,
+                             float* v_background, void* stream);
+
+}  // namespace a3d

@@ -1,0 +1,244 @@
+// Projection of one 3D Gaussian (cuda_ext/README.md steps 1-8) and its vector-Jacobian product.
+// Matrices are row-major float[9] (3x3) / float[6] (2x3). Torch-free; used by the CPU and CUDA cores.
+#pragma once
+
+#include "common.h"
+
+namespace a3d {
+
+struct Camera {
+    float R[9];  // world->camera rotation (viewmat[:3,:3])
+    float t[3];  // world->camera translation (viewmat[:3,3])
+    float fx, fy, cx, cy;
+    int width, height;
+    float near_plane, far_plane;
+    bool antialiased;
+};
+
+// viewmat: [4,4] row-major, K: [3,3] row-major
+A3D_HD Camera make_camera(const float* viewmat, const float* K, int width, int height,
+                          float near_plane, float far_plane, bool antialiased) {
+    Camera cam;
+    for (int i = 0; i < 3; ++i) {
+        for (int j = 0; j < 3; ++j) cam.R[3 * i + j] = viewmat[4 * i + j];
+        cam.t[i] = viewmat[4 * i + 3];
+    }
+    cam.fx = K[0]; cam.fy = K[4]; cam.cx = K[2]; cam.cy = K[5];
+    cam.width = width; cam.height = height;
+    cam.near_plane = near_plane; cam.far_plane = far_plane;
+    cam.antialiased = antialiased;
+    return cam;
+}
+
+// Rotation matrix of a normalised quaternion (w,x,y,z).
+A3D_HD void quat_to_rot(const float* q, float* R) {
+    const float w = q[0], x = q[1], y = q[2], z = q[3];
+    R[0] = 1.f - 2.f * (y * y + z * z); R[1] = 2.f * (x * y - w * z);       R[2] = 2.f * (x * z + w * y);
+    R[3] = 2.f * (x * y + w * z);       R[4] = 1.f - 2.f * (x * x + z * z); R[5] = 2.f * (y * z - w * x);
+    R[6] = 2.f * (x * z - w * y);       R[7] = 2.f * (y * z + w * x);       R[8] = 1.f - 2.f * (x * x + y * y);
+}
+
+// VJP of quat_to_rot: v_R [9] -> v_q [4] (w.r.t. the normalised quaternion).
+A3D_HD void quat_to_rot_vjp(const float* q, const float* G, float* v_q) {
+    const float w = q[0], x = q[1], y = q[2], z = q[3];
+    v_q[0] = 2.f * (-z * G[1] + y * G[2] + z * G[3] - x * G[5] - y * G[6] + x * G[7]);
+    v_q[1] = 2.f * (y * G[1] + z * G[2] + y * G[3] - 2.f * x * G[4] - w * G[5] + z * G[6] + w * G[7] - 2.f * x * G[8]);
+    v_q[2] = 2.f * (-2.f * y * G[0] + x * G[1] + w * G[2] + x * G[3] + z * G[5] - w * G[6] + z * G[7] - 2.f * y * G[8]);
+    v_q[3] = 2.f * (-2.f * z * G[0] - w * G[1] + x * G[2] + w * G[3] - 2.f * z * G[4] + y * G[5] + x * G[6] + y * G[7]);
+}
+
+// C = A B (3x3), C = A Bᵀ, C = Aᵀ B
+A3D_HD void mm3(const float* A, const float* B, float* C) {
+    for (int i = 0; i < 3; ++i)
+        for (int j = 0; j < 3; ++j)
+            C[3 * i + j] = A[3 * i] * B[j] + A[3 * i + 1] * B[3 + j] + A[3 * i + 2] * B[6 + j];
+}
+A3D_HD void mm3_bt(const float* A, const float* B, float* C) {
+    for (int i = 0; i < 3; ++i)
+        for (int j = 0; j < 3; ++j)
+            C[3 * i + j] = A[3 * i] * B[3 * j] + A[3 * i + 1] * B[3 * j + 1] + A[3 * i + 2] * B[3 * j + 2];
+}
+A3D_HD void mm3_at(const float* A, const float* B, float* C) {
+    for (int i = 0; i < 3; ++i)
+        for (int j = 0; j < 3; ++j)
+            C[3 * i + j] = A[i] * B[j] + A[3 + i] * B[3 + j] + A[6 + i] * B[6 + j];
+}
+
+// Everything the forward computes and the VJP reuses.
+struct ProjState {
+    float t[3];       // camera-space mean
+    float qn[4];      // normalised quaternion
+    float qnorm;
+    float Rq[9];      // rotation of the Gaussian
+    float M[9];       // Rq diag(s)
+    float covc[9];    // camera-space covariance
+    float J[6];       // clamped projection Jacobian
+    float rx, ry;     // x/z, y/z before the clamp
+    float rxc, ryc;   // after the clamp
+    bool x_in, y_in;  // clamp inactive (gradient passes)
+    float a0, b0, c0; // J covc Jᵀ before dilation
+    float a, b, c;    // after dilation
+    float det;
+    float ratio;      // antialiasing det ratio
+};
+
+// Full forward of one Gaussian. Returns false when culled (outputs then hold the oracle's zeros).
+// mean [3], quat [4], scale [3]; outputs mean2d [2], conic [3].
+A3D_HD bool project_gaussian(const Camera& cam, const float* mean, const float* quat, const float* scale,
+                             float opacity, ProjState& st, float* mean2d, float* conic, float& depth,
+                             int& radius, float& opacity_eff) {
+    const float* R = cam.R;
+    for (int i = 0; i < 3; ++i)
+        st.t[i] = R[3 * i] * mean[0] + R[3 * i + 1] * mean[1] + R[3 * i + 2] * mean[2] + cam.t[i];
+    depth = st.t[2];
+    mean2d[0] = mean2d[1] = 0.f;
+    conic[0] = conic[1] = conic[2] = 0.f;
+    radius = 0;
+    opacity_eff = 0.f;
+    const float z = st.t[2];
+    if (!(z > cam.near_plane && z < cam.far_plane)) return false;
+
+    st.qnorm = sqrtf(quat[0] * quat[0] + quat[1] * quat[1] + quat[2] * quat[2] + quat[3] * quat[3]);
+    for (int i = 0; i < 4; ++i) st.qn[i] = quat[i] / st.qnorm;
+    quat_to_rot(st.qn, st.Rq);
+    for (int i = 0; i < 3; ++i)
+        for (int j = 0; j < 3; ++j) st.M[3 * i + j] = st.Rq[3 * i + j] * scale[j];
+    float cov[9], tmp[9];
+    mm3_bt(st.M, st.M, cov);
+    mm3(R, cov, tmp);
+    mm3_bt(tmp, R, st.covc);
+
+    const float W = (float)cam.width, H = (float)cam.height;
+    const float lim_x_pos = (W - cam.cx) / cam.fx + (CLIP_MARGIN * W) / cam.fx;
+    const float lim_x_neg = cam.cx / cam.fx + (CLIP_MARGIN * W) / cam.fx;
+    const float lim_y_pos = (H - cam.cy) / cam.fy + (CLIP_MARGIN * H) / cam.fy;
+    const float lim_y_neg = cam.cy / cam.fy + (CLIP_MARGIN * H) / cam.fy;
+    st.rx = st.t[0] / z;
+    st.ry = st.t[1] / z;
+    st.rxc = clampf(st.rx, -lim_x_neg, lim_x_pos);
+    st.ryc = clampf(st.ry, -lim_y_neg, lim_y_pos);
+    st.x_in = st.rx >= -lim_x_neg && st.rx <= lim_x_pos;
+    st.y_in = st.ry >= -lim_y_neg && st.ry <= lim_y_pos;
+    const float tx = z * st.rxc, ty = z * st.ryc;
+    st.J[0] = cam.fx / z; st.J[1] = 0.f; st.J[2] = -cam.fx * tx / (z * z);
+    st.J[3] = 0.f; st.J[4] = cam.fy / z; st.J[5] = -cam.fy * ty / (z * z);
+
+    // B = J covc (2x3), then J covc Jᵀ
+    float B[6];
+    for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < 3; ++j)
+            B[3 * i + j] = st.J[3 * i] * st.covc[j] + st.J[3 * i + 1] * st.covc[3 + j] + st.J[3 * i + 2] * st.covc[6 + j];
+    st.a0 = B[0] * st.J[0] + B[1] * st.J[1] + B[2] * st.J[2];
+    st.b0 = B[0] * st.J[3] + B[1] * st.J[4] + B[2] * st.J[5];
+    st.c0 = B[3] * st.J[3] + B[4] * st.J[4] + B[5] * st.J[5];
+    st.a = st.a0 + EPS2D; st.b = st.b0; st.c = st.c0 + EPS2D;
+    st.det = st.a * st.c - st.b * st.b;
+    if (!(st.det > 0.f)) return false;
+
+    float opac = opacity;
+    st.ratio = 0.f;
+    if (cam.antialiased) {
+        st.ratio = (st.a0 * st.c0 - st.b0 * st.b0) / st.det;
+        opac = st.ratio > 0.f ? opacity * sqrtf(st.ratio) : 0.f;
+    }
+    const float mx = cam.fx * st.t[0] / z + cam.cx;
+    const float my = cam.fy * st.t[1] / z + cam.cy;
+    const float mid = 0.5f * (st.a + st.c);
+    const float lam = mid + sqrtf(fmaxf(mid * mid - st.det, 0.1f));
+    const float r = ceilf(3.0f * sqrtf(lam));
+    if (!(r > 0.f)) return false;
+    if (mx + r <= 0.f || mx - r >= W || my + r <= 0.f || my - r >= H) return false;
+
+    mean2d[0] = mx; mean2d[1] = my;
+    conic[0] = st.c / st.det; conic[1] = -st.b / st.det; conic[2] = st.a / st.det;
+    radius = (int)r;
+    opacity_eff = opac;
+    return true;
+}
+
+// VJP of project_gaussian for a visible Gaussian (call only when the forward returned true).
+// Upstream: v_mean2d [2], v_conic [3], v_depth, v_opacity_eff.
+// Outputs (overwritten): v_mean [3], v_quat [4], v_scale [3], v_opacity.
+A3D_HD void project_gaussian_vjp(const Camera& cam, const float* scale, float opacity, const ProjState& st,
+                                 const float* v_mean2d, const float* v_conic, float v_depth, float v_opac_eff,
+                                 float* v_mean, float* v_quat, float* v_scale, float& v_opacity) {
+    const float z = st.t[2];
+    const float fx = cam.fx, fy = cam.fy;
+    // opacity (antialiased: opac_eff = o sqrt(ratio))
+    float v_rho = 0.f, rho = 0.f;
+    if (cam.antialiased) {
+        rho = st.ratio > 0.f ? sqrtf(st.ratio) : 0.f;
+        v_opacity = v_opac_eff * rho;
+        v_rho = v_opac_eff * opacity;
+    } else {
+        v_opacity = v_opac_eff;
+    }
+    // conic = (c, -b, a) / det  ->  gradients on the dilated (a, b, c)
+    const float inv_det = 1.f / st.det;
+    const float ca = st.c * inv_det, cb = -st.b * inv_det, cc = st.a * inv_det;
+    const float v_det = -(v_conic[0] * ca + v_conic[1] * cb + v_conic[2] * cc) * inv_det;
+    float v_a = v_conic[2] * inv_det + v_det * st.c;
+    float v_c = v_conic[0] * inv_det + v_det * st.a;
+    float v_b = -v_conic[1] * inv_det - 2.f * v_det * st.b;
+    if (cam.antialiased && st.ratio > 0.f) {
+        // ratio = (a0 c0 - b0²) / det
+        const float v_ratio = v_rho * 0.5f / rho;
+        const float v_num = v_ratio * inv_det;
+        const float v_den = -v_ratio * st.ratio * inv_det;
+        v_a += v_num * st.c0 + v_den * st.c;
+        v_c += v_num * st.a0 + v_den * st.a;
+        v_b += -2.f * st.b0 * v_num - 2.f * st.b * v_den;
+    }
+    // cov2d = J covc Jᵀ: G symmetric (off-diagonal shared)
+    const float G[4] = {v_a, 0.5f * v_b, 0.5f * v_b, v_c};
+    // v_covc = Jᵀ G J
+    float GJ[6];
+    for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < 3; ++j) GJ[3 * i + j] = G[2 * i] * st.J[j] + G[2 * i + 1] * st.J[3 + j];
+    float v_covc[9];
+    for (int i = 0; i < 3; ++i)
+        for (int j = 0; j < 3; ++j) v_covc[3 * i + j] = st.J[i] * GJ[j] + st.J[3 + i] * GJ[3 + j];
+    // v_J = 2 G J covc
+    float v_J[6];
+    for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < 3; ++j)
+            v_J[3 * i + j] = 2.f * (GJ[3 * i] * st.covc[j] + GJ[3 * i + 1] * st.covc[3 + j] + GJ[3 * i + 2] * st.covc[6 + j]);
+
+    // J -> camera-space mean
+    float v_t[3] = {0.f, 0.f, v_depth};
+    const float z2 = z * z, z3 = z2 * z;
+    const float tx = z * st.rxc, ty = z * st.ryc;
+    v_t[2] += -fx / z2 * v_J[0] - fy / z2 * v_J[4] + 2.f * fx * tx / z3 * v_J[2] + 2.f * fy * ty / z3 * v_J[5];
+    const float v_tx = -fx / z2 * v_J[2];
+    const float v_ty = -fy / z2 * v_J[5];
+    // tx = z clamp(x/z): inside the range d/dx = 1, d/dz = 0; outside d/dx = 0, d/dz = clamped ratio
+    if (st.x_in) v_t[0] += v_tx; else v_t[2] += v_tx * st.rxc;
+    if (st.y_in) v_t[1] += v_ty; else v_t[2] += v_ty * st.ryc;
+    // mean2d = f t.xy / z + c
+    v_t[0] += v_mean2d[0] * fx / z;
+    v_t[1] += v_mean2d[1] * fy / z;
+    v_t[2] += -(v_mean2d[0] * fx * st.t[0] + v_mean2d[1] * fy * st.t[1]) / z2;
+    // t = R p + t_cw
+    const float* R = cam.R;
+    for (int j = 0; j < 3; ++j) v_mean[j] = R[j] * v_t[0] + R[3 + j] * v_t[1] + R[6 + j] * v_t[2];
+
+    // covc = R cov Rᵀ -> v_cov = Rᵀ v_covc R; cov = M Mᵀ -> v_M = 2 v_cov M (v_cov symmetric)
+    float tmp[9], v_cov[9], v_M[9];
+    mm3_at(R, v_covc, tmp);
+    mm3(tmp, R, v_cov);
+    mm3(v_cov, st.M, v_M);
+    for (int i = 0; i < 9; ++i) v_M[i] *= 2.f;
+    // M = Rq diag(s)
+    float v_Rq[9];
+    for (int i = 0; i < 3; ++i)
+        for (int j = 0; j < 3; ++j) v_Rq[3 * i + j] = v_M[3 * i + j] * scale[j];
+    for (int j = 0; j < 3; ++j)
+        v_scale[j] = v_M[j] * st.Rq[j] + v_M[3 + j] * st.Rq[3 + j] + v_M[6 + j] * st.Rq[6 + j];
+    // quaternion, through the normalisation: v_q = (v_qn - qn (qn·v_qn)) / |q|
+    float v_qn[4];
+    quat_to_rot_vjp(st.qn, v_Rq, v_qn);
+    const float dot = st.qn[0] * v_qn[0] + st.qn[1] * v_qn[1] + st.qn[2] * v_qn[2] + st.qn[3] * v_qn[3];
+    for (int i = 0; i < 4; ++i) v_quat[i] = (v_qn[i] - st.qn[i] * dot) / st.qnorm;
+}
+
+}  // namespace a3d
