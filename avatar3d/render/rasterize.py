@@ -67,8 +67,7 @@ def _resolve_backend(backend: str, device: torch.device):
 
         if not native.is_available():
             raise BackendUnavailableError(
-                f"the native rasterizer extension (avatar3d._C) is not built; {native.BUILD_HINT} "
-                "(or use backend='torch')")
+                f"the native rasterizer extension (avatar3d._C) is not built; {native.BUILD_HINT}")
         return backend, native
     ops = _native()
     if ops is not None and (device.type == "cpu" or (device.type == "cuda" and _native_has_cuda(ops))):

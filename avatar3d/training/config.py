@@ -1,27 +1,49 @@
 """Training settings of a Gaussian avatar; the YAML presets in configs/ are read back through this."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
 class TrainConfig:
     iterations: int = 15000
-    """Optimisation steps over the training frames."""
+    """Optimisation steps over the training frames (one random frame per step)."""
     resolution: int = 512
-    """Side of the square training images, pixels."""
+    """Side of the square training images, pixels (frames are resized from the tracked resolution, K with them)."""
+    init_gaussians: int = 20000
+    """Gaussians placed on the rig's visible surface at initialisation (area-weighted over its triangles)."""
     max_gaussians: int = 100_000
     """Cap on the number of Gaussians (densification stops there)."""
-    init_per_triangle: int = 1
-    """Gaussians placed on each visible triangle at initialisation (a decimated surface is used when over budget)."""
     sh_degree: int = 1
     """Spherical-harmonics degree of the colours (0..3)."""
+    sh_increase_every: int = 1000
+    """Steps between enabling one more SH band (3DGS's warm-up: diffuse colour first)."""
+    background: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    """Solid background colour (RGB in [0,1]) the ground truth is composited over with the mask, and rendered over."""
+    lr_position: float = 5e-3
+    """Adam rate of the local positions (units of the parent triangle's size) at the first step."""
+    lr_position_final: float = 5e-5
+    """Rate of the local positions at the last step (exponential decay in between)."""
+    lr_scale: float = 0.017
+    """Adam rate of the log-scales."""
+    lr_rotation: float = 1e-3
+    """Adam rate of the local rotation quaternions."""
+    lr_opacity: float = 0.05
+    """Adam rate of the opacity logits."""
+    lr_sh: float = 2.5e-3
+    """Adam rate of the SH DC (base colour) coefficients; the higher bands get a twentieth of it."""
     densify_from: int = 500
     """First step of adaptive densification."""
     densify_until: int = 10000
     """Last step of adaptive densification."""
     densify_every: int = 500
     """Steps between densification/pruning rounds."""
+    densify_grad_threshold: float = 2e-4
+    """Mean screen-space gradient (NDC units) above which a Gaussian is cloned or split."""
+    percent_dense: float = 0.01
+    """Gaussians smaller than this fraction of the head's extent are cloned, larger ones split."""
+    prune_opacity: float = 0.005
+    """Gaussians less opaque than this are pruned."""
     opacity_reset_every: int = 3000
     """Steps between opacity resets."""
     lambda_dssim: float = 0.2
@@ -30,7 +52,23 @@ class TrainConfig:
     """Weight of LPIPS (used only when its weights are present locally)."""
     mouth_eye_weight: float = 2.0
     """Loss weight multiplier on the mouth and eye regions."""
+    lambda_position: float = 0.01
+    """Weight of the penalty on Gaussians further than one triangle size from their triangle."""
+    lambda_scale: float = 1.0
+    """Weight of the penalty on Gaussians larger than 0.6 of their triangle's size."""
     refine_params: bool = True
     """Jointly refine the per-frame expression, jaw, pose and eye parameters of the training frames."""
+    refine_from: int = 500
+    """First step of the refinement (the Gaussians must roughly fit first, or the parameters chase noise)."""
+    lr_refine_expr: float = 1e-3
+    """Adam rate of the refined expression coefficients."""
+    lr_refine_pose: float = 1e-5
+    """Adam rate of the refined rotations (global, neck, jaw, eyes; radians)."""
+    lr_refine_transl: float = 1e-6
+    """Adam rate of the refined translations (metres)."""
+    lambda_refine_prior: float = 1e-3
+    """Weight of the prior pulling refined parameters back to the tracked ones."""
     checkpoint_every: int = 1000
     """Steps between resumable checkpoints."""
+    seed: int = 0
+    """Seed of the initialisation and of the frame sampling (a run is reproducible)."""
