@@ -1,8 +1,9 @@
 """`avatar3d demo`: the main job on the built-in synthetic subject, with what has landed so far.
 
 Today it builds the synthetic rig, animates it (speech-like jaw motion, blinks, gaze shifts, a head turn),
-binds Gaussians to its visible triangles, renders an orbiting camera with our rasterizer and writes an
-mp4 with a matching synthetic voice track, a preview sheet and a JSON summary. Later stages (enrollment,
+binds Gaussians to its visible triangles coloured from the synthetic subject's procedural texture,
+renders an orbiting camera with our rasterizer and writes an mp4 with a matching synthetic voice track,
+a preview sheet and a JSON summary. Later stages (enrollment,
 audio-to-expression) join as their issues land.
 """
 from __future__ import annotations
@@ -16,24 +17,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-from torch import Tensor
-
-# colours per region of the synthetic subject (sRGB in [0,1])
-REGION_COLOURS = {
-    "face": (0.86, 0.67, 0.56),
-    "lips": (0.72, 0.36, 0.36),
-    "eyelids": (0.80, 0.60, 0.50),
-    "brows": (0.30, 0.22, 0.16),
-    "scalp": (0.25, 0.18, 0.12),
-    "ears": (0.84, 0.64, 0.54),
-    "neck": (0.82, 0.63, 0.52),
-    "mouth_interior": (0.45, 0.12, 0.14),
-    "gums": (0.70, 0.35, 0.38),
-    "teeth": (0.95, 0.94, 0.90),
-    "eyeball_left": (0.96, 0.96, 0.96),
-    "eyeball_right": (0.96, 0.96, 0.96),
-}
-
 
 @dataclass
 class DemoConfig:
@@ -49,23 +32,8 @@ class DemoConfig:
     """Camera yaw swept over the clip (turntable), degrees."""
     backend: Literal["auto", "cpu", "torch"] = "auto"
     """Rasterizer backend (auto: the C++ extension when built, else the PyTorch oracle)."""
-
-
-def _vertex_colours(rig) -> Tensor:  # -> [V,3]
-    colours = torch.full((rig.num_vertices, 3), 0.5)
-    for name, rgb in REGION_COLOURS.items():  # later (more specific) regions paint over earlier ones
-        mask = rig.region(name).cpu()
-        colours[mask] = torch.tensor(rgb)
-    if "eyeball_left" in rig.regions:  # dark pupils at the front of each eyeball
-        for side in ("eyeball_left", "eyeball_right"):
-            mask = rig.region(side).cpu()
-            pts = rig.template.cpu()[mask]
-            front = pts[:, 2] > pts[:, 2].max() - 0.25 * (pts[:, 2].max() - pts[:, 2].min())
-            idx = mask.nonzero()[:, 0][front]
-            colours[idx] = torch.tensor((0.12, 0.22, 0.35))
-            core = pts[front][:, 2] > pts[:, 2].max() - 0.08 * (pts[:, 2].max() - pts[:, 2].min())
-            colours[idx[core]] = torch.tensor((0.03, 0.03, 0.03))
-    return colours
+    gaussians: int = 40000
+    """Gaussians spread over the visible surface (bound to their triangles)."""
 
 
 def _animation(rig, frames: int, fps: float) -> "RigParams":  # noqa: F821
@@ -102,13 +70,14 @@ def _voice(jaw_open: np.ndarray, fps: float, rate: int = 16000) -> np.ndarray:  
 
 def main(cfg: DemoConfig) -> int:
     from avatar3d.camera import intrinsics, orbit_viewmat
-    from avatar3d.gaussians.binding import local_to_world, triangle_frames
+    from avatar3d.eval.mesh_raster import sample_texture
+    from avatar3d.eval.synthetic_subject import make_texture
+    from avatar3d.gaussians.model import BoundGaussians
     from avatar3d.head.lbs import pose_vertices
     from avatar3d.head.synthetic import synthetic_rig
     from avatar3d.io.atomic import atomic_write_text
     from avatar3d.io.media import write_mp4
     from avatar3d.render import rasterize
-    from avatar3d.rotation import matrix_to_quaternion
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -119,16 +88,18 @@ def main(cfg: DemoConfig) -> int:
     print(f"[demo] synthetic rig: {rig.num_vertices} vertices, {rig.num_faces} triangles, "
           f"{rig.num_shape} identity and {rig.num_expr} expression shapes")
 
-    # one Gaussian per visible triangle, flat along the surface, coloured by region
-    faces = rig.faces[rig.renderable_faces()]
-    colours = _vertex_colours(rig)[faces].mean(dim=1)  # [F,3]
-    n = faces.shape[0]
-    parent = torch.arange(n)
-    local_means = torch.zeros(n, 3)
-    local_rot = torch.eye(3).expand(n, 3, 3)
-    local_scales = torch.tensor([0.45, 0.45, 0.05]).expand(n, 3)
-    opacities = torch.full((n,), 0.98)
-    print(f"[demo] {n} Gaussians bound to the visible triangles (helper geometry excluded)")
+    # Gaussians spread over the visible triangles, flat along the surface, coloured from the texture
+    renderable = rig.renderable_faces()
+    faces = rig.faces[renderable]
+    texture = make_texture(rig, size=512)
+    # per triangle: the median of its corners' texture colours (a centroid UV can fall in an atlas gap
+    # for triangles that straddle a UV seam)
+    corner_uv = rig.uvs[rig.face_uvs[renderable]]  # [F,3,2]
+    colours = sample_texture(texture, corner_uv).median(dim=1).values  # [F,3]
+    gaussians = BoundGaussians.on_surface(rig.template, faces, cfg.gaussians, colours=colours,
+                                          opacity=0.98, generator=torch.Generator().manual_seed(0))
+    n = gaussians.num_gaussians
+    print(f"[demo] {n} Gaussians bound to {faces.shape[0]} visible triangles (helper geometry excluded)")
 
     K = intrinsics(20.0, cfg.resolution, cfg.resolution)
     centre = rig.template.mean(dim=0)
@@ -138,13 +109,12 @@ def main(cfg: DemoConfig) -> int:
     with torch.no_grad():
         verts = pose_vertices(rig, params)  # [T,V,3]
         for i in range(frames):
-            origin, rotation, scale = triangle_frames(verts[i], faces)
-            means, rotmats, scales = local_to_world(local_means, local_rot, local_scales, parent, origin, rotation, scale)
+            world = gaussians.world(verts[i], faces)
             yaw = cfg.orbit * (i / max(frames - 1, 1) - 0.5)
-            viewmat = orbit_viewmat(0.8, yaw, 5.0, target=centre.tolist())
+            viewmat = orbit_viewmat(0.75, yaw, 5.0, target=centre.tolist())
             tic = time.perf_counter()
-            image, _, _ = rasterize(means, matrix_to_quaternion(rotmats), scales, opacities, colours, viewmat, K,
-                                    cfg.resolution, cfg.resolution, background, backend=cfg.backend)
+            image, _, _ = rasterize(world.means, world.quats, world.scales, world.opacities, world.sh, viewmat, K,
+                                    cfg.resolution, cfg.resolution, background, sh_degree=0, backend=cfg.backend)
             render_seconds += time.perf_counter() - tic
             images.append((image.clamp(0, 1) * 255).round().to(torch.uint8).numpy())
 

@@ -111,7 +111,12 @@ class BoundGaussians(nn.Module):
         device, dtype = vertices.device, vertices.dtype
         v0, v1, v2 = (vertices[faces[:, i]] for i in range(3))
         area = 0.5 * torch.cross(v1 - v0, v2 - v0, dim=-1).norm(dim=-1)
-        parent = torch.multinomial(area / area.sum(), count, replacement=True, generator=generator)
+        # systematic sampling over the cumulative area: every triangle gets its share (low variance,
+        # so no bald patches), unlike independent draws
+        cdf = torch.cumsum(area, 0) / area.sum()
+        offset = torch.rand((), generator=generator, dtype=dtype).to(device)
+        positions = (torch.arange(count, device=device, dtype=dtype) + offset) / count
+        parent = torch.searchsorted(cdf, positions).clamp_max(faces.shape[0] - 1)
         r = torch.rand(count, 2, device=device, dtype=dtype, generator=generator)
         flip = r.sum(-1) > 1
         r[flip] = 1 - r[flip]
@@ -120,8 +125,8 @@ class BoundGaussians(nn.Module):
         origin, rotation, tri_scale = triangle_frames(vertices, faces)
         R = rotation[parent]
         local = (R.transpose(-1, -2) @ (points - origin[parent])[..., None])[..., 0] / tri_scale[parent, None]
-        # disc radius so that `count` discs tile the total area: pi r^2 * count ~ 1.5 * area
-        radius = torch.sqrt(1.5 * area.sum() / (math.pi * count))
+        # disc radius so that `count` discs cover the total area about twice: pi r^2 * count ~ 2 * area
+        radius = torch.sqrt(2.0 * area.sum() / (math.pi * count))
         in_plane = torch.log(radius / tri_scale[parent])
         log_scales = torch.stack([in_plane, in_plane, in_plane + math.log(0.1)], dim=-1)
         quats = torch.zeros(count, 4, device=device, dtype=dtype)
