@@ -34,7 +34,7 @@ $(EDITABLE_STAMP): $(DEPS_STAMP) pyproject.toml
 
 build: $(EDITABLE_STAMP)
 	$(PY) setup.py -q build_ext --inplace
-	@$(PY) -c "import avatar3d._C" || { echo "the C++ extension avatar3d._C did not build"; exit 1; }
+	@$(PY) -c "import torch, avatar3d._C" || { echo "the C++ extension avatar3d._C did not build"; exit 1; }
 
 test: build
 	AVATAR3D_REQUIRE_EXT=1 $(PY) -m pytest -q
