@@ -1,0 +1,118 @@
+"""Photometric losses and regularisers of Gaussian avatar training.
+
+L1 + lambda * D-SSIM (as 3DGS), an optional per-pixel weight map (mouth and eyes count more), the
+GaussianAvatars regularisers that keep each Gaussian near its parent triangle and not much larger than
+it, and LPIPS only when its weights are on this machine (never downloaded, never fatal).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from avatar3d.gaussians.model import BoundGaussians
+
+
+def _gaussian_1d(size: int, sigma: float, like: Tensor) -> Tensor:  # -> [size]
+    x = torch.arange(size, dtype=like.dtype, device=like.device) - (size - 1) / 2
+    g = torch.exp(-x ** 2 / (2 * sigma ** 2))
+    return g / g.sum()
+
+
+def ssim_map(a: Tensor, b: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
+    # a, b: [H,W,C] images in [0,1]
+    """Per-pixel SSIM [H,W] (Gaussian window, the constants of Wang et al., zero padding), differentiable.
+
+    The five local statistics are blurred in one separable pass (two 1D convolutions over 5C channels).
+    """
+    c = a.shape[-1]
+    x, y = a.permute(2, 0, 1), b.permute(2, 0, 1)  # [C,H,W]
+    stack = torch.cat([x, y, x * x, y * y, x * y])[None]  # [1,5C,H,W]
+    g = _gaussian_1d(window, sigma, a)
+    pad = window // 2
+    k = 5 * c
+    blurred = F.conv2d(stack, g.view(1, 1, 1, -1).expand(k, 1, 1, window), padding=(0, pad), groups=k)
+    blurred = F.conv2d(blurred, g.view(1, 1, -1, 1).expand(k, 1, window, 1), padding=(pad, 0), groups=k)
+    mu_x, mu_y, exx, eyy, exy = blurred[0].split(c)
+    sxx = exx - mu_x ** 2
+    syy = eyy - mu_y ** 2
+    sxy = exy - mu_x * mu_y
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (sxx + syy + c2))
+    return s.mean(0)
+
+
+def ssim(a: Tensor, b: Tensor) -> Tensor:  # a, b: [H,W,C] -> []
+    """Mean SSIM of two images."""
+    return ssim_map(a, b).mean()
+
+
+def psnr(a: Tensor, b: Tensor) -> Tensor:  # a, b: [H,W,C] in [0,1] -> [] dB
+    mse = F.mse_loss(a.detach(), b.detach())
+    return -10.0 * torch.log10(mse.clamp_min(1e-10))
+
+
+def photometric_loss(render: Tensor, target: Tensor, weight: Optional[Tensor] = None,
+                     lambda_dssim: float = 0.2) -> Tensor:
+    # render, target: [H,W,3]; weight: [H,W] per-pixel weight (mean ~1) or None
+    """(1 - lambda) * L1 + lambda * (1 - SSIM), as 3DGS; each term averaged under the weight map."""
+    l1 = (render - target).abs().mean(-1)  # [H,W]
+    dssim = 1.0 - ssim_map(render, target)  # [H,W]
+    if weight is None:
+        return (1 - lambda_dssim) * l1.mean() + lambda_dssim * dssim.mean()
+    norm = weight.sum()
+    return ((1 - lambda_dssim) * (l1 * weight).sum() + lambda_dssim * (dssim * weight).sum()) / norm
+
+
+def binding_regularizer(gaussians: BoundGaussians, threshold_position: float = 1.0,
+                        threshold_scale: float = 0.6) -> tuple[Tensor, Tensor]:
+    """GaussianAvatars' (position, scale) penalties, both in units of the parent triangle's size.
+
+    A Gaussian may sit up to `threshold_position` triangle sizes from its triangle's centre and be up to
+    `threshold_scale` of it large for free; beyond that it costs linearly, so no Gaussian drifts away from the
+    part of the rig that moves it or grows into a blob that smears the expression.
+    """
+    position = F.relu(gaussians.local_means.norm(dim=-1) - threshold_position).mean()
+    scale = F.relu(torch.exp(gaussians.log_scales) - threshold_scale).mean()
+    return position, scale
+
+
+def load_lpips(device: torch.device) -> Optional[Callable[[Tensor, Tensor], Tensor]]:
+    """An LPIPS function `(render [H,W,3], target [H,W,3]) -> []` when the `lpips` package and its weights are
+    installed locally; otherwise None with a warning (training goes on without it)."""
+    try:
+        import lpips  # type: ignore  # optional; needs torchvision's VGG/Alex weights already cached
+    except Exception:
+        warnings.warn("LPIPS is off: the `lpips` package (and its locally cached network weights) is not installed; "
+                      "install it to use lambda_lpips > 0", RuntimeWarning, stacklevel=2)
+        return None
+    try:
+        net = lpips.LPIPS(net="vgg", verbose=False, pretrained=True).to(device).eval()
+    except Exception as err:  # weights missing and no network: not an error
+        warnings.warn(f"LPIPS is off: its weights could not be loaded locally ({type(err).__name__}); "
+                      "training continues without it", RuntimeWarning, stacklevel=2)
+        return None
+    for p in net.parameters():
+        p.requires_grad_(False)
+
+    def fn(render: Tensor, target: Tensor) -> Tensor:
+        to = lambda t: t.permute(2, 0, 1)[None] * 2 - 1  # noqa: E731
+        return net(to(render), to(target)).mean()
+
+    return fn
+
+
+def region_weight_map(boxes: list[tuple[float, float, float, float]], height: int, width: int, extra: float,
+                      like: Tensor) -> Tensor:
+    """[H,W] weight: 1 everywhere, `extra` inside each (x0, y0, x1, y1) pixel box (mouth, eyes)."""
+    weight = torch.ones(height, width, dtype=like.dtype, device=like.device)
+    for x0, y0, x1, y1 in boxes:
+        xa, xb = max(0, int(math.floor(x0))), min(width, int(math.ceil(x1)))
+        ya, yb = max(0, int(math.floor(y0))), min(height, int(math.ceil(y1)))
+        if xb > xa and yb > ya:
+            weight[ya:yb, xa:xb] = extra
+    return weight

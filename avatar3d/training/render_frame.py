@@ -1,0 +1,63 @@
+"""Render a rig-bound Gaussian avatar for one frame: pose the rig → world Gaussians → rasterize.
+
+Training, evaluation and every later renderer use this one function, so what is trained is exactly what
+is shown.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from avatar3d.gaussians.model import BoundGaussians, WorldGaussians
+from avatar3d.head.lbs import pose_vertices
+from avatar3d.head.rig import HeadRig, RigParams
+from avatar3d.render.rasterize import rasterize
+
+
+@dataclass
+class AvatarRender:
+    image: Tensor  # [H,W,3]
+    alpha: Tensor  # [H,W,1]
+    meta: dict  # the rasterizer's meta (means2d with retained grad, radii, depths, visible, ...)
+    vertices: Tensor  # [V,3] the posed rig mesh of this frame
+
+
+def binding_faces(rig: HeadRig) -> Tensor:
+    """[F',3] the rig's renderable triangles (helper geometry removed): what Gaussians bind to."""
+    return rig.faces[rig.renderable_faces()]
+
+
+def pose_gaussians(gaussians: BoundGaussians, vertices: Tensor, faces: Tensor) -> WorldGaussians:
+    # vertices: [V,3] posed mesh; faces: [F,3] binding triangles
+    """`gaussians.world(vertices, faces)`, computing the frames of the triangles that carry Gaussians only.
+
+    A head rig has tens of thousands of renderable triangles; when the budget leaves many of them empty, or
+    a test uses a few Gaussians, the frames of the empty ones are wasted work (forward and backward).
+    """
+    used, inverse = torch.unique(gaussians.parent, return_inverse=True)
+    if used.numel() * 4 > faces.shape[0] * 3:  # nearly every triangle is used: no gain
+        return gaussians.world(vertices, faces)
+    view = SimpleNamespace(parent=inverse, local_means=gaussians.local_means, log_scales=gaussians.log_scales,
+                           quats=gaussians.quats, opacity_logits=gaussians.opacity_logits, sh=gaussians.sh)
+    return BoundGaussians.world(view, vertices, faces[used])  # same maths, on the used triangles
+
+
+def render_avatar(gaussians: BoundGaussians, rig: HeadRig, faces: Tensor, params_t: RigParams, K: Tensor,
+                  viewmat: Tensor, width: int, height: int, background: Optional[Tensor] = None,
+                  backend: str = "auto", sh_degree: Optional[int] = None) -> AvatarRender:
+    # faces: [F',3] binding triangles (gaussians.parent indexes them); params_t: RigParams with batch 1;
+    # K: [3,3] pixels at this width/height; viewmat: [4,4] world->camera; background: [3] or None (black)
+    """One frame of the avatar. `sh_degree` limits the SH bands used (None: all the Gaussians have)."""
+    vertices = pose_vertices(rig, params_t)[0]  # [V,3]
+    world = pose_gaussians(gaussians, vertices, faces)
+    degree = gaussians.sh_degree if sh_degree is None else min(sh_degree, gaussians.sh_degree)
+    if background is not None:
+        background = background.to(device=world.means.device, dtype=world.means.dtype)
+    image, alpha, meta = rasterize(world.means, world.quats, world.scales, world.opacities, world.sh, viewmat, K,
+                                   int(width), int(height), background, sh_degree=degree, backend=backend)
+    return AvatarRender(image, alpha, meta, vertices)
+

@@ -1,0 +1,381 @@
+"""`train_gaussians`: optimise a rig-bound Gaussian avatar on an avatar directory's frames.
+
+Data: `tracking.npz` (camera, per-frame rig parameters), `data/frames/` and, when present,
+`data/masks/` (ground truth composited over a solid background). Gaussians start on the rig's renderable
+surface in the tracked identity's neutral pose and are optimised with Adam (3DGS / GaussianAvatars rates),
+loss L1 + D-SSIM with more weight on mouth and eyes, binding regularisers, optional LPIPS; the training
+frames' rig parameters are refined jointly. Density control keeps the binding. Checkpoints make the run
+resumable; the results are written atomically at the end.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import save as st_save
+from torch import Tensor
+
+from avatar3d.errors import InputError
+from avatar3d.gaussians.densify import DensifyStats, densify_and_prune, reset_opacity
+from avatar3d.gaussians.binding import triangle_frames
+from avatar3d.gaussians.model import BoundGaussians
+from avatar3d.head.lbs import pose_vertices
+from avatar3d.head.rig import HeadRig, RigParams
+from avatar3d.io.atomic import atomic_write_bytes
+from avatar3d.io.avatar_dir import AvatarPaths, check_rig, read_manifest, write_manifest
+from avatar3d.tracking.sequence import TrackedSequence
+from avatar3d.training import checkpoint as ckpt_io
+from avatar3d.training.config import TrainConfig
+from avatar3d.training.frame_params import FREE_KEYS, FrameAdam, FrameParams, save_refined
+from avatar3d.training.losses import binding_regularizer, load_lpips, photometric_loss, psnr, region_weight_map
+from avatar3d.training.render_frame import binding_faces, render_avatar
+
+FRAME_PATTERN = "{:06d}.png"
+
+
+@dataclass
+class TrainResult:
+    gaussians_path: Path
+    refined_path: Path
+    num_gaussians: int
+    steps: int
+    """Steps run in this call (after a resume: from the checkpoint's step)."""
+    seconds: float
+    seconds_per_step: float
+    train_psnr: float
+    """Mean PSNR (dB) of the rendered training frames over the last steps (full frame, solid background)."""
+    loss: float
+    resumed_from: Optional[int]
+
+
+@dataclass
+class TrainingFrames:
+    indices: list[int]  # frame numbers in the sequence
+    images: Tensor  # [T,R,R,3] uint8 ground truth composited over the background
+    K: Tensor  # [3,3] intrinsics at the training resolution
+    viewmat: Tensor  # [4,4]
+    resolution: int
+    has_masks: bool
+
+
+# ---------------------------------------------------------------------------------------------- data
+def _read_image(path: Path, resolution: int, mode: str) -> np.ndarray:
+    from PIL import Image
+
+    if not path.is_file():
+        raise InputError(f"{path} is missing; the avatar's stored frames are incomplete — re-run `avatar3d enroll`")
+    image = Image.open(path).convert(mode)
+    if image.size != (resolution, resolution):
+        image = image.resize((resolution, resolution), Image.BILINEAR if mode == "L" else Image.LANCZOS)
+    return np.asarray(image)
+
+
+def load_frames(paths: AvatarPaths, seq: TrackedSequence, indices: Sequence[int], resolution: int,
+                background: Sequence[float]) -> TrainingFrames:
+    """Training frames at `resolution` (K scaled with them), composited over `background` where masks exist."""
+    masks_present = all((paths.masks / FRAME_PATTERN.format(i)).is_file() for i in indices)
+    if not masks_present:
+        warnings.warn(f"no foreground masks in {paths.masks}: training on the whole frame (background included); "
+                      "run the segmentation stage of `avatar3d enroll` for a cleaner avatar", RuntimeWarning,
+                      stacklevel=3)
+    bg = np.asarray(background, dtype=np.float32)
+    images = np.empty((len(indices), resolution, resolution, 3), dtype=np.uint8)
+    for n, i in enumerate(indices):
+        rgb = _read_image(paths.frames / FRAME_PATTERN.format(i), resolution, "RGB").astype(np.float32) / 255.0
+        if masks_present:
+            m = _read_image(paths.masks / FRAME_PATTERN.format(i), resolution, "L").astype(np.float32)[..., None] / 255.0
+            rgb = rgb * m + bg * (1 - m)
+        images[n] = np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+    K = torch.as_tensor(seq.K, dtype=torch.float32).clone()
+    K[:2] *= resolution / float(seq.resolution)  # pixel centres at +0.5: scaling the image scales u, v exactly
+    return TrainingFrames(list(indices), torch.from_numpy(images), K,
+                          torch.as_tensor(seq.viewmat, dtype=torch.float32), resolution, masks_present)
+
+
+def default_split(num_frames: int, holdout: float) -> list[int]:
+    """The first (1 - holdout) of the frames: the last `holdout` fraction is kept for evaluation."""
+    n_train = max(1, min(num_frames, int(math.floor(num_frames * (1.0 - holdout) + 1e-9))))
+    return list(range(n_train))
+
+
+# ---------------------------------------------------------------------------------------------- setup
+def _region_vertex_groups(rig: HeadRig) -> list[Tensor]:
+    """Vertex indices of the mouth and of each eye (for the extra loss weight); empty groups dropped."""
+    mouth = rig.region("lips") | rig.region("mouth_interior") | rig.region("teeth")
+    groups = [mouth, rig.region("eyeball_left"), rig.region("eyeball_right")]
+    return [torch.nonzero(g).flatten() for g in groups if bool(g.any())]
+
+
+def _region_boxes(vertices: Tensor, groups: list[Tensor], K: Tensor, viewmat: Tensor,
+                  margin: float = 0.25) -> list[tuple[float, float, float, float]]:
+    # vertices: [V,3] posed; K: [3,3]; viewmat: [4,4]
+    boxes = []
+    with torch.no_grad():
+        for idx in groups:
+            p = vertices[idx] @ viewmat[:3, :3].T + viewmat[:3, 3]
+            uv = (p @ K.T)[:, :2] / p[:, 2:3].clamp_min(1e-6)
+            lo, hi = uv.min(0).values, uv.max(0).values
+            pad = (hi - lo) * margin
+            boxes.append(tuple(float(v) for v in (lo[0] - pad[0], lo[1] - pad[1], hi[0] + pad[0], hi[1] + pad[1])))
+    return boxes
+
+
+def _region_weights(rig: HeadRig, frame_params: FrameParams, frames: TrainingFrames, extra: float, K: Tensor,
+                    viewmat: Tensor) -> dict[int, Tensor]:
+    """Frame -> [H,W] loss weight (`extra` on the mouth and eye boxes), from the tracked pose of each frame
+    (refinement moves the rig by a pixel or two at most: the boxes have a margin)."""
+    groups = [g.to(K.device) for g in _region_vertex_groups(rig)]
+    if extra == 1.0 or not groups:
+        return {}
+    out = {}
+    r = frames.resolution
+    with torch.no_grad():
+        for t in frames.indices:
+            vertices = pose_vertices(rig, frame_params.tracked_frame(t))[0]
+            boxes = _region_boxes(vertices, groups, K, viewmat)
+            out[t] = region_weight_map(boxes, r, r, extra, vertices)
+    return out
+
+
+def _initial_colours(rig: HeadRig, faces: Tensor, params: RigParams, frames: TrainingFrames) -> Tensor:
+    """[F,3] per-triangle colour sampled from the first training frame where the triangle faces the camera."""
+    with torch.no_grad():
+        verts = pose_vertices(rig, params)[0]
+        origin, rotation, _ = triangle_frames(verts, faces)
+        cam = origin @ frames.viewmat[:3, :3].T + frames.viewmat[:3, 3]
+        normal_cam = rotation[..., 2] @ frames.viewmat[:3, :3].T
+        uv = (cam @ frames.K.T)[:, :2] / cam[:, 2:3].clamp_min(1e-6)
+        r = frames.resolution
+        px = uv.floor().long()
+        inside = (px >= 0).all(-1) & (px < r).all(-1)
+        facing = (normal_cam * cam).sum(-1) < 0
+        ok = inside & facing
+        image = frames.images[0].to(verts.device).float() / 255.0
+        colours = torch.full((faces.shape[0], 3), 0.5, device=verts.device)
+        sampled = image[px[ok, 1], px[ok, 0]]
+        colours[ok] = sampled
+        if bool(ok.any()):
+            colours[~ok] = sampled.mean(0)
+    return colours
+
+
+def _optimizer(gaussians: BoundGaussians, config: TrainConfig) -> torch.optim.Adam:
+    sh = gaussians.sh
+    # Per-parameter rates as 3DGS/GaussianAvatars; the SH bands above DC share the tensor of the DC term, so
+    # their lower rate is applied after each step (Adam's update does not scale with the gradient).
+    groups = [
+        {"name": "local_means", "params": [gaussians.local_means], "lr": config.lr_position},
+        {"name": "log_scales", "params": [gaussians.log_scales], "lr": config.lr_scale},
+        {"name": "quats", "params": [gaussians.quats], "lr": config.lr_rotation},
+        {"name": "opacity_logits", "params": [gaussians.opacity_logits], "lr": config.lr_opacity},
+        {"name": "sh", "params": [sh], "lr": config.lr_sh},
+    ]
+    return torch.optim.Adam(groups, lr=0.0, eps=1e-15)
+
+
+def _position_lr(config: TrainConfig, step: int) -> float:
+    t = min(1.0, step / max(1, config.iterations))
+    return math.exp((1 - t) * math.log(config.lr_position) + t * math.log(config.lr_position_final))
+
+
+def _active_sh(config: TrainConfig, step: int) -> int:
+    return min(config.sh_degree, step // max(1, config.sh_increase_every))
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+def _state_tensors(gaussians: BoundGaussians, frame_params: FrameParams, frame_opt: Optional[FrameAdam],
+                   stats: DensifyStats, generator: torch.Generator) -> dict[str, Tensor]:
+    tensors = {f"g.{k}": v for k, v in gaussians.tensors().items()}
+    tensors.update({f"p.{k}": getattr(frame_params, k).detach().cpu() for k in FREE_KEYS})
+    tensors["s.grad_accum"] = stats.grad_accum.cpu()
+    tensors["s.count"] = stats.count.cpu()
+    tensors["rng"] = generator.get_state()
+    if frame_opt is not None:
+        tensors.update(frame_opt.tensors())
+    return tensors
+
+
+def _gaussians_file(gaussians: BoundGaussians, faces: Tensor, rig: HeadRig) -> bytes:
+    tensors = gaussians.tensors()
+    tensors["binding_faces"] = faces.detach().cpu().contiguous()
+    return st_save(tensors, metadata={"format": "avatar3d-gaussians", "format_version": "1",
+                                      "rig_name": rig.name, "rig_checksum": rig.checksum(),
+                                      "sh_degree": str(gaussians.sh_degree)})
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+def train_gaussians(avatar_dir: Path, config: TrainConfig, *, device="cpu", resume: bool = False,
+                    progress: bool = True, frames_train: Optional[Sequence[int]] = None,
+                    rig: Optional[HeadRig] = None, holdout: float = 0.2) -> TrainResult:
+    """Train the avatar in `avatar_dir` and write `gaussians.safetensors` and `refined.npz` there.
+
+    frames_train: the frame numbers to train on (default: those of an earlier run's refined.npz, else the
+    first 1 - `holdout` of the video). rig: the head model (default: the one named in the manifest, checked).
+    """
+    from tqdm.auto import tqdm
+
+    start_time = time.time()
+    paths = AvatarPaths(Path(avatar_dir))
+    manifest = read_manifest(paths.root)
+    device = torch.device(device)
+    if rig is None:
+        from avatar3d.head.registry import load_rig
+
+        rig = load_rig(manifest.rig_name)
+    check_rig(manifest, rig)
+    rig = rig.to(device)
+    seq = TrackedSequence.load(paths.tracking)
+    if frames_train is None:
+        frames_train = _previous_split(paths) or default_split(seq.num_frames, holdout)
+    frames_train = sorted(int(i) for i in frames_train)
+    if not frames_train or frames_train[0] < 0 or frames_train[-1] >= seq.num_frames:
+        raise InputError(f"frames_train must be frame numbers in 0..{seq.num_frames - 1} (got {len(frames_train)} "
+                         f"frames, range {frames_train[:1]}..{frames_train[-1:]}); pass indices of tracked frames")
+    if config.resolution <= 0 or config.iterations <= 0:
+        raise InputError("resolution and iterations must be positive; fix the preset's train section")
+
+    if device.type == "cpu":  # one thread per core: the rasterizer's OpenMP tiles and torch's ops take turns
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+    generator = torch.Generator().manual_seed(config.seed)
+    frames = load_frames(paths, seq, frames_train, config.resolution, config.background)
+    K, viewmat = frames.K.to(device), frames.viewmat.to(device)
+    background = torch.tensor(config.background, dtype=torch.float32, device=device)
+    res = config.resolution
+    faces = binding_faces(rig)
+    tracked = seq.params(device=device)
+    frame_params = FrameParams(tracked).to(device)
+    neutral = RigParams.zeros(rig, 1, device=device)
+    neutral.shape = tracked.shape
+    with torch.no_grad():
+        rest_vertices = pose_vertices(rig, neutral)[0]
+    _, _, tri_scale = triangle_frames(rest_vertices, faces)
+    extent = float((rest_vertices - rest_vertices.mean(0)).norm(dim=-1).max())
+
+    checkpoint = ckpt_io.latest_checkpoint(paths.checkpoints) if resume else None
+    if checkpoint is not None:
+        gaussians = BoundGaussians.from_tensors({k[2:]: v for k, v in checkpoint.tensors.items()
+                                                 if k.startswith("g.")}).to(device)
+        with torch.no_grad():
+            for k in FREE_KEYS:
+                getattr(frame_params, k).copy_(checkpoint.tensors[f"p.{k}"])
+        generator.set_state(checkpoint.tensors["rng"])
+        start_step = checkpoint.step
+        if checkpoint.info.get("frames_train") not in (None, frames_train):
+            raise InputError(f"the checkpoint in {paths.checkpoints} was trained on other frames; resume with the "
+                             "same split or train from scratch without --resume")
+    else:
+        init_gen = torch.Generator(device=device).manual_seed(config.seed)
+        colours = _initial_colours(rig, faces, frame_params.tracked_frame(frames_train[0]), frames)
+        gaussians = BoundGaussians.on_surface(rest_vertices, faces, config.init_gaussians,
+                                              sh_degree=config.sh_degree, colours=colours, opacity=0.1,
+                                              generator=init_gen).to(device)
+        start_step = 0
+    optimizer = _optimizer(gaussians, config)
+    frame_opt = FrameAdam(frame_params, config.lr_refine_expr, config.lr_refine_pose, config.lr_refine_transl) \
+        if config.refine_params else None
+    stats = DensifyStats(gaussians.num_gaussians, device)
+    if checkpoint is not None:
+        optimizer.load_state_dict(checkpoint.optim["gaussians"])
+        if frame_opt is not None:
+            frame_opt.load_tensors(checkpoint.tensors)
+        stats.grad_accum = checkpoint.tensors["s.grad_accum"].to(device)
+        stats.count = checkpoint.tensors["s.count"].to(device)
+
+    lpips_fn = load_lpips(device) if config.lambda_lpips > 0 else None
+    weights = _region_weights(rig, frame_params, frames, config.mouth_eye_weight, K, viewmat)
+    sh_rest_factor = 1.0 / 20.0
+    recent_psnr: list[float] = []
+    loss_value = float("nan")
+    bar = tqdm(total=config.iterations, initial=start_step, desc="train gaussians", unit="step", file=sys.stderr,
+               dynamic_ncols=True, disable=not progress)
+    loop_start = time.time()
+    info = {"frames_train": frames_train, "config": dataclasses.asdict(config)}
+    for step in range(start_step + 1, config.iterations + 1):
+        pick = int(torch.randint(len(frames_train), (1,), generator=generator))
+        t = frames_train[pick]
+        target = frames.images[pick].to(device).float() / 255.0
+        refining = frame_opt is not None and step > config.refine_from
+        params_t = frame_params.frame(t) if refining else frame_params.frame(t).map(torch.Tensor.detach)
+        out = render_avatar(gaussians, rig, faces, params_t, K, viewmat, res, res, background,
+                            sh_degree=_active_sh(config, step))
+        weight = weights.get(t)
+        loss = photometric_loss(out.image, target, weight, config.lambda_dssim)
+        reg_pos, reg_scale = binding_regularizer(gaussians)
+        loss = loss + config.lambda_position * reg_pos + config.lambda_scale * reg_scale
+        if refining:
+            loss = loss + config.lambda_refine_prior * frame_params.prior(t)
+        if lpips_fn is not None:
+            loss = loss + config.lambda_lpips * lpips_fn(out.image, target)
+        loss.backward()
+
+        for group in optimizer.param_groups:
+            if group["name"] == "local_means":
+                group["lr"] = _position_lr(config, step)
+        sh_before = gaussians.sh.detach()[:, 1:].clone() if gaussians.sh.shape[1] > 1 else None
+        optimizer.step()
+        if sh_before is not None:  # higher SH bands move at a twentieth of the DC rate (3DGS)
+            with torch.no_grad():
+                rest = gaussians.sh[:, 1:]
+                rest.copy_(sh_before + (rest - sh_before) * sh_rest_factor)
+        if refining:
+            frame_opt.step(t)
+
+        if step <= config.densify_until:
+            stats.update(out.meta["means2d"], out.meta["visible"], res, res)
+        optimizer.zero_grad(set_to_none=True)
+        if config.densify_from <= step <= config.densify_until and step % config.densify_every == 0:
+            gaussians, _ = densify_and_prune(
+                gaussians, optimizer, stats, tri_scale, extent=extent, grad_threshold=config.densify_grad_threshold,
+                percent_dense=config.percent_dense, min_opacity=config.prune_opacity,
+                max_gaussians=config.max_gaussians, generator=generator)
+        if config.opacity_reset_every > 0 and step % config.opacity_reset_every == 0 and step <= config.densify_until:
+            reset_opacity(gaussians, optimizer)
+
+        loss_value = float(loss.detach())
+        recent_psnr.append(float(psnr(out.image, target)))
+        recent_psnr = recent_psnr[-50:]
+        bar.set_postfix(loss=f"{loss_value:.4f}", psnr=f"{np.mean(recent_psnr):.2f}", n=gaussians.num_gaussians,
+                        refresh=False)
+        bar.update(1)
+        if config.checkpoint_every > 0 and step % config.checkpoint_every == 0 and step < config.iterations:
+            ckpt_io.save_checkpoint(paths.checkpoints, step,
+                                    _state_tensors(gaussians, frame_params, frame_opt, stats, generator),
+                                    {"gaussians": optimizer.state_dict()}, info)
+    bar.close()
+    steps_run = config.iterations - start_step
+    loop_seconds = time.time() - loop_start
+
+    atomic_write_bytes(paths.gaussians, _gaussians_file(gaussians, faces, rig))
+    save_refined(paths.refined, frame_params, frames_train)
+    ckpt_io.save_checkpoint(paths.checkpoints, config.iterations,
+                            _state_tensors(gaussians, frame_params, frame_opt, stats, generator),
+                            {"gaussians": optimizer.state_dict()}, info)
+    result = TrainResult(paths.gaussians, paths.refined, gaussians.num_gaussians, steps_run,
+                         time.time() - start_time, loop_seconds / max(1, steps_run),
+                         float(np.mean(recent_psnr)) if recent_psnr else float("nan"), loss_value,
+                         checkpoint.step if checkpoint is not None else None)
+    manifest = read_manifest(paths.root)
+    manifest.settings["train"] = dataclasses.asdict(config)
+    manifest.metrics.update({"num_gaussians": result.num_gaussians, "train_psnr": round(result.train_psnr, 3)})
+    manifest.stages["train"] = "done"
+    write_manifest(paths.root, manifest)
+    return result
+
+
+def _previous_split(paths: AvatarPaths) -> Optional[list[int]]:
+    if not paths.refined.is_file():
+        return None
+    try:
+        with np.load(paths.refined, allow_pickle=False) as data:
+            return [int(i) for i in data["frames_train"]]
+    except Exception:
+        return None
