@@ -23,3 +23,10 @@ class BackendUnavailableError(Avatar3DError, RuntimeError):
 
 class NotYetAvailableError(Avatar3DError):
     """A verb or feature whose implementation has not landed yet."""
+
+
+NATIVE_BUILD_HINT = (
+    "build it with `make build` or `python setup.py build_ext --inplace` in the repository "
+    "(a C++ compiler is needed; for the CUDA kernels a CUDA build of torch and nvcc, forced with "
+    "`AVATAR3D_CUDA=1 python setup.py build_ext --inplace`), or use backend='torch'"
+)

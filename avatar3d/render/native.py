@@ -13,11 +13,8 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
+from avatar3d.errors import NATIVE_BUILD_HINT as BUILD_HINT
 from avatar3d.errors import BackendUnavailableError
-
-BUILD_HINT = ("build it with `make build` or `python setup.py build_ext --inplace` in the repository "
-              "(a C++ compiler is needed; for the CUDA kernels a CUDA build of torch and nvcc, forced with "
-              "`AVATAR3D_CUDA=1 python setup.py build_ext --inplace`), or use backend='torch'")
 
 _ext: ModuleType | None = None
 _import_error: Exception | None = None

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from avatar3d.errors import BackendUnavailableError, InputError
+from avatar3d.errors import NATIVE_BUILD_HINT, BackendUnavailableError, InputError
 from avatar3d.render import reference
 from avatar3d.render.sh import MAX_SH_DEGREE, num_sh_bases, sh_to_rgb
 
@@ -67,7 +67,7 @@ def _resolve_backend(backend: str, device: torch.device):
 
         if not native.is_available():
             raise BackendUnavailableError(
-                f"the native rasterizer extension (avatar3d._C) is not built; {native.BUILD_HINT}")
+                f"the native rasterizer extension (avatar3d._C) is not built; {NATIVE_BUILD_HINT}")
         return backend, native
     ops = _native()
     if ops is not None and (device.type == "cpu" or (device.type == "cuda" and _native_has_cuda(ops))):

@@ -7,7 +7,6 @@ from typing import Literal, Optional
 
 import tyro
 
-from avatar3d.pending import not_yet
 
 Preset = Literal["fast", "default", "quality"]
 
@@ -43,7 +42,12 @@ class TrainGaussiansConfig:
 
 
 def main(cfg: EnrollConfig) -> int:
-    raise not_yet("`avatar3d enroll`", "Enrollment II: train the Gaussian avatar bound to the rig")
+    from avatar3d.training.enroll import enroll, print_summary
+
+    summary = enroll(cfg.video, cfg.out, preset=cfg.preset, holdout=cfg.holdout, head_model=cfg.head_model,
+                     device=cfg.device, resume=cfg.resume)
+    print_summary(summary, cfg.out)
+    return 0
 
 
 def main_train_gaussians(cfg: TrainGaussiansConfig) -> int:

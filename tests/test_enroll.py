@@ -1,0 +1,81 @@
+"""`avatar3d enroll` end to end on a real clip with a tiny training budget (needs ../shared).
+
+Checks the avatar directory, eval.json keys, that held-out frames were never trained on, and that a
+failed re-run leaves the existing avatar intact.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from avatar3d import cli
+from avatar3d.training import enroll as enroll_module
+from avatar3d.training.config import TrainConfig
+
+EVAL_KEYS = {"psnr", "ssim", "psnr_refined", "ssim_refined", "psnr_masked", "lpips", "frames_train", "frames_eval",
+             "resolution", "num_gaussians", "seconds", "device"}
+
+
+@pytest.fixture(scope="module")
+def enrolled(tmp_path_factory):
+    from avatar3d.paths import shared_dir
+
+    shared = shared_dir()
+    if shared is None:
+        pytest.skip("../shared (development videos, head models) is not present on this machine")
+    home = tmp_path_factory.mktemp("home")
+    saved = os.environ.get("AVATAR3D_HOME")
+    os.environ["AVATAR3D_HOME"] = str(home)
+    original = enroll_module.preset_section
+    # a tiny budget: this test is about the pipeline, not the quality
+    enroll_module.preset_section = lambda name, section, cls: TrainConfig(
+        iterations=40, resolution=128, init_gaussians=4000, max_gaussians=5000, sh_degree=0, densify_from=20,
+        densify_until=30, densify_every=10, opacity_reset_every=10**6, refine_from=10, checkpoint_every=20)
+    try:
+        assert cli.run(["models", "install", "--ict", str(shared / "headmodels" / "ICT-FaceKit")]) == 0
+        out = tmp_path_factory.mktemp("avatars") / "may"
+        video = shared / "data" / "video" / "May_5s.mp4"
+        assert cli.run(["enroll", str(video), "--out", str(out), "--preset", "fast"]) == 0
+        yield out, video
+    finally:
+        enroll_module.preset_section = original
+        if saved is None:
+            os.environ.pop("AVATAR3D_HOME", None)
+        else:
+            os.environ["AVATAR3D_HOME"] = saved
+
+
+def test_avatar_directory(enrolled):
+    out, _ = enrolled
+    for name in ("avatar.json", "gaussians.safetensors", "tracking.npz", "refined.npz", "eval.json", "eval.mp4",
+                 "overlay.mp4", "track_report.json"):
+        assert (out / name).is_file(), name
+    assert len(list((out / "data" / "frames").glob("*.png"))) == 125
+    assert len(list((out / "data" / "masks").glob("*.png"))) == 125
+    assert not (out.parent / f".{out.name}.staging").exists()
+
+
+def test_eval_json_and_split(enrolled):
+    import numpy as np
+
+    out, _ = enrolled
+    summary = json.loads((out / "eval.json").read_text())
+    assert EVAL_KEYS <= set(summary)
+    assert summary["frames_train"] + summary["frames_eval"] == 125 and summary["frames_eval"] == 25
+    assert 10.0 < summary["psnr"] < 60.0 and 0.0 < summary["ssim"] <= 1.0
+    assert summary["psnr_refined"] >= summary["psnr"] - 0.5  # refining the held-out pose cannot hurt much
+    with np.load(out / "refined.npz") as refined:
+        assert int(refined["frames_train"].max()) < 100  # the held-out tail was never trained on
+    manifest = json.loads((out / "avatar.json").read_text())
+    assert manifest["stages"]["eval"] == "done" and manifest["rig_name"] == "ict"
+
+
+def test_failed_rerun_keeps_the_avatar(enrolled, tmp_path):
+    out, _ = enrolled
+    before = (out / "gaussians.safetensors").read_bytes()
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00" * 1000)
+    assert cli.run(["enroll", str(bad), "--out", str(out)]) == 1
+    assert (out / "gaussians.safetensors").read_bytes() == before
