@@ -46,3 +46,38 @@ def pytest_sessionstart(session):
             import avatar3d._C  # noqa: F401
         except ImportError as err:
             pytest.exit(f"the C++ extension avatar3d._C is required but did not import: {err}", returncode=1)
+
+
+@pytest.fixture(scope="session")
+def _ict_home_dir(tmp_path_factory):
+    """An AVATAR3D_HOME with the ICT-FaceKit rig installed once per session (through the CLI)."""
+    path = shared_dir()
+    if path is None:
+        pytest.skip("../shared (development videos, head models) is not present on this machine")
+    from avatar3d import cli
+
+    home = tmp_path_factory.mktemp("ict_home")
+    saved = os.environ.get("AVATAR3D_HOME")
+    os.environ["AVATAR3D_HOME"] = str(home)
+    try:
+        if cli.run(["models", "install", "--ict", str(path / "headmodels" / "ICT-FaceKit")]) != 0:
+            pytest.fail("installing the ICT-FaceKit rig failed")
+    finally:
+        _restore_env("AVATAR3D_HOME", saved)
+    return home
+
+
+@pytest.fixture(scope="module")
+def ict_home(_ict_home_dir):
+    """Use the session's ICT-installed AVATAR3D_HOME for a whole test module (restored afterwards)."""
+    saved = os.environ.get("AVATAR3D_HOME")
+    os.environ["AVATAR3D_HOME"] = str(_ict_home_dir)
+    yield _ict_home_dir
+    _restore_env("AVATAR3D_HOME", saved)
+
+
+def _restore_env(name: str, value):
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value

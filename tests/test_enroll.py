@@ -6,7 +6,6 @@ failed re-run leaves the existing avatar intact.
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
@@ -19,32 +18,21 @@ EVAL_KEYS = {"psnr", "ssim", "psnr_refined", "ssim_refined", "psnr_masked", "lpi
 
 
 @pytest.fixture(scope="module")
-def enrolled(tmp_path_factory):
+def enrolled(ict_home, tmp_path_factory):
     from avatar3d.paths import shared_dir
 
-    shared = shared_dir()
-    if shared is None:
-        pytest.skip("../shared (development videos, head models) is not present on this machine")
-    home = tmp_path_factory.mktemp("home")
-    saved = os.environ.get("AVATAR3D_HOME")
-    os.environ["AVATAR3D_HOME"] = str(home)
     original = enroll_module.preset_section
     # a tiny budget: this test is about the pipeline, not the quality
     enroll_module.preset_section = lambda name, section, cls: TrainConfig(
         iterations=40, resolution=128, init_gaussians=4000, max_gaussians=5000, sh_degree=0, densify_from=20,
         densify_until=30, densify_every=10, opacity_reset_every=10**6, refine_from=10, checkpoint_every=20)
     try:
-        assert cli.run(["models", "install", "--ict", str(shared / "headmodels" / "ICT-FaceKit")]) == 0
         out = tmp_path_factory.mktemp("avatars") / "may"
-        video = shared / "data" / "video" / "May_5s.mp4"
+        video = shared_dir() / "data" / "video" / "May_5s.mp4"
         assert cli.run(["enroll", str(video), "--out", str(out), "--preset", "fast"]) == 0
         yield out, video
     finally:
         enroll_module.preset_section = original
-        if saved is None:
-            os.environ.pop("AVATAR3D_HOME", None)
-        else:
-            os.environ["AVATAR3D_HOME"] = saved
 
 
 def test_avatar_directory(enrolled):

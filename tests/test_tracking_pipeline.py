@@ -14,29 +14,14 @@ FRAMES = 30
 
 
 @pytest.fixture(scope="module")
-def tracked(tmp_path_factory):
+def tracked(ict_home, tmp_path_factory):
     from avatar3d.paths import shared_dir
 
-    shared = shared_dir()
-    if shared is None:
-        pytest.skip("../shared (development videos, head models) is not present on this machine")
-    import os
-
-    home = tmp_path_factory.mktemp("home")
-    old = os.environ.get("AVATAR3D_HOME")
-    os.environ["AVATAR3D_HOME"] = str(home)
-    try:
-        assert cli.run(["models", "install", "--ict", str(shared / "headmodels" / "ICT-FaceKit")]) == 0
-        out = tmp_path_factory.mktemp("track") / "may"
-        code = cli.run(["track", str(shared / "data" / "video" / "May_5s.mp4"), "--out", str(out),
-                        "--max-frames", str(FRAMES), "--resolution", "256"])
-        assert code == 0
-        yield out
-    finally:
-        if old is None:
-            os.environ.pop("AVATAR3D_HOME", None)
-        else:
-            os.environ["AVATAR3D_HOME"] = old
+    out = tmp_path_factory.mktemp("track") / "may"
+    code = cli.run(["track", str(shared_dir() / "data" / "video" / "May_5s.mp4"), "--out", str(out),
+                    "--max-frames", str(FRAMES), "--resolution", "256"])
+    assert code == 0
+    return out
 
 
 def test_outputs_and_schema(tracked):
