@@ -1,0 +1,232 @@
+"""Inference: any speech clip -> per-frame rig parameters of the person.
+
+`animate(model_dir, audio, fps=None, seed=0)` returns a dict of per-frame arrays (`expr [T,E]`,
+`jaw [T,3]`, `neck [T,3]`, `eyes [T,2,3]`, plus `fps`, `speech [T]`); `to_rig_params` turns it into
+`RigParams`. The network runs over chunks of frames with overlap: its attention is local, so away from
+a chunk's borders its output equals whole-clip inference exactly; neighbouring chunks are cross-faded
+only inside the part of the overlap where both are exact, so there are no seams and memory does not
+grow with the clip. On top, seeded procedural motion: blinks at a natural rate (also in silence), gaze
+fixations with small saccades around a target (the camera by default: the person's tracked mean gaze),
+and slow idle head motion that grows in pauses.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from torch import Tensor
+
+from avatar3d.audio2expr.features import (SAMPLE_RATE, FeatureExtractor, frame_energy, load_audio,
+                                          loudness_reference, make_extractor)
+from avatar3d.audio2expr.model import Audio2Expr, ModelConfig
+from avatar3d.errors import InputError
+
+MIN_REF = 0.01  # same loudness floor as training
+BLINKS_PER_MIN = 17.0
+
+
+@dataclass
+class LoadedModel:
+    config: dict
+    mean: Tensor  # [C] tracked mean of expr|jaw|neck
+    std: Tensor  # [C]
+    eyes_mean: Tensor  # [2,3]
+    net: Optional[Audio2Expr]
+    extractor: Optional[FeatureExtractor]
+
+
+_CACHE: dict[tuple, LoadedModel] = {}
+
+
+def load_model(model_dir: Union[str, Path], audio_encoder: Optional[Path] = None) -> LoadedModel:
+    """Read AVATAR/audio2expr (or the folder itself); cached per folder and file time."""
+    folder = Path(model_dir)
+    if (folder / "audio2expr" / "config.json").is_file():
+        folder = folder / "audio2expr"
+    cfg_path, model_path = folder / "config.json", folder / "model.safetensors"
+    if not cfg_path.is_file() or not model_path.is_file():
+        raise InputError(f"{folder} holds no trained audio-to-expression model; run "
+                         f"`avatar3d train audio2expr {folder.parent if folder.name == 'audio2expr' else folder}`")
+    key = (str(folder.resolve()), cfg_path.stat().st_mtime_ns, model_path.stat().st_mtime_ns, str(audio_encoder))
+    if key in _CACHE:
+        return _CACHE[key]
+    try:
+        config = json.loads(cfg_path.read_text())
+        tensors = load_file(str(model_path))
+    except Exception as err:
+        raise InputError(f"{folder} is damaged ({type(err).__name__}: {err}); re-run `avatar3d train audio2expr`") from err
+    net = extractor = None
+    if config.get("kind") == "transformer":
+        mcfg = ModelConfig(**config["model"])
+        net = Audio2Expr(mcfg)
+        net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        net.eval()
+        extractor = make_extractor(config.get("features"), audio_encoder)
+    loaded = LoadedModel(config, tensors["mean"], tensors["std"], tensors["eyes_mean"], net, extractor)
+    _CACHE.clear()
+    _CACHE[key] = loaded
+    return loaded
+
+
+def _chunks(total: int, chunk: int, overlap: int):
+    """(start, length) of chunks covering [0, total) with `overlap` frames shared by neighbours."""
+    if total <= chunk:
+        return [(0, total)]
+    step = chunk - overlap
+    starts = list(range(0, max(1, total - overlap), step))
+    if starts[-1] + chunk < total:
+        starts.append(total - chunk)
+    return [(s, min(chunk, total - s)) for s in starts]
+
+
+def run_network(model: LoadedModel, wave: np.ndarray, fps: float, num_frames: int, t0: float = 0.0,
+                chunk: int = 512, overlap: Optional[int] = None) -> Tensor:
+    """Normalised network output [T,C] for frames at t0 + i/fps, chunked with exact cross-fades."""
+    net, ex = model.net, model.extractor
+    reach = net.cfg.reach
+    overlap = 2 * reach + 16 if overlap is None else int(overlap)
+    if chunk <= overlap + 1:
+        raise InputError(f"chunk ({chunk} frames) must exceed the overlap ({overlap}); use a larger chunk")
+    fade_lo, fade_hi = (reach, overlap - reach) if overlap > 2 * reach else (0, overlap)
+    out = torch.zeros(num_frames, net.cfg.out_dim)
+    weight = torch.zeros(num_frames, 1)
+    spans = _chunks(num_frames, chunk, overlap)
+    with torch.no_grad():
+        for n, (s, length) in enumerate(spans):
+            feats = ex.frames(wave, fps, length, t0 + s / fps)  # [L,k,D]
+            y = net(feats[None])[0]  # [L,C]
+            w = torch.ones(length, 1)
+            ramp = torch.clamp((torch.arange(length, dtype=torch.float32) - fade_lo + 0.5) / max(1, fade_hi - fade_lo), 0, 1)
+            if n > 0:  # rising edge at the start, inside the exact part of the overlap
+                w = w * ramp[:, None]
+            if n + 1 < len(spans):
+                nxt = spans[n + 1][0] - s  # where the next chunk begins inside this one
+                fall = 1 - torch.clamp((torch.arange(length, dtype=torch.float32) - nxt - fade_lo + 0.5)
+                                       / max(1, fade_hi - fade_lo), 0, 1)
+                w = w * fall[:, None]
+            out[s:s + length] += y * w
+            weight[s:s + length] += w
+    return out / weight.clamp_min(1e-8)
+
+
+# ------------------------------------------------------------------------------------------ procedural motion
+def blink_curve(num_frames: int, fps: float, rng: np.random.Generator, per_min: float = BLINKS_PER_MIN) -> np.ndarray:
+    """[T] eyelid closure in [0,1]: gamma-distributed intervals (mean 60/per_min s), 80 ms close, 170 ms open."""
+    curve = np.zeros(num_frames)
+    mean = 60.0 / per_min
+    t = float(rng.uniform(0.3, mean))
+    duration = num_frames / fps
+    times = np.arange(num_frames) / fps
+    while t < duration:
+        close, reopen = 0.08 * rng.uniform(0.8, 1.2), 0.17 * rng.uniform(0.8, 1.3)
+        rise = np.clip((times - (t - close)) / close, 0, 1)
+        fall = np.clip(1 - (times - t) / reopen, 0, 1)
+        shape = np.where(times < t, rise, fall)
+        curve = np.maximum(curve, np.sin(0.5 * np.pi * shape) ** 2)
+        t += max(0.6, float(rng.gamma(3.0, mean / 3.0)))
+    return curve
+
+
+def saccades(num_frames: int, fps: float, rng: np.random.Generator, spread_deg: float = 1.5) -> np.ndarray:
+    """[T,2] gaze offsets (pitch, yaw) in radians: fixations of 0.3-1.8 s joined by ~50 ms saccades."""
+    out = np.zeros((num_frames, 2))
+    times = np.arange(num_frames) / fps
+    t, prev = 0.0, np.zeros(2)
+    while t < num_frames / fps:
+        target = np.deg2rad(rng.normal(0.0, spread_deg, 2)) * np.array([0.6, 1.0])  # less vertical than horizontal
+        w = np.clip((times - t) / 0.05, 0, 1)[:, None]
+        out = np.where((times >= t)[:, None], prev * (1 - w) + target * w, out)
+        prev = target
+        t += float(rng.uniform(0.3, 1.8))
+    return out
+
+
+def idle_motion(num_frames: int, fps: float, rng: np.random.Generator, amp_rad: np.ndarray) -> np.ndarray:
+    """[T,3] slow head sway: a few low-frequency sinusoids per axis with random phases (amplitude amp_rad [3])."""
+    times = np.arange(num_frames) / fps
+    out = np.zeros((num_frames, 3))
+    for axis in range(3):
+        for _ in range(3):
+            f = rng.uniform(0.05, 0.35)
+            out[:, axis] += np.sin(2 * np.pi * f * times + rng.uniform(0, 2 * np.pi)) / 3.0
+    return out * amp_rad[None]
+
+
+def speech_activity(wave: np.ndarray, fps: float, num_frames: int, t0: float = 0.0) -> np.ndarray:
+    """[T] in [0,1]: smoothed speech presence per frame (for idle motion in pauses)."""
+    e = frame_energy(wave, fps, num_frames, t0, 1.0).numpy()
+    active = np.clip((e - 0.45) / 0.25, 0, 1)  # energy relative to the normalised speech level
+    k = max(1, int(round(0.4 * fps)))
+    return np.convolve(active, np.ones(k) / k, mode="same")
+
+
+# ------------------------------------------------------------------------------------------ the API
+def animate(model_dir: Union[str, Path], audio, fps: Optional[float] = None, seed: int = 0, *,
+            sample_rate: Optional[int] = None, tracked_mean: Optional[dict] = None,
+            gaze_offset_deg: tuple = (0.0, 0.0), procedural: bool = True, chunk: int = 512,
+            audio_encoder: Optional[Path] = None) -> dict:
+    """Per-frame rig parameters for `audio` (a path to wav/mp3/m4a/mp4, or an array with `sample_rate`).
+
+    fps: output frame rate (default: the enrollment video's). tracked_mean: optional overrides of the
+    person's mean ({"expr": [E], "jaw": [3], "neck": [3], "eyes": [2,3]}). gaze_offset_deg: (pitch, yaw)
+    of the gaze target relative to the camera. Returns {"expr" [T,E], "jaw" [T,3], "neck" [T,3],
+    "eyes" [T,2,3], "speech" [T], "fps"} as float32 numpy arrays. Deterministic for a seed.
+    """
+    model = load_model(model_dir, audio_encoder)
+    cfg = model.config
+    fps = float(fps if fps is not None else cfg["fps"])
+    if not np.isfinite(fps) or fps <= 0:
+        raise InputError(f"fps must be a positive number, got {fps}; use e.g. 25")
+    wave = load_audio(audio, sample_rate)
+    wave = (wave / max(loudness_reference(wave), MIN_REF)).astype(np.float32)
+    num_frames = max(1, int(round(len(wave) / SAMPLE_RATE * fps)))
+    e = int(cfg["num_expr"])
+    mean = model.mean.double().numpy().copy()
+    std = model.std.double().numpy()
+    eyes_mean = model.eyes_mean.double().numpy().copy()
+    if tracked_mean:
+        for key, sl in (("expr", slice(0, e)), ("jaw", slice(e, e + 3)), ("neck", slice(e + 3, e + 6))):
+            if key in tracked_mean:
+                mean[sl] = np.asarray(tracked_mean[key], np.float64).reshape(-1)
+        if "eyes" in tracked_mean:
+            eyes_mean = np.asarray(tracked_mean["eyes"], np.float64).reshape(2, 3)
+    if cfg.get("kind") == "transformer":
+        z = run_network(model, wave, fps, num_frames, chunk=chunk).double().numpy()
+        values = mean + z * std
+    else:  # energy fallback: the jaw follows the loudness, the rest stays at the person's mean
+        energy = frame_energy(wave, fps, num_frames, 0.0, 1.0).numpy().astype(np.float64)
+        values = np.repeat(mean[None], num_frames, 0)
+        values[:, e:e + 3] = np.asarray(cfg["energy"]["a"])[None] + energy[:, None] * np.asarray(cfg["energy"]["b"])[None]
+    expr, jaw, neck = values[:, :e], values[:, e:e + 3], values[:, e + 3:e + 6]
+    eyes = np.repeat(eyes_mean[None], num_frames, 0)
+    activity = speech_activity(wave, fps, num_frames)
+    if procedural:
+        rng = np.random.default_rng(seed)
+        blink = blink_curve(num_frames, fps, rng)
+        for idx in cfg.get("blink_channels", []):
+            expr[:, idx] = expr[:, idx] + (1.0 - expr[:, idx]) * blink
+        gaze = saccades(num_frames, fps, rng) + np.deg2rad(np.asarray(gaze_offset_deg, np.float64))[None]
+        eyes[:, :, 0] += gaze[:, None, 0]  # pitch about x
+        eyes[:, :, 1] += gaze[:, None, 1]  # yaw about y
+        amp = np.clip(np.asarray(cfg.get("head_motion_std", [0.02] * 3)), np.deg2rad(0.5), np.deg2rad(3.0))
+        idle = idle_motion(num_frames, fps, rng, amp)
+        neck = neck + idle * (0.4 + 0.6 * (1.0 - activity))[:, None]
+    f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
+    return {"expr": f32(expr), "jaw": f32(jaw), "neck": f32(neck), "eyes": f32(eyes), "speech": f32(activity),
+            "fps": fps}
+
+
+def to_rig_params(params: dict, shape, global_rot=None, transl=None):
+    """`RigParams` from `animate`'s output; shape: [S] identity; global_rot/transl: [3] or [T,3] (default 0)."""
+    from avatar3d.head.rig import RigParams
+
+    t = params["expr"].shape[0]
+    as_t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+    rows = lambda a: as_t(np.zeros((t, 3)) if a is None else np.broadcast_to(np.asarray(a), (t, 3)).copy())  # noqa: E731
+    return RigParams(as_t(shape), as_t(params["expr"]), rows(global_rot), as_t(params["neck"]), as_t(params["jaw"]),
+                     as_t(params["eyes"]), rows(transl))

@@ -1,0 +1,546 @@
+"""Training the audio-to-expression model on an enrolled video's own audio and tracked parameters.
+
+1. Audio/video offset: the tracked mouth opening (inner-lip distance of the fitted rig's landmarks) is
+   cross-correlated with the audio envelope over +-200 ms; the lag (ms, positive: the audio lags the
+   picture) is reported and corrected (frame i reads audio at i/fps + offset).
+2. Windowed training on the TRAINING part only (the held-out tail is never read, audio included), with
+   gain, noise and +-5% speed augmentation; validation and early stopping on the last slice of the
+   training part.
+3. Too little speech: a clear message, and a fallback model (audio energy -> jaw opening regression)
+   that still animates.
+4. `pretrain`: first train on every other tracked clip under a folder (same head model), then fine-tune.
+
+Writes `OUT/audio2expr/model.safetensors` + `config.json` (atomically; config.json last, as the commit
+point). Deterministic for a seed (up to the optional wall-clock cap, which is a safety net).
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save as st_save
+from torch import Tensor
+
+from avatar3d.audio2expr.features import (SAMPLE_RATE, FeatureExtractor, LogMel, frame_energy,
+                                          interp_rows, loudness_reference, make_extractor)
+from avatar3d.audio2expr.model import Audio2Expr, ExpressionPrior, ModelConfig
+from avatar3d.errors import InputError
+from avatar3d.io.atomic import atomic_write_bytes, atomic_write_json
+from avatar3d.tracking.sequence import TrackedSequence
+
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+FORMAT_VERSION = 1
+MIN_REF = 0.01  # loudness floor (-40 dBFS): near-silent input is not amplified to speech level
+# MediaPipe face-mesh inner-lip pairs (upper, lower) and the outer eye corners (scale)
+INNER_LIP_PAIRS = ((13, 14), (82, 87), (312, 317))
+EYE_CORNERS = (33, 263)
+BLINK_NAMES = (("eyeBlink_L", "eyeBlinkLeft"), ("eyeBlink_R", "eyeBlinkRight"))
+
+
+@dataclass
+class A2ETrainConfig:
+    holdout: float = 0.2
+    """Fraction at the end of the video kept for evaluation (never read here)."""
+    val_fraction: float = 0.15
+    """Last fraction of the TRAINING part used for validation / early stopping."""
+    window: int = 64
+    """Training window in frames."""
+    batch: int = 8
+    max_steps: int = 700
+    eval_every: int = 25
+    patience: int = 8
+    """Evaluations without improvement before stopping."""
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    max_seconds: float = 280.0
+    """Safety cap on training time (stopping by it breaks exact reproducibility)."""
+    w_lip: float = 1.0
+    w_mse: float = 0.3
+    w_vel: float = 0.5
+    w_prior: float = 0.05
+    max_offset_ms: float = 200.0
+    min_speech_s: float = 4.0
+    """Less speech than this in the training part: fall back to the energy -> jaw regression."""
+    speed: float = 0.05
+    gain_db: float = 6.0
+    snr_db: tuple = (15.0, 45.0)
+    pretrain_steps: int = 800
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+
+@dataclass
+class Clip:
+    """One tracked video prepared for training (normalised by its own person's statistics)."""
+
+    wave: np.ndarray  # [A] 16 kHz, loudness-normalised, cut after the training part
+    fps: float
+    offset_s: float  # frame i reads audio at offset_s + i / fps
+    target: Tensor  # [T,C] normalised deltas, C = E + 6
+    n_fit: int  # frames [0, n_fit) train, [n_fit, T) validate
+    lip_jacobian: Optional[Tensor] = None  # [3L,E+3] lip displacement (m) per normalised unit
+    lip_scale: float = 1.0
+    table: Optional[Tensor] = None  # [N,D] features of the whole wave at `rate` Hz (mel POWER for log-mel)
+    rate: float = 100.0
+
+
+# ------------------------------------------------------------------------------------------ signals
+def mouth_opening_landmarks(landmarks: np.ndarray) -> np.ndarray:  # [T,478,2] -> [T]
+    """Inner-lip distance over the eye-corner distance (scale-free), per frame."""
+    lm = np.asarray(landmarks, dtype=np.float64)
+    d = np.mean([np.linalg.norm(lm[:, a] - lm[:, b], axis=-1) for a, b in INNER_LIP_PAIRS], axis=0)
+    scale = np.linalg.norm(lm[:, EYE_CORNERS[0]] - lm[:, EYE_CORNERS[1]], axis=-1)
+    return d / np.maximum(scale, 1e-6)
+
+
+def _envelope_100hz(wave: np.ndarray) -> np.ndarray:
+    n = len(wave) // 160
+    frames = wave[: n * 160].reshape(n, 160).astype(np.float64)
+    env = np.sqrt((frames ** 2).mean(1) + 1e-10)
+    k = np.ones(5) / 5  # 50 ms smoothing
+    return np.convolve(env, k, mode="same")
+
+
+def estimate_offset(mouth: np.ndarray, wave: np.ndarray, fps: float, max_ms: float = 200.0) -> tuple[float, float]:
+    """(offset in ms, peak correlation): the lag of the audio envelope behind the mouth opening.
+
+    mouth: [T] opening per video frame (frame i at i/fps); wave: [A] 16 kHz. Positive: the audio lags the
+    picture (frame i's sound is at i/fps + offset). Searched in 10 ms steps within +-max_ms, refined
+    by a parabola through the peak.
+    """
+    env = _envelope_100hz(np.asarray(wave))
+    t_mouth = np.arange(len(mouth)) / fps
+    t = np.arange(0.0, t_mouth[-1] if len(mouth) else 0.0, 0.01)
+    if len(t) < 50 or len(env) < 50:
+        return 0.0, 0.0
+    m = np.interp(t, t_mouth, mouth)
+    m = (m - m.mean()) / (m.std() + 1e-12)
+    max_lag = int(round(max_ms / 10.0))
+    lags = np.arange(-max_lag, max_lag + 1)
+    corr = np.full(len(lags), -np.inf)
+    idx = np.arange(len(t))
+    for n, lag in enumerate(lags):
+        j = idx + lag
+        ok = (j >= 0) & (j < len(env))
+        if ok.sum() < 50:
+            continue
+        e = env[j[ok]]
+        mm = m[ok]
+        e = (e - e.mean()) / (e.std() + 1e-12)
+        corr[n] = float(np.mean((mm - mm.mean()) * e) / (mm.std() + 1e-12))
+    best = int(np.argmax(corr))
+    frac = 0.0
+    if 0 < best < len(lags) - 1 and np.isfinite(corr[best - 1]) and np.isfinite(corr[best + 1]):
+        a, b, c = corr[best - 1], corr[best], corr[best + 1]
+        den = a - 2 * b + c
+        frac = float(np.clip(0.5 * (a - c) / den, -0.5, 0.5)) if den < 0 else 0.0
+    return float((lags[best] + frac) * 10.0), float(corr[best])
+
+
+def speech_seconds(wave: np.ndarray) -> float:
+    """Seconds of 20 ms frames loud enough to be speech (above -50 dBFS and 12 dB over the noise floor)."""
+    n = len(wave) // 320
+    if n == 0:
+        return 0.0
+    rms = np.sqrt(np.mean(np.asarray(wave[: n * 320], np.float64).reshape(n, 320) ** 2, axis=1) + 1e-12)
+    floor = np.percentile(rms, 10)
+    return float(np.sum((rms > 0.003) & (rms > floor * 4.0)) * 0.02)
+
+
+# ------------------------------------------------------------------------------------------ data
+def channel_names(expr_names: list[str], num_expr: int) -> list[str]:
+    names = list(expr_names) if len(expr_names) == num_expr else [f"expr{i:03d}" for i in range(num_expr)]
+    return names + ["jaw_x", "jaw_y", "jaw_z", "neck_x", "neck_y", "neck_z"]
+
+
+def raw_channels(seq: TrackedSequence) -> np.ndarray:
+    """[T,E+6] expression, jaw, neck per frame."""
+    return np.concatenate([seq.expr, seq.jaw, seq.neck], axis=1).astype(np.float64)
+
+
+def training_frames(seq: TrackedSequence, source: Path, holdout: float) -> int:
+    """Number of leading frames training may read: the enrollment's split when recorded, else the default."""
+    from avatar3d.training.trainer import default_split
+
+    refined = Path(source) / "refined.npz"
+    if refined.is_file():
+        try:
+            with np.load(refined, allow_pickle=False) as data:
+                frames = np.asarray(data["frames_train"]).astype(int)
+            if frames.size:
+                return int(frames.max()) + 1
+        except Exception:  # an unreadable refined.npz: the default split is the safe choice
+            pass
+    return len(default_split(seq.num_frames, holdout))
+
+
+def lip_jacobian(rig, seq: TrackedSequence, mean: np.ndarray, std: np.ndarray) -> Optional[Tensor]:
+    """[3L,E+3]: lip vertex displacement (m) per normalised unit of each expression and jaw channel,
+    linearised at the person's mean (so the loss follows the lip vertex error)."""
+    from avatar3d.head.lbs import pose_vertices
+    from avatar3d.head.rig import RigParams
+
+    lips = rig.region("lips")
+    if not bool(lips.any()) or rig.num_expr != seq.expr.shape[1]:
+        return None
+    e = rig.num_expr
+    n = e + 3 + 1
+    eps = 1e-3
+    base = torch.as_tensor(mean, dtype=torch.float32)
+    rows = base[None].repeat(n, 1)
+    for c in range(e + 3):
+        rows[c + 1, c] += eps
+    p = RigParams(torch.as_tensor(seq.shape, dtype=torch.float32), rows[:, :e], torch.zeros(n, 3),
+                  torch.zeros(n, 3), rows[:, e:e + 3], torch.zeros(n, 2, 3), torch.zeros(n, 3))
+    with torch.no_grad():
+        v = pose_vertices(rig, p)[:, lips]  # [n,L,3]
+    jac = ((v[1:] - v[:1]) / eps).reshape(e + 3, -1).T  # [3L,E+3]
+    return (jac * torch.as_tensor(std[: e + 3], dtype=torch.float32)).contiguous()
+
+
+def prepare_clip(seq: TrackedSequence, n_train: int, stats: dict, cfg: A2ETrainConfig, rig=None,
+                 say: Callable[[str], None] = print) -> tuple[Clip, dict]:
+    """The clip's training part, offset-corrected; returns it and a report of what was found."""
+    fps = float(seq.fps)
+    audio = np.asarray(seq.audio, np.float32)
+    mouth = mouth_opening_landmarks(seq.landmarks_fit[:n_train])
+    # only audio up to the end of the training part (+ the largest offset searched): the tail stays unseen
+    end = int(round((n_train / fps) * SAMPLE_RATE))
+    offset_ms, peak = estimate_offset(mouth, audio[: end + int(cfg.max_offset_ms * 16)], fps, cfg.max_offset_ms)
+    offset_s = offset_ms / 1000.0 if peak > 0.1 else 0.0
+    wave = audio[: max(0, end + int(round(offset_s * SAMPLE_RATE)))]
+    ref = max(loudness_reference(wave), MIN_REF)
+    wave = (wave / ref).astype(np.float32)
+    target = (raw_channels(seq)[:n_train] - stats["mean"]) / stats["std"]
+    n_val = max(8, int(round(n_train * cfg.val_fraction)))
+    clip = Clip(wave, fps, offset_s, torch.as_tensor(target, dtype=torch.float32), max(1, n_train - n_val))
+    if rig is not None:
+        jac = lip_jacobian(rig, seq, stats["mean"], stats["std"])
+        if jac is not None:
+            e3 = jac.shape[1]
+            disp = clip.target[:, :e3] @ jac.T  # [T,3L]
+            clip.lip_jacobian = jac
+            clip.lip_scale = float(disp.pow(2).mean().clamp_min(1e-12))
+    return clip, {"av_offset_ms": round(offset_ms, 1), "av_offset_applied_ms": round(offset_s * 1000, 1),
+                  "av_offset_peak_corr": round(peak, 3)}
+
+
+def person_stats(seq: TrackedSequence, n_train: int) -> dict:
+    raw = raw_channels(seq)[:n_train]
+    std = raw.std(0)
+    std = np.maximum(std, np.maximum(1e-3, 0.05 * np.median(std)))
+    return {"mean": raw.mean(0), "std": std, "eyes_mean": seq.eyes[:n_train].mean(0).astype(np.float64)}
+
+
+# ------------------------------------------------------------------------------------------ batches
+def _ensure_table(clip: Clip, ex: FeatureExtractor) -> None:
+    """Featurise the clip's audio once; windows then only interpolate (augmentation in the feature domain)."""
+    if clip.table is None:
+        clip.table, clip.rate = ex.base_features(torch.from_numpy(clip.wave))
+
+
+def _window(clip: Clip, ex: FeatureExtractor, start: float, n: int, speed: float, gain: float,
+            snr_db: Optional[float], rng: np.random.Generator) -> tuple[Tensor, Tensor]:
+    """Features [n,k,D] and targets [n,C] of frames start + j*speed.
+
+    Augmentation: tempo (+-speed: frames read the audio at a stretched pace), gain, and white noise at
+    `snr_db` below the normalised speech level, the last two added to the mel power (log-mel only).
+    """
+    _ensure_table(clip, ex)
+    src = start + np.arange(n) * speed
+    lo, frac = np.floor(src).astype(int), torch.as_tensor(src - np.floor(src), dtype=torch.float32)[:, None]
+    hi = np.minimum(lo + 1, clip.target.shape[0] - 1)
+    target = clip.target[lo] * (1 - frac) + clip.target[hi] * frac
+    k = ex.per_frame
+    sub = (torch.arange(n, dtype=torch.float64)[:, None] + (torch.arange(k, dtype=torch.float64)[None] + 0.5) / k - 0.5)
+    times = clip.offset_s + (start + sub * speed) / clip.fps  # [n,k]
+    feats = interp_rows(clip.table, clip.rate, times)
+    if isinstance(ex, LogMel):
+        noise = 0.0 if snr_db is None else ex.noise_mel() * (10 ** (-snr_db / 10))
+        feats = feats * gain ** 2 + noise
+    return ex.finish(feats), target
+
+
+def _sample_batch(clips: list[Clip], ex: FeatureExtractor, cfg: A2ETrainConfig, rng: np.random.Generator):
+    feats, targets, owners = [], [], []
+    weights = np.array([max(1, c.n_fit - cfg.window) for c in clips], float)
+    for _ in range(cfg.batch):
+        ci = int(rng.choice(len(clips), p=weights / weights.sum()))
+        clip = clips[ci]
+        speed = float(rng.uniform(1 - cfg.speed, 1 + cfg.speed))
+        n = min(cfg.window, max(2, int((clip.n_fit - 1) / speed)))
+        start = float(rng.uniform(0, max(0.0, clip.n_fit - 1 - (n - 1) * speed)))
+        gain = float(10 ** (rng.uniform(-cfg.gain_db, cfg.gain_db) / 20))
+        snr = float(rng.uniform(*cfg.snr_db))
+        f, t = _window(clip, ex, start, n, speed, gain, snr, rng)
+        if n < cfg.window:  # short clips: pad (masked out of the loss)
+            f = torch.cat([f, f.new_zeros(cfg.window - n, *f.shape[1:])])
+            t = torch.cat([t, t.new_full((cfg.window - n, t.shape[1]), float("nan"))])
+        feats.append(f)
+        targets.append(t)
+        owners.append(ci)
+    return torch.stack(feats), torch.stack(targets), owners
+
+
+def _loss(pred: Tensor, target: Tensor, owners: list[int], clips: list[Clip], prior: Optional[ExpressionPrior],
+          cfg: A2ETrainConfig, lips_only: bool = False) -> Tensor:
+    """Weighted MSE + velocity + linearised lip-vertex error + prior; `lips_only`: the lip term alone
+    (validation: what audio can predict, without the channels it cannot, such as head motion)."""
+    # pred, target: [B,W,C] (target NaN where padded)
+    valid = ~torch.isnan(target[..., 0])  # [B,W]
+    target = torch.nan_to_num(target)
+    err = (pred - target) * valid[..., None]
+    n = valid.sum().clamp_min(1)
+    loss = cfg.w_mse * err.pow(2).sum() / (n * pred.shape[-1])
+    dv = (err[:, 1:] - err[:, :-1]) * (valid[:, 1:] & valid[:, :-1])[..., None]
+    loss = loss + cfg.w_vel * dv.pow(2).sum() / (n * pred.shape[-1])
+    lip_terms = []
+    for b, ci in enumerate(owners):
+        jac = clips[ci].lip_jacobian
+        if jac is not None:
+            disp = err[b, :, : jac.shape[1]] @ jac.T  # [W,3L]
+            lip_terms.append(disp.pow(2).sum() / (valid[b].sum().clamp_min(1) * disp.shape[1]) / clips[ci].lip_scale)
+    if lip_terms and lips_only:
+        return torch.stack(lip_terms).mean()
+    if lip_terms:
+        loss = loss + cfg.w_lip * torch.stack(lip_terms).mean()
+    else:  # no rig: weight the mouth-free channels equally, so the MSE carries the whole signal
+        loss = loss + cfg.w_lip * err.pow(2).sum() / (n * pred.shape[-1])
+    if prior is not None:
+        loss = loss + cfg.w_prior * prior.penalty(pred[..., : prior.components.shape[0]][valid])
+    return loss
+
+
+def _val_batch(clips: list[Clip], ex: FeatureExtractor):
+    """One un-augmented window per clip covering its validation slice."""
+    out = []
+    for ci, clip in enumerate(clips):
+        n = clip.target.shape[0] - clip.n_fit
+        if n >= 2:
+            f, t = _window(clip, ex, float(clip.n_fit), n, 1.0, 1.0, None, np.random.default_rng(0))
+            out.append((f[None], t[None], [ci]))
+    return out
+
+
+def _feature_stats(clips: list[Clip], ex: FeatureExtractor) -> tuple[Tensor, Tensor]:
+    rows = []
+    for clip in clips:
+        f, _ = _window(clip, ex, 0.0, clip.n_fit, 1.0, 1.0, None, np.random.default_rng(0))
+        rows.append(f.reshape(-1, f.shape[-1]))
+    allf = torch.cat(rows)
+    return allf.mean(0), allf.std(0).clamp_min(1e-3)
+
+
+def fit_network(clips: list[Clip], val_clips: list[Clip], ex: FeatureExtractor, cfg: A2ETrainConfig, seed: int,
+                prior: Optional[ExpressionPrior], net: Optional[Audio2Expr] = None, steps: Optional[int] = None,
+                say: Callable[[str], None] = print) -> tuple[Audio2Expr, dict]:
+    """Adam with warm-up + cosine decay; early stopping on the validation slices; returns the best state."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    if net is None:
+        net = Audio2Expr(cfg.model)
+        mean, std = _feature_stats(clips, ex)
+        net.feat_mean.copy_(mean)
+        net.feat_std.copy_(std)
+    steps = steps or cfg.max_steps
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warm = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / steps))))
+    val = _val_batch(val_clips, ex)
+    best, best_state, bad, history = float("inf"), copy.deepcopy(net.state_dict()), 0, []
+    started = time.perf_counter()
+    step = 0
+    for step in range(1, steps + 1):
+        net.train()
+        feats, target, owners = _sample_batch(clips, ex, cfg, rng)
+        loss = _loss(net(feats), target, owners, clips, prior, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % cfg.eval_every == 0 or step == steps:
+            net.eval()
+            with torch.no_grad():
+                v = float(np.mean([float(_loss(net(f), t, o, val_clips, None, cfg, True)) for f, t, o in val])) if val else float(loss.detach())
+            history.append((step, round(float(loss.detach()), 4), round(v, 4)))
+            say(f"  step {step:5d}  train {float(loss.detach()):.4f}  val {v:.4f}")
+            if v < best - 1e-4:
+                best, best_state, bad = v, copy.deepcopy(net.state_dict()), 0
+            else:
+                bad += 1
+                if bad >= cfg.patience:
+                    say(f"  early stop at step {step} (best val {best:.4f})")
+                    break
+        if time.perf_counter() - started > cfg.max_seconds:
+            say(f"  stopped by the {cfg.max_seconds:.0f} s time cap at step {step}")
+            break
+    net.load_state_dict(best_state)
+    net.eval()
+    return net, {"steps": step, "best_val": round(best, 5), "history": history}
+
+
+# ------------------------------------------------------------------------------------------ energy fallback
+def fit_energy_jaw(seq: TrackedSequence, n_train: int, offset_s: float = 0.0) -> dict:
+    """Least-squares jaw rotation = a + b * energy on the training frames (the fallback and the baseline)."""
+    audio = np.asarray(seq.audio, np.float32)[: int(round((n_train / seq.fps + max(offset_s, 0)) * SAMPLE_RATE))]
+    jaw = np.asarray(seq.jaw[:n_train], np.float64)
+    ref = max(loudness_reference(audio), MIN_REF) if audio.size else 1.0
+    if audio.size:
+        e = frame_energy(audio, seq.fps, n_train, offset_s, ref).numpy().astype(np.float64)
+    else:
+        e = np.zeros(n_train)
+    if e.std() < 1e-3:  # no usable audio: a generic opening (about 8 degrees at full speech level)
+        return {"a": jaw.mean(0).tolist(), "b": [0.14, 0.0, 0.0], "fitted": False}
+    A = np.stack([np.ones_like(e), e], 1)
+    coef = np.linalg.solve(A.T @ A + 1e-6 * np.eye(2), A.T @ jaw)  # [2,3]
+    return {"a": coef[0].tolist(), "b": coef[1].tolist(), "fitted": True}
+
+
+# ------------------------------------------------------------------------------------------ entry point
+def _load_source(source: Path) -> TrackedSequence:
+    source = Path(source)
+    if not source.is_dir():
+        raise InputError(f"{source} is not a folder; pass an avatar folder (from `avatar3d enroll`) or a track "
+                         "output folder (from `avatar3d track VIDEO --out DIR`)")
+    if not (source / "tracking.npz").is_file():
+        raise InputError(f"{source} has no tracking.npz; pass an avatar folder or the --out folder of "
+                         "`avatar3d track VIDEO --out DIR`")
+    return TrackedSequence.load(source / "tracking.npz")
+
+
+def _try_rig(name: str, say):
+    from avatar3d.errors import HeadModelError
+    from avatar3d.head.registry import load_rig
+
+    try:
+        return load_rig(name)
+    except HeadModelError as err:
+        say(f"note: head model {name!r} not available ({err}); training without the lip-vertex loss")
+        return None
+
+
+def blink_indices(names: list[str]) -> list[int]:
+    out = []
+    for options in BLINK_NAMES:
+        for n in options:
+            if n in names:
+                out.append(names.index(n))
+                break
+    return out
+
+
+def save_model(out_dir: Path, tensors: dict[str, Tensor], config: dict) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out_dir / MODEL_FILE, st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}))
+    atomic_write_json(out_dir / CONFIG_FILE, config)  # last: the commit point
+
+
+def _pretrain_clips(folder: Path, target: Path, rig_name: str, cfg: A2ETrainConfig, rig, say) -> list[Clip]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"--pretrain {folder} is not a folder; pass a folder holding enrolled avatars "
+                         "(or track outputs), each with a tracking.npz")
+    clips = []
+    for path in sorted(folder.rglob("tracking.npz")):
+        if path.parent.resolve() == Path(target).resolve():
+            continue
+        seq = TrackedSequence.load(path)
+        if seq.rig_name != rig_name:
+            say(f"  skipping {path.parent} (head model {seq.rig_name!r}, this avatar uses {rig_name!r})")
+            continue
+        if seq.audio.size == 0 or speech_seconds(seq.audio) < cfg.min_speech_s:
+            say(f"  skipping {path.parent} (too little speech)")
+            continue
+        n = training_frames(seq, path.parent, cfg.holdout)
+        clip, _ = prepare_clip(seq, n, person_stats(seq, n), cfg, rig, say)
+        clips.append(clip)
+        say(f"  pretraining clip {path.parent} ({n} frames)")
+    if not clips:
+        raise InputError(f"--pretrain {folder}: no other tracked clip with speech and head model {rig_name!r} "
+                         "was found; enroll more people there, or drop --pretrain")
+    return clips
+
+
+def train_audio2expr(source: Path, out_dir: Optional[Path] = None, *, audio_encoder: Optional[Path] = None,
+                     pretrain: Optional[Path] = None, seed: int = 0, config: Optional[A2ETrainConfig] = None,
+                     say: Callable[[str], None] = print) -> dict:
+    """Train on `source` (avatar or track folder with tracking.npz); writes OUT/{model.safetensors,config.json}.
+
+    Returns a report (offset, speech seconds, steps, seconds, kind: "transformer" or "energy").
+    """
+    cfg = copy.deepcopy(config) if config is not None else A2ETrainConfig()
+    source = Path(source)
+    out_dir = Path(out_dir) if out_dir is not None else source / "audio2expr"
+    started = time.perf_counter()
+    seq = _load_source(source)
+    n_train = training_frames(seq, source, cfg.holdout)
+    if n_train < 16:
+        raise InputError(f"{source} has only {n_train} training frames; audio-to-expression needs a video of a "
+                         "few seconds or more (enroll a longer clip)")
+    stats = person_stats(seq, n_train)
+    names = channel_names([], seq.expr.shape[1])
+    rig = _try_rig(seq.rig_name, say)
+    if rig is not None:
+        names = channel_names(rig.expr_names, seq.expr.shape[1])
+    common = {
+        "format_version": FORMAT_VERSION, "fps": float(seq.fps), "rig_name": seq.rig_name,
+        "rig_checksum": seq.rig_checksum, "channels": names, "num_expr": int(seq.expr.shape[1]),
+        "blink_channels": blink_indices(names), "seed": int(seed), "frames_train": int(n_train),
+        "head_motion_std": stats["std"][-3:].tolist(),
+    }
+    base_tensors = {"mean": torch.as_tensor(stats["mean"]).float(), "std": torch.as_tensor(stats["std"]).float(),
+                    "eyes_mean": torch.as_tensor(stats["eyes_mean"]).float()}
+    train_audio = np.asarray(seq.audio, np.float32)[: int(round(n_train / seq.fps * SAMPLE_RATE))]
+    speech = speech_seconds(train_audio) if train_audio.size else 0.0
+    report = {"speech_s": round(speech, 2), "frames_train": n_train}
+    if speech < cfg.min_speech_s:
+        say(f"WARNING: the training part of {source} has only {speech:.1f} s of speech (at least "
+            f"{cfg.min_speech_s:.0f} s are needed to learn lip sync); using the fallback that opens the jaw with "
+            "the audio energy. Enroll a video in which the person talks for longer to get real lip sync.")
+        energy = fit_energy_jaw(seq, n_train)
+        save_model(out_dir, base_tensors, {**common, "kind": "energy", "energy": energy, "av_offset_ms": 0.0,
+                                           "report": report})
+        report.update(kind="energy", seconds=round(time.perf_counter() - started, 1), out=str(out_dir))
+        return report
+
+    torch.manual_seed(seed)
+    ex = make_extractor(None, audio_encoder) if audio_encoder is not None else make_extractor(
+        {"per_frame": cfg.model.per_frame, "n_mels": cfg.model.in_dim})
+    cfg.model.in_dim, cfg.model.per_frame, cfg.model.num_expr = ex.dim, ex.per_frame, int(seq.expr.shape[1])
+    clip, found = prepare_clip(seq, n_train, stats, cfg, rig, say)
+    report.update(found)
+    say(f"audio/video offset: {found['av_offset_ms']:+.0f} ms (peak correlation {found['av_offset_peak_corr']:.2f}; "
+        f"applied {found['av_offset_applied_ms']:+.0f} ms); {speech:.1f} s of speech in {n_train} training frames")
+    e3 = cfg.model.num_expr + 3
+    prior = ExpressionPrior.fit(clip.target[: clip.n_fit, :e3])
+    net = None
+    if pretrain is not None:
+        others = _pretrain_clips(pretrain, source, seq.rig_name, cfg, rig, say)
+        say(f"pretraining on {len(others)} clip(s)")
+        net, pre = fit_network(others + [clip], others + [clip], ex, cfg, seed, None, steps=cfg.pretrain_steps,
+                               say=say)
+        report["pretrain"] = {"clips": len(others), "steps": pre["steps"]}
+    say(f"training ({'fine-tuning' if net is not None else 'from scratch'}) on {clip.n_fit} frames, "
+        f"validating on {clip.target.shape[0] - clip.n_fit}")
+    net, fit = fit_network([clip], [clip], ex, cfg, seed + 1, prior, net=net, say=say)
+    energy = fit_energy_jaw(seq, n_train, clip.offset_s)
+    tensors = {**base_tensors, **{f"net.{k}": v for k, v in net.state_dict().items()},
+               **{f"prior.{k}": v for k, v in prior.state_dict().items()}}
+    seconds = time.perf_counter() - started
+    report.update(kind="transformer", steps=fit["steps"], best_val=fit["best_val"], seconds=round(seconds, 1),
+                  params=net.num_params(), out=str(out_dir))
+    features = ex.config() if hasattr(ex, "config") else {"kind": ex.kind}
+    save_model(out_dir, tensors, {**common, "kind": "transformer", "model": cfg.model.to_json(), "features": features,
+                                  "energy": energy, "av_offset_ms": found["av_offset_applied_ms"],
+                                  "av_offset_estimate_ms": found["av_offset_ms"],
+                                  "report": {**report, "history": fit["history"]}})
+    return report
+

@@ -1,0 +1,256 @@
+"""Audio-to-expression: features, the model, offset estimation, training, chunked inference, evaluation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from avatar3d.audio2expr.features import (SAMPLE_RATE, LogMel, PretrainedEncoder, frame_energy, load_audio,
+                                          loudness_reference, sub_frame_times)
+from avatar3d.audio2expr.infer import LoadedModel, animate, run_network
+from avatar3d.audio2expr.model import Audio2Expr, ExpressionPrior, ModelConfig
+from avatar3d.audio2expr.train import A2ETrainConfig, Clip, estimate_offset, fit_network, train_audio2expr
+from avatar3d.errors import InputError, MediaError
+
+TINY = ModelConfig(in_dim=16, per_frame=2, num_expr=7, width=32, layers=2, heads=2, ff=64, radius=4, dropout=0.0)
+
+
+def am_speech(seconds: float, rng: np.random.Generator, fps: float = 25.0):
+    """Noise carrier under a random syllable-rate envelope: (wave [A], envelope per frame [T])."""
+    n = int(seconds * SAMPLE_RATE)
+    t = np.arange(n) / SAMPLE_RATE
+    env = np.zeros(n)
+    pos = 0.0
+    while pos < seconds:  # syllables of 120-300 ms separated by gaps
+        dur = rng.uniform(0.12, 0.3)
+        env += np.exp(-0.5 * ((t - pos - dur / 2) / (dur / 4)) ** 2) * rng.uniform(0.5, 1.0)
+        pos += dur + rng.uniform(0.05, 0.35)
+    wave = (rng.standard_normal(n) * 0.2 * env + 0.002 * rng.standard_normal(n)).astype(np.float32)
+    frames = int(round(seconds * fps))
+    env_frames = np.interp(np.arange(frames) / fps, t, env)
+    return wave, env_frames
+
+
+def synthetic_sequence(rng: np.random.Generator, seconds: float = 12.0, silent: bool = False):
+    """A TrackedSequence on the synthetic rig whose jaw opens with the audio envelope."""
+    from avatar3d.head.registry import load_rig
+    from avatar3d.tracking.sequence import TrackedSequence
+
+    rig = load_rig("synthetic")
+    fps = 25.0
+    wave, env = am_speech(seconds, rng, fps)
+    if silent:
+        wave = np.zeros_like(wave)
+    t = len(env)
+    expr = np.zeros((t, rig.num_expr), np.float32)
+    expr[:, 2] = 0.3 * env  # a smile channel moving with speech too
+    jaw = np.zeros((t, 3), np.float32)
+    jaw[:, 0] = 0.25 * env
+    neck = (0.02 * rng.standard_normal((t, 3))).astype(np.float32)
+    lm = np.zeros((t, 478, 2), np.float32)
+    lm[:, 33], lm[:, 263] = (100, 100), (160, 100)
+    lm[:, 13], lm[:, 14] = (130, 150), np.stack([np.full(t, 130.0), 150 + 20 * env], 1)
+    for a, b in ((82, 87), (312, 317)):
+        lm[:, a], lm[:, b] = lm[:, 13], lm[:, 14]
+    return TrackedSequence(
+        rig_name=rig.name, rig_checksum=rig.checksum(), fps=fps, timestamps=np.arange(t) / fps, resolution=256,
+        source_size=np.array([256, 256]), crop_box=np.array([0, 0, 256]), K=np.eye(3, dtype=np.float32),
+        viewmat=np.eye(4, dtype=np.float32), shape=np.zeros(rig.num_shape, np.float32), expr=expr,
+        global_rot=np.zeros((t, 3), np.float32), neck=neck, jaw=jaw, eyes=np.zeros((t, 2, 3), np.float32),
+        transl=np.zeros((t, 3), np.float32), landmarks=lm, landmarks_fit=lm, confidence=np.ones(t, np.float32),
+        detected=np.ones(t, bool), audio=wave)
+
+
+def tiny_train_config(**kw) -> A2ETrainConfig:
+    cfg = A2ETrainConfig(window=32, batch=6, max_steps=40, eval_every=20, patience=3, min_speech_s=2.0,
+                         model=ModelConfig(**{**TINY.to_json(), "in_dim": 16, "per_frame": 2}))
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------ features
+def test_logmel_shape_and_frame_alignment(seed):
+    rng = np.random.default_rng(seed)
+    fps = float(rng.choice([24.0, 25.0, 30.0]))
+    wave = 1e-4 * rng.standard_normal(4 * SAMPLE_RATE).astype(np.float32)
+    frame = int(rng.integers(10, 80))
+    centre = int(frame / fps * SAMPLE_RATE)
+    wave[centre - 160: centre + 160] += np.sin(np.arange(320) * 0.3).astype(np.float32)  # 20 ms burst at the frame
+    ex = LogMel(n_mels=80, per_frame=4)
+    t = int(4 * fps)
+    f = ex.frames(wave, fps, t)
+    assert f.shape == (t, 4, 80)
+    assert int(f.mean(dim=(1, 2)).argmax()) == frame
+    times = sub_frame_times(fps, t, 4)
+    assert torch.allclose(times.mean(1), torch.arange(t, dtype=torch.float64) / fps)
+    # a window featurised on its own equals the same frames of the whole clip
+    part = ex.frames(wave, fps, 20, t0=30 / fps)
+    assert torch.allclose(part, f[30:50], atol=1e-4)
+
+
+def test_tiny_random_wav2vec2_encoder_runs(tmp_path, seed):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(seed)
+    config = transformers.Wav2Vec2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                         intermediate_size=48, conv_dim=(16,) * 7, num_conv_pos_embeddings=16,
+                                         num_conv_pos_embedding_groups=2)
+    transformers.Wav2Vec2Model(config).save_pretrained(tmp_path / "enc")
+    ex = PretrainedEncoder(tmp_path / "enc", per_frame=2)
+    wave = np.random.default_rng(seed).standard_normal(2 * SAMPLE_RATE).astype(np.float32) * 0.1
+    f = ex.frames(wave, 25.0, 50)
+    assert f.shape == (50, 2, 32) and torch.isfinite(f).all()
+    net = Audio2Expr(ModelConfig(**{**TINY.to_json(), "in_dim": 32}))
+    assert net(f[None]).shape == (1, 50, 13)
+    assert not any(p.requires_grad for p in ex.model.parameters())
+    with pytest.raises(InputError, match="config.json"):
+        PretrainedEncoder(tmp_path)
+
+
+def test_bad_audio_gives_clear_errors(tmp_path):
+    text = tmp_path / "notes.wav"
+    text.write_text("this is not audio\n" * 20)
+    empty = tmp_path / "empty.mp3"
+    empty.write_bytes(b"")
+    with pytest.raises(MediaError, match="wav|audio"):
+        load_audio(text)
+    with pytest.raises(MediaError, match="empty"):
+        load_audio(empty)
+    with pytest.raises(MediaError, match="does not exist"):
+        load_audio(tmp_path / "missing.wav")
+    with pytest.raises(InputError, match="sample_rate"):
+        load_audio(np.zeros(100, np.float32))
+    with pytest.raises(InputError, match="NaN"):
+        load_audio(np.full(100, np.nan, np.float32), 16000)
+
+
+# ------------------------------------------------------------------------------------------ offset
+def test_offset_estimator_recovers_a_known_shift(seed):
+    rng = np.random.default_rng(seed)
+    fps = 25.0
+    wave, env = am_speech(12.0, rng, fps)
+    shift_ms = float(rng.uniform(-150, 150))
+    shift = int(round(shift_ms / 1000 * SAMPLE_RATE))
+    late = np.roll(wave, shift)  # the sound of frame i now sits at i/fps + shift
+    offset, peak = estimate_offset(env, late, fps, 200.0)
+    assert abs(offset - shift_ms) < 15.0, (offset, shift_ms)
+    assert peak > 0.5
+
+
+# ------------------------------------------------------------------------------------------ model / training
+def _synthetic_clip(rng, seconds, ex):
+    wave, env = am_speech(seconds, rng)
+    target = torch.zeros(len(env), TINY.out_dim)
+    smooth = np.convolve(env, np.ones(3) / 3, mode="same")
+    target[:, TINY.num_expr] = torch.as_tensor((smooth - smooth.mean()) / smooth.std(), dtype=torch.float32)
+    return Clip(wave / np.abs(wave).max(), 25.0, 0.0, target, int(len(env) * 0.85)), smooth
+
+
+def test_model_learns_a_synthetic_mapping_and_is_deterministic(seed):
+    rng = np.random.default_rng(seed)
+    ex = LogMel(n_mels=16, per_frame=2)
+    clip, _ = _synthetic_clip(rng, 16.0, ex)
+    cfg = tiny_train_config(max_steps=120, eval_every=40, patience=10, lr=3e-3)
+    quiet = lambda msg: None  # noqa: E731
+    net, report = fit_network([clip], [clip], ex, cfg, seed, None, say=quiet)
+    test_clip, smooth = _synthetic_clip(np.random.default_rng(seed + 1), 6.0, ex)
+    with torch.no_grad():
+        pred = net(ex.frames(test_clip.wave, 25.0, len(smooth))[None])[0, :, TINY.num_expr].numpy()
+    r = np.corrcoef(pred, smooth)[0, 1]
+    assert r > 0.6, r
+    net2, _ = fit_network([clip], [clip], ex, tiny_train_config(max_steps=20, eval_every=10, lr=3e-3), seed, None,
+                          say=quiet)
+    net3, _ = fit_network([clip], [clip], ex, tiny_train_config(max_steps=20, eval_every=10, lr=3e-3), seed, None,
+                          say=quiet)
+    for (k, a), (_, b) in zip(net2.state_dict().items(), net3.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
+def test_prior_penalises_only_beyond_the_tracked_spread(seed):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(500, 6, generator=g) @ torch.diag(torch.tensor([2.0, 1.0, 0.5, 0.2, 0.1, 0.05]))
+    prior = ExpressionPrior.fit(z, percentile=99.0)
+    assert float(prior.penalty(z[:100] * 0.5)) == 0.0
+    far = z[:10] * 10
+    assert float(prior.penalty(far)) > 0.0
+    grad = torch.autograd.grad(prior.penalty(far.requires_grad_()), far)[0]
+    assert (grad * far).sum() > 0  # pulls towards the mean, softly (finite, non-zero)
+
+
+def _random_loaded_model(seed) -> LoadedModel:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(**{**TINY.to_json(), "radius": 3})
+    net = Audio2Expr(cfg)
+    torch.nn.init.normal_(net.head.weight, std=0.5)
+    net.eval()
+    c = cfg.out_dim
+    return LoadedModel({"kind": "transformer", "num_expr": cfg.num_expr, "fps": 25.0}, torch.zeros(c), torch.ones(c),
+                       torch.zeros(2, 3), net, LogMel(n_mels=16, per_frame=2))
+
+
+def test_chunked_inference_equals_whole_clip_and_has_no_seams(seed):
+    model = _random_loaded_model(seed)
+    rng = np.random.default_rng(seed)
+    wave, _ = am_speech(14.0, rng)
+    t = int(14.0 * 25)
+    whole = run_network(model, wave, 25.0, t, chunk=10**6)
+    reach = model.net.cfg.reach
+    chunk = int(rng.integers(2 * reach + 20, 4 * reach + 40))
+    chunked = run_network(model, wave, 25.0, t, chunk=chunk)
+    assert torch.allclose(chunked, whole, atol=1e-4), float((chunked - whole).abs().max())
+    # a plain cut (no overlap) differs near the borders: the test can see seams
+    cut = torch.cat([run_network(model, wave[i * 80000:(i + 1) * 80000], 25.0, 125, chunk=10**6) for i in range(2)])
+    assert float((cut - whole[:250]).abs().max()) > 1e-3
+
+
+# ------------------------------------------------------------------------------------------ end to end
+def test_train_animate_and_evaluate_on_a_synthetic_track_folder(tmp_path, seed, capsys):
+    from avatar3d.audio2expr.lipsync import evaluate_lipsync
+
+    rng = np.random.default_rng(seed)
+    seq = synthetic_sequence(rng)
+    folder = tmp_path / "track"
+    folder.mkdir()
+    seq.save(folder / "tracking.npz")
+    report = train_audio2expr(folder, seed=seed, config=tiny_train_config(), say=lambda m: None)
+    assert report["kind"] == "transformer"
+    assert (folder / "audio2expr" / "model.safetensors").is_file() and (folder / "audio2expr" / "config.json").is_file()
+    assert abs(report["av_offset_ms"]) < 60.0
+    wave, _ = am_speech(7.3, rng)
+    a = animate(folder, wave, 30.0, seed=3, sample_rate=SAMPLE_RATE)
+    b = animate(folder, wave, 30.0, seed=3, sample_rate=SAMPLE_RATE)
+    c = animate(folder, wave, 30.0, seed=4, sample_rate=SAMPLE_RATE)
+    t = int(round(7.3 * 30))
+    assert a["expr"].shape == (t, 7) and a["jaw"].shape == (t, 3) and a["eyes"].shape == (t, 2, 3)
+    for k in ("expr", "jaw", "neck", "eyes"):
+        assert np.array_equal(a[k], b[k])
+    assert not np.array_equal(a["eyes"], c["eyes"])
+    result = evaluate_lipsync(folder, say=lambda m: None)
+    assert result["frames_eval"] == seq.num_frames - int(seq.num_frames * 0.8)
+    assert set(result["baselines"]) == {"zero", "mean", "energy"}
+    for r in [result, *result["baselines"].values()]:
+        assert {"lve_mm", "mouth_open_corr", "lmd_px"} <= set(r) and r["lve_mm"] >= 0
+    assert result["baselines"]["mean"]["mouth_open_corr"] is None  # a constant mouth has no correlation
+    assert result["realtime_factor"] > 0
+
+
+def test_silent_clip_falls_back_and_still_blinks(tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    seq = synthetic_sequence(rng, seconds=8.0, silent=True)
+    folder = tmp_path / "avatar"
+    folder.mkdir()
+    seq.save(folder / "tracking.npz")
+    messages = []
+    report = train_audio2expr(folder, seed=seed, config=tiny_train_config(), say=messages.append)
+    assert report["kind"] == "energy"
+    assert any("speech" in m and "fallback" in m for m in messages)
+    out = animate(folder, np.zeros(60 * 8000, np.float32), 25.0, seed=seed, sample_rate=8000)
+    blink = out["expr"][:, 0]  # eyeBlink_L of the synthetic rig
+    closed = blink > 0.5
+    blinks = int(np.sum(closed[1:] & ~closed[:-1]))
+    assert 10 <= blinks <= 30, blinks
+    # energy fallback: louder audio opens the jaw more
+    loud, _ = am_speech(5.0, rng)
+    driven = animate(folder, loud, 25.0, seed=seed, sample_rate=SAMPLE_RATE)
+    energy = frame_energy(loud / max(loudness_reference(loud), 0.01), 25.0, driven["jaw"].shape[0]).numpy()
+    assert np.corrcoef(driven["jaw"][:, 0], energy)[0, 1] > 0.9
