@@ -1,144 +1,173 @@
-"""`avatar3d demo`: the main job on the built-in synthetic subject, with what has landed so far.
+"""`avatar3d demo`: the main job on the built-in synthetic subject, end to end, in a few minutes on a CPU.
 
-Today it builds the synthetic rig, animates it (speech-like jaw motion, blinks, gaze shifts, a head turn),
-binds Gaussians to its visible triangles coloured from the synthetic subject's procedural texture,
-renders an orbiting camera with our rasterizer and writes an mp4 with a matching synthetic voice track,
-a preview sheet and a JSON summary. Later stages (enrollment,
-audio-to-expression) join as their issues land.
+1. makes the synthetic subject (a textured mesh of the synthetic rig, talking and turning its head, with
+   known parameters and a synthetic voice) and renders its training video;
+2. builds an avatar directory from it (tracking is skipped: the parameters are known) and trains a small
+   Gaussian avatar on every frame (the fast preset's schedule, shortened);
+3. scores the trained avatar on novel views (camera yaw +-30 degrees, distance x0.7 / x1.5) against the
+   mesh renders;
+4. renders an orbiting clip of the TRAINED avatar, driven by the subject's parameters, with the voice.
+
+Outputs (in --out): demo.mp4, preview.png, novel_views.png, summary.json, train.mp4, avatar/.
 """
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
 import numpy as np
 import torch
 
+README_IMAGE_LIMIT = 300_000  # bytes
+
+
 @dataclass
 class DemoConfig:
     out: Path = Path("outputs/demo")
-    """Output folder (demo.mp4, preview.png, summary.json)."""
-    seconds: float = 4.0
-    """Length of the clip."""
+    """Output folder (demo.mp4, preview.png, novel_views.png, summary.json, train.mp4, avatar/)."""
+    seconds: float = 3.0
+    """Length of the synthetic subject's talking video (all of it is trained on) and of the clip."""
     fps: int = 25
-    """Frame rate of the clip."""
+    """Frame rate of the training video and of the clip."""
     resolution: int = 256
-    """Height and width of the rendered frames, pixels."""
-    orbit: float = 40.0
+    """Height and width of the training frames, the scored views and the clip, pixels."""
+    iterations: int = 1000
+    """Training steps (the fast preset's settings, its schedule scaled to this many steps)."""
+    orbit: float = 30.0
     """Camera yaw swept over the clip (turntable), degrees."""
+    zoom: float = 1.25
+    """Clip camera closer than the training camera by this factor (1: the training framing, whole head and neck)."""
     backend: Literal["auto", "cpu", "torch"] = "auto"
-    """Rasterizer backend (auto: the C++ extension when built, else the PyTorch oracle)."""
-    gaussians: int = 40000
-    """Gaussians spread over the visible surface (bound to their triangles)."""
+    """Rasterizer backend for the scores and the clip (auto: the C++ extension when built, else the PyTorch oracle)."""
+    seed: int = 0
+    """Seed of the synthetic subject (texture, identity, motion, voice)."""
+    readme_image: Optional[Path] = None
+    """Also save the preview of the trained avatar here (the README's docs/images/demo.png; kept under 300 KB)."""
 
 
-def _animation(rig, frames: int, fps: float) -> "RigParams":  # noqa: F821
-    from avatar3d.head.rig import RigParams
-
-    t = torch.arange(frames, dtype=torch.float32) / fps
-    params = RigParams.zeros(rig, batch=frames, device="cpu")
-    syllables = 0.5 + 0.5 * torch.sin(2 * math.pi * 3.3 * t)  # ~3 syllables per second
-    phrase = (torch.sin(2 * math.pi * 0.35 * t) > -0.6).float()  # pauses between phrases
-    params.jaw[:, 0] = 0.22 * syllables * phrase
-    params.neck[:, 1] = math.radians(20.0) * torch.sin(2 * math.pi * t / max(t[-1].item(), 1e-6))
-    params.neck[:, 0] = math.radians(4.0) * torch.sin(2 * math.pi * 0.5 * t)
-    gaze = torch.where(torch.sin(2 * math.pi * 0.4 * t) > 0, 0.25, -0.25)
-    params.eyes[:, :, 1] = gaze[:, None]
-    blink = torch.exp(-((t % 1.7 - 0.8) / 0.05) ** 2)
-    for i, name in enumerate(rig.expr_names):
-        if "blink" in name.lower():
-            params.expr[:, i] = blink
-        elif "smile" in name.lower():
-            params.expr[:, i] = 0.3 * (1 - phrase)
-    return params
+def _say(msg: str) -> None:
+    print(f"[demo] {msg}", flush=True)
 
 
-def _voice(jaw_open: np.ndarray, fps: float, rate: int = 16000) -> np.ndarray:  # jaw_open: [T]
-    """A buzzy synthetic voice whose loudness follows the jaw: the clip's audio is in sync by construction."""
-    n = int(round(len(jaw_open) / fps * rate))
-    t = np.arange(n) / rate
-    envelope = np.interp(t, np.arange(len(jaw_open)) / fps, jaw_open / max(jaw_open.max(), 1e-6))
-    f0 = 120 + 15 * np.sin(2 * np.pi * 0.7 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / rate
-    buzz = sum(np.sin(k * phase) / k for k in range(1, 8))
-    return (0.25 * envelope * buzz).astype(np.float32)
+def _save_png(path: Path, image: np.ndarray, limit: Optional[int] = None) -> Path:
+    # image: [H,W,3] uint8; with `limit`, halve the size until the PNG fits in `limit` bytes
+    import io
+
+    from PIL import Image
+
+    from avatar3d.io.atomic import atomic_write_bytes
+
+    picture = Image.fromarray(image)
+    while True:
+        buf = io.BytesIO()
+        picture.save(buf, format="PNG", optimize=True)
+        if limit is None or buf.tell() <= limit or min(picture.size) < 64:
+            break
+        picture = picture.resize((picture.width // 2, picture.height // 2), Image.LANCZOS)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def render_orbit(subject, avatar_dir: Path, *, orbit: float, zoom: float, backend: str = "auto",
+                 device="cpu") -> tuple[list[np.ndarray], float]:
+    """The trained avatar driven by the subject's parameters, the camera sweeping `orbit` degrees of yaw
+    around the subject's target -> (uint8 [R,R,3] frames, rendering frames per second)."""
+    from avatar3d.camera import orbit_viewmat
+    from avatar3d.errors import InputError
+    from avatar3d.eval.holdout import load_gaussians
+    from avatar3d.io.avatar_dir import AvatarPaths
+    from avatar3d.training.render_frame import render_avatar
+
+    if not zoom > 0:
+        raise InputError(f"--zoom {zoom} must be positive (1 keeps the training framing, 1.25 comes closer)")
+    gaussians, faces = load_gaussians(AvatarPaths(avatar_dir), device)
+    gaussians.requires_grad_(False)
+    rig = subject.rig.to(device)
+    n, res = subject.num_frames, subject.resolution
+    bg = torch.tensor(subject.background, dtype=torch.float32, device=device)
+    K = subject.camera.K.to(device)
+    images, seconds = [], 0.0
+    with torch.no_grad():
+        for i in range(n):
+            yaw = orbit * (i / max(n - 1, 1) - 0.5)
+            viewmat = orbit_viewmat(subject.distance / zoom, yaw, 0.0, subject.target).to(device)
+            params = subject.frame_params(i).map(lambda x: x.to(device))
+            tic = time.perf_counter()
+            image = render_avatar(gaussians, rig, faces, params, K, viewmat, res, res, bg, backend=backend).image
+            seconds += time.perf_counter() - tic
+            images.append((image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy())
+    return images, n / max(seconds, 1e-9)
 
 
 def main(cfg: DemoConfig) -> int:
-    from avatar3d.camera import intrinsics, orbit_viewmat
-    from avatar3d.eval.mesh_raster import sample_texture
-    from avatar3d.eval.synthetic_subject import make_texture
-    from avatar3d.gaussians.model import BoundGaussians
-    from avatar3d.head.lbs import pose_vertices
-    from avatar3d.head.synthetic import synthetic_rig
+    from avatar3d.config import preset_section
+    from avatar3d.errors import InputError
+    from avatar3d.eval.synthetic_eval import eval_subject, format_table, run_synthetic_eval, scaled_schedule
+    from avatar3d.eval.synthetic_subject import AUDIO_RATE
     from avatar3d.io.atomic import atomic_write_text
     from avatar3d.io.media import write_mp4
-    from avatar3d.render import rasterize
+    from avatar3d.training.config import TrainConfig
 
+    if not cfg.seconds > 0 or cfg.fps <= 0:
+        raise InputError(f"--seconds {cfg.seconds} and --fps {cfg.fps} must be positive (e.g. 2 s at 25 fps)")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    rig = synthetic_rig()
-    frames = int(round(cfg.seconds * cfg.fps))
-    params = _animation(rig, frames, cfg.fps)
-    print(f"[demo] synthetic rig: {rig.num_vertices} vertices, {rig.num_faces} triangles, "
-          f"{rig.num_shape} identity and {rig.num_expr} expression shapes")
+    train = scaled_schedule(preset_section("fast", "train", TrainConfig), cfg.iterations)
+    train.resolution = int(cfg.resolution)
+    train.checkpoint_every = 0  # a demo is not resumed
 
-    # Gaussians spread over the visible triangles, flat along the surface, coloured from the texture
-    renderable = rig.renderable_faces()
-    faces = rig.faces[renderable]
-    texture = make_texture(rig, size=512)
-    # per triangle: the median of its corners' texture colours (a centroid UV can fall in an atlas gap
-    # for triangles that straddle a UV seam)
-    corner_uv = rig.uvs[rig.face_uvs[renderable]]  # [F,3,2]
-    colours = sample_texture(texture, corner_uv).median(dim=1).values  # [F,3]
-    gaussians = BoundGaussians.on_surface(rig.template, faces, cfg.gaussians, colours=colours,
-                                          opacity=0.98, generator=torch.Generator().manual_seed(0))
-    n = gaussians.num_gaussians
-    print(f"[demo] {n} Gaussians bound to {faces.shape[0]} visible triangles (helper geometry excluded)")
+    _say(f"1/4 synthetic subject: {cfg.seconds:.1f} s of talking and head turning at {cfg.fps} fps, "
+         f"{cfg.resolution}x{cfg.resolution}, known parameters (a textured mesh, not Gaussians)")
+    subject = eval_subject(cfg.seconds, cfg.fps, cfg.resolution, cfg.seed, background=train.background)
+    rig = subject.rig
+    _say(f"    rig: {rig.num_vertices} vertices, {rig.num_faces} triangles, {rig.num_shape} identity and "
+         f"{rig.num_expr} expression shapes; {subject.num_frames} frames")
+    _say(f"2/4 training a Gaussian avatar on all frames: {train.iterations} steps, "
+         f"{train.init_gaussians} initial Gaussians bound to the rig's visible triangles")
+    report = run_synthetic_eval(out, train, subject=subject, backend=cfg.backend,
+                                say=lambda msg: _say("    " + msg))
+    _say("3/4 novel views of the trained avatar against the ground truth:")
+    for line in format_table(report).splitlines():
+        _say("    " + line)
 
-    K = intrinsics(20.0, cfg.resolution, cfg.resolution)
-    centre = rig.template.mean(dim=0)
-    background = torch.ones(3)
-    images = []
-    render_seconds = 0.0
-    with torch.no_grad():
-        verts = pose_vertices(rig, params)  # [T,V,3]
-        for i in range(frames):
-            world = gaussians.world(verts[i], faces)
-            yaw = cfg.orbit * (i / max(frames - 1, 1) - 0.5)
-            viewmat = orbit_viewmat(0.75, yaw, 5.0, target=centre.tolist())
-            tic = time.perf_counter()
-            image, _, _ = rasterize(world.means, world.quats, world.scales, world.opacities, world.sh, viewmat, K,
-                                    cfg.resolution, cfg.resolution, background, sh_degree=0, backend=cfg.backend)
-            render_seconds += time.perf_counter() - tic
-            images.append((image.clamp(0, 1) * 255).round().to(torch.uint8).numpy())
+    _say(f"4/4 orbit clip of the trained avatar ({cfg.orbit:.0f} degrees of yaw) with the synthetic voice")
+    images, render_fps = render_orbit(subject, out / "avatar", orbit=cfg.orbit, zoom=cfg.zoom, backend=cfg.backend)
+    clip = write_mp4(out / "demo.mp4", iter(images), fps=cfg.fps, audio=subject.audio, audio_rate=AUDIO_RATE,
+                     metadata={"comment": f"made by avatar3d demo (synthetic subject, seed {cfg.seed})"})
+    picks = np.linspace(0, len(images) - 1, 4).round().astype(int)
+    sheet = np.concatenate([images[j] for j in picks], axis=1)
+    preview = _save_png(out / "preview.png", sheet)
+    if cfg.readme_image is not None:
+        _save_png(Path(cfg.readme_image), sheet, limit=README_IMAGE_LIMIT)
 
-    audio = _voice(params.jaw[:, 0].numpy(), cfg.fps)
-    clip = out / "demo.mp4"
-    write_mp4(clip, iter(images), fps=cfg.fps, audio=audio, audio_rate=16000,
-              metadata={"comment": "made by avatar3d demo (synthetic subject)"})
-    sheet = np.concatenate([images[j] for j in np.linspace(0, frames - 1, 4).round().astype(int)], axis=1)
-    from PIL import Image
-
-    Image.fromarray(sheet).save(out / "preview.png")
     summary = {
-        "frames": frames,
+        "frames": subject.num_frames,
         "fps": cfg.fps,
         "resolution": cfg.resolution,
-        "gaussians": n,
-        "render_fps": frames / max(render_seconds, 1e-9),
-        "seconds_total": time.perf_counter() - started,
-        "outputs": {"clip": str(clip), "preview": str(out / "preview.png")},
-        "not_yet": ["enrollment from a video", "audio-to-expression", "viewer"],
+        "gaussians": report["num_gaussians"],
+        "iterations": train.iterations,
+        "train_psnr": report["train_psnr"],
+        "novel_views": {"psnr": report["psnr"], "ssim": report["ssim"], "views": report["views"]},
+        "render_fps": render_fps,
+        "seconds": {**report["seconds"], "total": round(time.perf_counter() - started, 1)},
+        "outputs": {"clip": str(clip), "preview": str(preview), "novel_views": report["outputs"]["sheet"],
+                    "training_video": report["outputs"]["train_video"], "avatar": report["outputs"]["avatar"]},
+        "not_yet": ["audio-to-expression (the clip replays the subject's own parameters)", "viewer"],
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
-    print(f"[demo] rendered {frames} frames at {cfg.resolution}x{cfg.resolution}: "
-          f"{summary['render_fps']:.1f} fps with the rasterizer ({cfg.backend})")
-    print(f"[demo] wrote {clip} (H.264 + AAC, {cfg.seconds:.1f} s), {out / 'preview.png'}, {out / 'summary.json'}")
-    print("[demo] not yet part of the demo: " + ", ".join(summary["not_yet"]) + " (their issues are open)")
+    s = summary["seconds"]
+    _say(f"done in {s['total']:.0f} s (subject {s['subject']:.0f}, train {s['train']:.0f}, "
+         f"scores {s['eval']:.0f}); {report['num_gaussians']} Gaussians; novel views {report['psnr']:.2f} dB "
+         f"PSNR, {report['ssim']:.3f} SSIM; clip rendered at {render_fps:.1f} fps ({cfg.backend})")
+    _say(f"clip: {clip} (H.264 + AAC, {subject.num_frames / cfg.fps:.1f} s)")
+    _say(f"preview: {preview}; ground truth | render | error per view: {report['outputs']['sheet']}")
+    _say(f"training video: {report['outputs']['train_video']}; avatar: {report['outputs']['avatar']}; "
+         f"summary: {out / 'summary.json'}")
+    if cfg.readme_image is not None:
+        _say(f"README image: {cfg.readme_image}")
+    _say("not yet part of the demo: " + ", ".join(summary["not_yet"]))
     return 0

@@ -7,8 +7,6 @@ from typing import Literal, Optional
 
 import tyro
 
-from avatar3d.pending import not_yet
-
 
 @dataclass
 class EvalLipsyncConfig:
@@ -26,8 +24,8 @@ class EvalSyntheticConfig:
     """Training preset (configs/<preset>.yaml, section train)."""
     out: Path = Path("outputs/eval_synthetic")
     """Where the synthetic training video, the trained avatar, novel_views.png and report.json go."""
-    seconds: float = 2.0
-    """Length of the synthetic training video (every frame is trained on)."""
+    seconds: float = 4.0
+    """Length of the synthetic training video (all frames are trained on; 4 s shows more poses than 2 s)."""
     fps: float = 25.0
     """Frame rate of the synthetic training video."""
     resolution: Optional[int] = None
@@ -60,6 +58,7 @@ def main_synthetic(cfg: EvalSyntheticConfig) -> int:
     from avatar3d.config import preset_section
     from avatar3d.errors import InputError
     from avatar3d.eval.synthetic_eval import format_table, run_synthetic_eval, scaled_schedule
+    from avatar3d.eval.synthetic_subject import NOVEL_VIEWS
     from avatar3d.io.atomic import atomic_write_json
     from avatar3d.training.config import TrainConfig
 
@@ -88,8 +87,10 @@ def main_synthetic(cfg: EvalSyntheticConfig) -> int:
     print()
     print(format_table(report))
     s = report["seconds"]
-    verdict = "meets" if report["psnr"] >= report["target_psnr"] else "misses"
-    print(f"\nnovel views: {report['psnr']:.2f} dB mean ({verdict} the {report['target_psnr']:.0f} dB target); "
+    short = [name for name in NOVEL_VIEWS if report["views"][name]["psnr"] < report["target_psnr"]]
+    verdict = f"below the {report['target_psnr']:.0f} dB target: {', '.join(short)}" if short else \
+        f"every novel view meets the {report['target_psnr']:.0f} dB target"
+    print(f"\nnovel views: {report['psnr']:.2f} dB mean ({verdict}); "
           f"{report['num_gaussians']} Gaussians, {report['iterations']} steps on {report['frames_train']} frames "
           f"at {report['resolution']} px; {s['total']:.0f} s (subject {s['subject']:.0f}, train {s['train']:.0f}, "
           f"eval {s['eval']:.0f})")
