@@ -86,6 +86,18 @@ def matrix_to_quaternion(R: Tensor) -> Tensor:
     return torch.where(q[..., :1] < 0, -q, q)
 
 
+def quaternion_multiply(a: Tensor, b: Tensor) -> Tensor:
+    """Hamilton product a ⊗ b of [...,4] quaternions (w, x, y, z): the rotation b, then a."""
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack([
+        aw * bw - ax * bx - ay * by - az * bz,
+        aw * bx + ax * bw + ay * bz - az * by,
+        aw * by - ax * bz + ay * bw + az * bx,
+        aw * bz + ax * by - ay * bx + az * bw,
+    ], dim=-1)
+
+
 def quaternion_to_axis_angle(q: Tensor) -> Tensor:
     """q: [...,4] (w, x, y, z) -> [...,3] axis-angle with angle in [0, pi]."""
     q = q / q.norm(dim=-1, keepdim=True)

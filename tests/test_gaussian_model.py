@@ -4,7 +4,9 @@ import math
 import torch
 
 from avatar3d.gaussians.binding import triangle_frames
-from avatar3d.gaussians.model import BoundGaussians, _quat_mul, _rotmat_to_quat
+from avatar3d.gaussians.model import BoundGaussians
+from avatar3d.rotation import matrix_to_quaternion as _rotmat_to_quat
+from avatar3d.rotation import quaternion_multiply as _quat_mul
 
 
 def _quat_to_rotmat(q):  # [...,4] -> [...,3,3]

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from avatar3d.errors import InputError
 from avatar3d.gaussians.binding import triangle_frames
 from avatar3d.render.sh import SH_C0
+from avatar3d.rotation import matrix_to_quaternion, quaternion_multiply
 
 
 @dataclass
@@ -27,38 +28,6 @@ class WorldGaussians:
     scales: Tensor  # [N,3] linear
     opacities: Tensor  # [N]
     sh: Tensor  # [N,K,3]
-
-
-def _quat_mul(a: Tensor, b: Tensor) -> Tensor:  # a: [...,4], b: [...,4] (w,x,y,z) -> [...,4]
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack([
-        aw * bw - ax * bx - ay * by - az * bz,
-        aw * bx + ax * bw + ay * bz - az * by,
-        aw * by - ax * bz + ay * bw + az * bx,
-        aw * bz + ax * by - ay * bx + az * bw,
-    ], dim=-1)
-
-
-def _rotmat_to_quat(R: Tensor) -> Tensor:  # R: [...,3,3] proper rotations -> [...,4] (w,x,y,z), w >= 0
-    m = R
-    trace = m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]
-    # Shepperd's method: choose the largest of (w,x,y,z) to divide by, branch-free via stacking
-    candidates = torch.stack([
-        torch.stack([1 + trace, m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]], -1),
-        torch.stack([m[..., 2, 1] - m[..., 1, 2], 1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2],
-                     m[..., 1, 0] + m[..., 0, 1], m[..., 0, 2] + m[..., 2, 0]], -1),
-        torch.stack([m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] + m[..., 0, 1],
-                     1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2], m[..., 2, 1] + m[..., 1, 2]], -1),
-        torch.stack([m[..., 1, 0] - m[..., 0, 1], m[..., 0, 2] + m[..., 2, 0], m[..., 2, 1] + m[..., 1, 2],
-                     1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2]], -1),
-    ], dim=-2)  # [...,4,4]: row i is 4·q·q_i
-    diag = torch.stack([1 + trace, 1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2],
-                        1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2], 1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2]], -1)
-    best = diag.argmax(dim=-1, keepdim=True)  # [...,1]
-    q = torch.gather(candidates, -2, best[..., None].expand(*best.shape, 4)).squeeze(-2)
-    q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    return torch.where(q[..., :1] < 0, -q, q)
 
 
 def rgb_to_sh0(rgb: Tensor) -> Tensor:  # rgb: [...,3] -> [...,3] DC coefficient giving that colour
@@ -145,7 +114,7 @@ class BoundGaussians(nn.Module):
         R = rotation[self.parent]
         k = tri_scale[self.parent, None]
         means = origin[self.parent] + k * (R @ self.local_means[..., None])[..., 0]
-        quats = _quat_mul(_rotmat_to_quat(R), self.quats / self.quats.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+        quats = quaternion_multiply(matrix_to_quaternion(R), self.quats / self.quats.norm(dim=-1, keepdim=True).clamp_min(1e-12))
         return WorldGaussians(means, quats, k * torch.exp(self.log_scales), torch.sigmoid(self.opacity_logits), self.sh)
 
     # ------------------------------------------------------------------ selection (densify / prune keep the binding)
