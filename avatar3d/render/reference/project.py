@@ -9,20 +9,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from avatar3d.rotation import quaternion_to_matrix as quat_to_rotmat  # normalises; gradient flows through
+
 EPS2D = 0.3  # screen-space dilation (pixels²), also the antialiasing filter variance
 CLIP_MARGIN = 0.3  # tangent clamp margin, as a fraction of the image size
-
-
-def quat_to_rotmat(quats: Tensor) -> Tensor:  # quats: [N,4] (w,x,y,z), unnormalised -> [N,3,3]
-    """Rotation matrices of the normalised quaternions (the gradient flows through the normalisation)."""
-    q = quats / quats.norm(dim=-1, keepdim=True)
-    w, x, y, z = q.unbind(-1)
-    rows = [
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ]
-    return torch.stack(rows, dim=-1).reshape(*quats.shape[:-1], 3, 3)
 
 
 def covariance_3d(quats: Tensor, scales: Tensor) -> Tensor:  # quats: [N,4], scales: [N,3] -> [N,3,3]
