@@ -39,7 +39,7 @@ VERBS: dict[str, Verb | dict[str, Verb]] = {
     "render": Verb("avatar3d.export.command", "RenderConfig",
                    "Render a clip of an avatar driven by speech, its own tracking or another video."),
     "view": Verb("avatar3d_viewer.command", "ViewConfig", "Open the interactive 3D viewer in the browser."),
-    "export": Verb("avatar3d.export.command", "ExportConfig",
+    "export": Verb("avatar3d.export.export_command", "ExportConfig",
                    "Export an avatar as a 3DGS PLY or as a rigged bundle.", main="main_export"),
     "eval": {
         "lipsync": Verb("avatar3d.eval.command", "EvalLipsyncConfig",

@@ -1,4 +1,4 @@
-"""`avatar3d render` (clips with audio) and `avatar3d export` (PLY / rigged bundle)."""
+"""`avatar3d render`: clips of an avatar with audio."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -58,21 +58,6 @@ class RenderConfig:
     """With --tracking: the real enrollment frames next to the render."""
 
 
-@dataclass
-class ExportConfig:
-    avatar: tyro.conf.Positional[Path]
-    """The avatar directory to export."""
-    ply: Optional[Path] = None
-    """Write a standard world-space 3DGS PLY (opens in common splat viewers)."""
-    frame: int = 0
-    """Tracked frame whose pose the PLY is exported in."""
-    rig: Optional[Path] = None
-    """Write the rigged form (mesh, binding, local parameters, per-frame rig parameters) to this folder."""
-
-
 def main(cfg: RenderConfig) -> int:
     raise not_yet("`avatar3d render`", "Drive and render")
 
-
-def main_export(cfg: ExportConfig) -> int:
-    raise not_yet("`avatar3d export`", "Drive and render")
