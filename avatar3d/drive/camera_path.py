@@ -8,9 +8,9 @@ and any of the camera fields; a field a keyframe leaves out is interpolated from
   "interpolation": "catmull-rom",
   "angles": "continuous",
   "keyframes": [
-    {"t": 0.0, "yaw": -30, "pitch": 0,  "distance_scale": 1.0},
-    {"t": 0.5, "yaw": 0,   "pitch": 10, "distance_scale": 0.7, "target_offset": [0, 0.02, 0]},
-    {"t": 1.0, "yaw": 30,  "pitch": 0,  "distance_scale": 1.0}
+    {"t": 0.0, "yaw": -30, "pitch": 0, "distance_scale": 1.0, "target_offset": [0, 0, 0]},
+    {"t": 0.5, "yaw": 0,   "pitch": 8, "distance_scale": 0.7, "target_offset": [0, 0.01, 0]},
+    {"t": 1.0, "yaw": 30,  "pitch": 0, "distance_scale": 1.0, "target_offset": [0, 0, 0]}
   ]
 }
 ```
@@ -33,7 +33,9 @@ monotone limiter so no value overshoots its neighbouring keyframes; two keyframe
 move, so `yaw` 0 -> 360 is a turntable at constant speed), `smoothstep` (eases in and out of every keyframe)
 or `linear`. `angles` is `continuous` (default: yaw and pitch are taken as written, never wrapped, so
 0 -> 720 turns twice) or `shortest` (each yaw step is wrapped into [-180, 180), e.g. 350 -> 10 turns +20).
-Before the first keyframe and after the last one, the values hold.
+Before the first keyframe and after the last one that sets a field, its value holds; a field no keyframe
+sets is absent from `at()` (the caller's default applies). `distance`, `distance_scale` and `fov` are
+interpolated in the logarithm (an even zoom that never reaches zero).
 
 Times are strictly increasing; unknown keys, NaN/Infinity, wrong types and out-of-range values are refused
 with a message that names the keyframe and the fix.
@@ -169,7 +171,8 @@ class CameraPath:
             if key not in TOP_KEYS:
                 raise _unknown(key, TOP_KEYS, source)
         if "keyframes" not in data:
-            raise _fail(source, "there is no \"keyframes\" list", "add one, e.g. \"keyframes\": [{\"t\": 0, \"yaw\": 0}]")
+            raise _fail(source, "there is no \"keyframes\" list",
+                        "add one, e.g. \"keyframes\": [{\"t\": 0, \"yaw\": 0}]")
         keyframes = data["keyframes"]
         if not isinstance(keyframes, list):
             raise _fail(source, "\"keyframes\" is not a list", "write \"keyframes\": [{...}, {...}]")
