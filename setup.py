@@ -17,7 +17,7 @@ EXT_DIR = "cuda_ext"
 CPP_SOURCES = ["ext.cpp", "project_glue.cpp", "rasterize_glue.cpp", "project_cpu.cpp", "rasterize_cpu.cpp"]
 CUDA_SOURCES = ["project_cuda.cu", "rasterize_cuda.cu"]
 # sm_90 (Hopper) plus the common ones; TORCH_CUDA_ARCH_LIST, when set, replaces this list.
-DEFAULT_ARCHS = ["70", "75", "80", "86", "89", "90"]
+DEFAULT_ARCHS = ["75", "80", "86", "89", "90"]  # CUDA 13 no longer builds for sm_70 (Volta)
 
 
 def _want_cuda() -> bool:

@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include "a3d/cores.h"
+#include "a3d/cuda_check.h"
 #include "a3d/projection.h"
 
 namespace a3d {
@@ -62,6 +63,7 @@ void project_forward_cuda(const ProjectArgs& a, float* means2d, float* conics, f
     const unsigned blocks = (unsigned)((a.n + BLOCK - 1) / BLOCK);
     project_forward_kernel<<<blocks, BLOCK, 0, (cudaStream_t)stream>>>(a, cam, means2d, conics, depths, radii,
                                                                         opacities_eff);
+    A3D_LAUNCH_CHECK("project_forward_kernel");
 }
 
 void project_backward_cuda(const ProjectArgs& a, const int32_t* radii, const float* v_means2d,
@@ -72,6 +74,7 @@ void project_backward_cuda(const ProjectArgs& a, const int32_t* radii, const flo
     const unsigned blocks = (unsigned)((a.n + BLOCK - 1) / BLOCK);
     project_backward_kernel<<<blocks, BLOCK, 0, (cudaStream_t)stream>>>(
         a, cam, radii, v_means2d, v_conics, v_depths, v_opacities_eff, v_means, v_quats, v_scales, v_opacities);
+    A3D_LAUNCH_CHECK("project_backward_kernel");
 }
 
 }  // namespace a3d

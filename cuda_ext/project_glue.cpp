@@ -5,16 +5,14 @@
 #include "a3d/cores.h"
 #include "glue.h"
 
-#ifdef A3D_WITH_CUDA
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAGuard.h>
-#endif
+#include "glue_cuda.h"
 
 namespace a3d {
 namespace {
 
 void check_f32(const at::Tensor& t, const char* name, std::initializer_list<int64_t> shape) {
     TORCH_CHECK(t.scalar_type() == at::kFloat, name, " must be float32, got ", t.scalar_type());
+    TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
     TORCH_CHECK(t.dim() == (int64_t)shape.size(), name, " must have ", shape.size(), " dims, got ", t.sizes());
     int i = 0;
     for (int64_t s : shape) {
@@ -71,8 +69,8 @@ std::vector<at::Tensor> project_forward(const at::Tensor& means_in, const at::Te
 #ifdef A3D_WITH_CUDA
         const c10::cuda::CUDAGuard guard(means.device());
         project_forward_cuda(a, means2d.data_ptr<float>(), conics.data_ptr<float>(), depths.data_ptr<float>(),
-                             radii.data_ptr<int32_t>(), opac_eff.data_ptr<float>(),
-                             at::cuda::getCurrentCUDAStream().stream());
+                             radii.data_ptr<int32_t>(), opac_eff.data_ptr<float>(), current_stream());
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
 #else
         TORCH_CHECK(false, "avatar3d._C was built without CUDA; rebuild with AVATAR3D_CUDA=1");
 #endif
@@ -104,6 +102,10 @@ std::vector<at::Tensor> project_backward(const at::Tensor& means_in, const at::T
     check_f32(v_conics, "v_conics", {n, 3});
     check_f32(v_depths, "v_depths", {n});
     check_f32(v_opac, "v_opacities_eff", {n});
+    // The kernels dereference these on the Gaussians' device (a CPU tensor there is an illegal address on CUDA).
+    for (const at::Tensor* t : {&radii, &v_means2d, &v_conics, &v_depths, &v_opac})
+        TORCH_CHECK(t->device() == means.device(), "radii and the upstream gradients must be on ", means.device(),
+                    ", got ", t->device());
     const auto fopt = means.options();
     at::Tensor v_means = at::empty({n, 3}, fopt), v_quats = at::empty({n, 4}, fopt),
                v_scales = at::empty({n, 3}, fopt), v_opacities = at::empty({n}, fopt);
@@ -113,7 +115,8 @@ std::vector<at::Tensor> project_backward(const at::Tensor& means_in, const at::T
         project_backward_cuda(a, radii.data_ptr<int32_t>(), v_means2d.data_ptr<float>(), v_conics.data_ptr<float>(),
                               v_depths.data_ptr<float>(), v_opac.data_ptr<float>(), v_means.data_ptr<float>(),
                               v_quats.data_ptr<float>(), v_scales.data_ptr<float>(), v_opacities.data_ptr<float>(),
-                              at::cuda::getCurrentCUDAStream().stream());
+                              current_stream());
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
 #else
         TORCH_CHECK(false, "avatar3d._C was built without CUDA; rebuild with AVATAR3D_CUDA=1");
 #endif

@@ -5,9 +5,12 @@
 #include <cub/cub.cuh>
 #include <cuda_runtime.h>
 
+#include <climits>
 #include <cstdint>
+#include <stdexcept>
 
 #include "a3d/cores.h"
+#include "a3d/cuda_check.h"
 #include "a3d/raster.h"
 
 namespace a3d {
@@ -16,31 +19,55 @@ namespace {
 constexpr int BLOCK = 256;
 constexpr int MAX_CH = 4;  // channels per compositing pass; more channels run in several passes
 
+// One scratch buffer from the caller's stream-ordered allocator, released when it goes out of scope (also when
+// a later step throws). Never empty: CUB treats a null temp-storage pointer as a size query and does nothing.
+class Scratch {
+  public:
+    Scratch(const CudaScratch& s, size_t bytes, cudaStream_t stream) : s_(s), p_(s.alloc(bytes ? bytes : 1, stream)) {
+        if (p_ == nullptr) throw std::runtime_error("avatar3d CUDA: scratch allocation failed");
+    }
+    ~Scratch() { s_.release(p_); }
+    Scratch(const Scratch&) = delete;
+    Scratch& operator=(const Scratch&) = delete;
+    template <typename T>
+    T* as() const { return static_cast<T*>(p_); }
+
+  private:
+    CudaScratch s_;
+    void* p_;
+};
+
+// Depth as a sort key: the float's bits mapped so that unsigned order is float order (for negative values too,
+// although visible Gaussians have depth > near > 0).
+__device__ __forceinline__ uint32_t depth_key(float d) {
+    const uint32_t u = __float_as_uint(d);
+    return u ^ ((u & 0x80000000u) ? 0xffffffffu : 0x80000000u);
+}
+
 // ---------------------------------------------------------------- binning
 
-__global__ void count_tiles_kernel(CompositeArgs a, int tiles_x, int tiles_y, int32_t* __restrict__ counts) {
+__global__ void count_tiles_kernel(CompositeArgs a, int tiles_x, int tiles_y, int64_t* __restrict__ counts) {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= a.n) return;
-    int cnt = 0;
+    int64_t cnt = 0;
     if (a.radii[i] > 0) {
         int x0, y0, x1, y1;
         tile_rect(a.means2d[2 * i], a.means2d[2 * i + 1], a.radii[i], tiles_x, tiles_y, x0, y0, x1, y1);
-        cnt = (x1 - x0) * (y1 - y0);
+        cnt = (int64_t)(x1 - x0) * (y1 - y0);
     }
     counts[i] = cnt;
 }
 
-// Keys: tile id in the high 32 bits, the depth's bits in the low 32 (depth > near > 0, so the unsigned order
-// of its bits is the float order). Emitted in Gaussian order, so the stable radix sort keeps ascending index
-// for equal (tile, depth).
-__global__ void emit_keys_kernel(CompositeArgs a, int tiles_x, int tiles_y, const int32_t* __restrict__ cum,
+// Keys: tile id in the high 32 bits, depth_key in the low 32. Emitted in Gaussian order, so the stable radix
+// sort keeps ascending index for equal (tile, depth), the CPU's (depth, index) order.
+__global__ void emit_keys_kernel(CompositeArgs a, int tiles_x, int tiles_y, const int64_t* __restrict__ cum,
                                  uint64_t* __restrict__ keys, int32_t* __restrict__ vals) {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= a.n || a.radii[i] <= 0) return;
     int x0, y0, x1, y1;
     tile_rect(a.means2d[2 * i], a.means2d[2 * i + 1], a.radii[i], tiles_x, tiles_y, x0, y0, x1, y1);
     int64_t off = i == 0 ? 0 : cum[i - 1];
-    const uint64_t depth_bits = (uint64_t)__float_as_uint(a.depths[i]);
+    const uint64_t depth_bits = (uint64_t)depth_key(a.depths[i]);
     for (int y = y0; y < y1; ++y) {
         for (int x = x0; x < x1; ++x) {
             keys[off] = ((uint64_t)(y * tiles_x + x) << 32) | depth_bits;
@@ -64,9 +91,9 @@ template <int CH>
 __global__ void __launch_bounds__(BLOCK) composite_forward_kernel(
     CompositeArgs a, int tiles_x, int c0, const int32_t* __restrict__ ids, const int32_t* __restrict__ ranges,
     float* __restrict__ image, float* __restrict__ alpha, int32_t* __restrict__ last, float* __restrict__ final_T) {
-    __shared__ int32_t s_id[BLOCK];
     __shared__ float2 s_xy[BLOCK];
     __shared__ float4 s_co[BLOCK];  // conic (a, b, c), opacity
+    __shared__ float s_col[BLOCK * CH];
 
     const int tile = blockIdx.y * tiles_x + blockIdx.x;
     const int tid = threadIdx.y * TILE + threadIdx.x;
@@ -89,9 +116,10 @@ __global__ void __launch_bounds__(BLOCK) composite_forward_kernel(
         const int k = base + tid;
         if (k < end) {
             const int g = ids[k];
-            s_id[tid] = g;
             s_xy[tid] = make_float2(a.means2d[2 * g], a.means2d[2 * g + 1]);
             s_co[tid] = make_float4(a.conics[3 * g], a.conics[3 * g + 1], a.conics[3 * g + 2], a.opacities[g]);
+#pragma unroll
+            for (int c = 0; c < CH; ++c) s_col[tid * CH + c] = a.colors[(int64_t)g * C + c0 + c];
         }
         __syncthreads();
         const int batch = min(BLOCK, end - base);
@@ -101,7 +129,8 @@ __global__ void __launch_bounds__(BLOCK) composite_forward_kernel(
             const float dx = xy.x - fx, dy = xy.y - fy;
             const float sigma = gauss_sigma(co.x, co.y, co.z, dx, dy);
             if (sigma < 0.f) continue;
-            const float al = minf(ALPHA_MAX, co.w * expf(-sigma));
+            // exp_neg: the CPU's exp (include/a3d/raster.h), so both backends cut at 1/255 in the same places
+            const float al = minf(ALPHA_MAX, co.w * exp_neg(-sigma));
             if (al < ALPHA_MIN) continue;
             const float tn = T * (1.f - al);
             if (tn <= T_MIN) {
@@ -109,9 +138,8 @@ __global__ void __launch_bounds__(BLOCK) composite_forward_kernel(
                 break;
             }
             const float w = al * T;
-            const float* col = a.colors + (int64_t)s_id[j] * C + c0;
 #pragma unroll
-            for (int c = 0; c < CH; ++c) acc[c] += w * col[c];
+            for (int c = 0; c < CH; ++c) acc[c] += w * s_col[j * CH + c];
             T = tn;
             n_last = base - start + j + 1;
         }
@@ -206,7 +234,7 @@ __global__ void __launch_bounds__(BLOCK) composite_backward_kernel(
             const float4 co = s_co[j];
             const float dx = xy.x - fx, dy = xy.y - fy;
             const float sigma = gauss_sigma(co.x, co.y, co.z, dx, dy);
-            const float vis = expf(-sigma);
+            const float vis = exp_neg(-sigma);  // the forward's exp: same cut-offs, exact T recovery
             const float al = minf(ALPHA_MAX, co.w * vis);
             const bool valid = inside && entry < n_last && sigma >= 0.f && al >= ALPHA_MIN;
             if (!__any_sync(0xffffffffu, valid)) continue;
@@ -267,6 +295,7 @@ void launch_forward(const CompositeArgs& a, int c0, const int32_t* ids, const in
     const dim3 grid(tiles_x_of(a.width), tiles_y_of(a.height)), block(TILE, TILE);
     composite_forward_kernel<CH><<<grid, block, 0, stream>>>(a, tiles_x_of(a.width), c0, ids, ranges, image, alpha,
                                                              last, final_T);
+    A3D_LAUNCH_CHECK("composite_forward_kernel");
 }
 
 template <int CH>
@@ -278,56 +307,63 @@ void launch_backward(const CompositeArgs& a, int c0, const int32_t* ids, const i
     composite_backward_kernel<CH><<<grid, block, 0, stream>>>(a, tiles_x_of(a.width), c0, ids, ranges, last, final_T,
                                                               v_image, v_alpha, v_means2d, v_conics, v_opacities,
                                                               v_colors, v_background);
+    A3D_LAUNCH_CHECK("composite_backward_kernel");
 }
+
+unsigned blocks_for(int64_t n) { return (unsigned)((n + BLOCK - 1) / BLOCK); }
 
 }  // namespace
 
-int64_t bin_count_cuda(const CompositeArgs& a, int32_t* cum_tiles, void* stream_ptr) {
-    if (a.n == 0) return 0;
+int64_t bin_count_cuda(const CompositeArgs& a, int64_t* cum_tiles, const CudaScratch& scratch, void* stream_ptr) {
+    if (a.n == 0) return 0;  // no zero-sized launches
+    if (a.n > INT_MAX) throw std::runtime_error("avatar3d CUDA: more than 2^31-1 Gaussians");
     cudaStream_t stream = (cudaStream_t)stream_ptr;
     const int tx = tiles_x_of(a.width), ty = tiles_y_of(a.height);
-    const unsigned blocks = (unsigned)((a.n + BLOCK - 1) / BLOCK);
-    count_tiles_kernel<<<blocks, BLOCK, 0, stream>>>(a, tx, ty, cum_tiles);
+    count_tiles_kernel<<<blocks_for(a.n), BLOCK, 0, stream>>>(a, tx, ty, cum_tiles);
+    A3D_LAUNCH_CHECK("count_tiles_kernel");
     size_t temp_bytes = 0;
-    cub::DeviceScan::InclusiveSum(nullptr, temp_bytes, cum_tiles, cum_tiles, a.n, stream);
-    void* temp = nullptr;
-    cudaMallocAsync(&temp, temp_bytes, stream);
-    cub::DeviceScan::InclusiveSum(temp, temp_bytes, cum_tiles, cum_tiles, a.n, stream);
-    cudaFreeAsync(temp, stream);
-    int32_t total = 0;
-    cudaMemcpyAsync(&total, cum_tiles + a.n - 1, sizeof(int32_t), cudaMemcpyDeviceToHost, stream);
-    cudaStreamSynchronize(stream);
+    A3D_CUDA_CHECK(cub::DeviceScan::InclusiveSum(nullptr, temp_bytes, cum_tiles, cum_tiles, (int)a.n, stream));
+    {
+        const Scratch temp(scratch, temp_bytes, stream);
+        A3D_CUDA_CHECK(cub::DeviceScan::InclusiveSum(temp.as<void>(), temp_bytes, cum_tiles, cum_tiles, (int)a.n,
+                                                     stream));
+    }
+    int64_t total = 0;
+    A3D_CUDA_CHECK(cudaMemcpyAsync(&total, cum_tiles + a.n - 1, sizeof(int64_t), cudaMemcpyDeviceToHost, stream));
+    A3D_CUDA_CHECK(cudaStreamSynchronize(stream));  // M sizes the next allocation
     return total;
 }
 
-void bin_fill_cuda(const CompositeArgs& a, const int32_t* cum_tiles, int64_t m, int32_t* gauss_ids,
-                   int32_t* tile_ranges, void* stream_ptr) {
+void bin_fill_cuda(const CompositeArgs& a, const int64_t* cum_tiles, int64_t m, int32_t* gauss_ids,
+                   int32_t* tile_ranges, const CudaScratch& scratch, void* stream_ptr) {
     cudaStream_t stream = (cudaStream_t)stream_ptr;
     const int tx = tiles_x_of(a.width), ty = tiles_y_of(a.height);
     const int n_tiles = tx * ty;
-    cudaMemsetAsync(tile_ranges, 0, sizeof(int32_t) * 2 * (size_t)n_tiles, stream);
+    // Tiles no Gaussian touches keep the empty range (0, 0).
+    A3D_CUDA_CHECK(cudaMemsetAsync(tile_ranges, 0, sizeof(int32_t) * 2 * (size_t)n_tiles, stream));
     if (m == 0) return;
-    uint64_t *keys_in = nullptr, *keys_out = nullptr;
-    int32_t* vals_in = nullptr;
-    cudaMallocAsync((void**)&keys_in, sizeof(uint64_t) * m, stream);
-    cudaMallocAsync((void**)&keys_out, sizeof(uint64_t) * m, stream);
-    cudaMallocAsync((void**)&vals_in, sizeof(int32_t) * m, stream);
-    const unsigned blocks = (unsigned)((a.n + BLOCK - 1) / BLOCK);
-    emit_keys_kernel<<<blocks, BLOCK, 0, stream>>>(a, tx, ty, cum_tiles, keys_in, vals_in);
+    if (m > INT_MAX) throw std::runtime_error("avatar3d CUDA: more than 2^31-1 tile intersections");
+    const Scratch keys_in(scratch, sizeof(uint64_t) * m, stream), keys_out(scratch, sizeof(uint64_t) * m, stream),
+        vals_in(scratch, sizeof(int32_t) * m, stream);
+    emit_keys_kernel<<<blocks_for(a.n), BLOCK, 0, stream>>>(a, tx, ty, cum_tiles, keys_in.as<uint64_t>(),
+                                                           vals_in.as<int32_t>());
+    A3D_LAUNCH_CHECK("emit_keys_kernel");
+    // Only the bits in use: 32 of depth and enough for the largest tile id.
     int tile_bits = 1;
     while ((1 << tile_bits) < n_tiles) ++tile_bits;
+    const int end_bit = 32 + tile_bits;
     size_t temp_bytes = 0;
-    cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, keys_in, keys_out, vals_in, gauss_ids, m, 0, 32 + tile_bits,
-                                    stream);
-    void* temp = nullptr;
-    cudaMallocAsync(&temp, temp_bytes, stream);
-    cub::DeviceRadixSort::SortPairs(temp, temp_bytes, keys_in, keys_out, vals_in, gauss_ids, m, 0, 32 + tile_bits,
-                                    stream);
-    tile_ranges_kernel<<<(unsigned)((m + BLOCK - 1) / BLOCK), BLOCK, 0, stream>>>(m, keys_out, tile_ranges);
-    cudaFreeAsync(temp, stream);
-    cudaFreeAsync(keys_in, stream);
-    cudaFreeAsync(keys_out, stream);
-    cudaFreeAsync(vals_in, stream);
+    A3D_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, keys_in.as<uint64_t>(),
+                                                   keys_out.as<uint64_t>(), vals_in.as<int32_t>(), gauss_ids, (int)m,
+                                                   0, end_bit, stream));
+    {
+        const Scratch temp(scratch, temp_bytes, stream);
+        A3D_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp.as<void>(), temp_bytes, keys_in.as<uint64_t>(),
+                                                       keys_out.as<uint64_t>(), vals_in.as<int32_t>(), gauss_ids,
+                                                       (int)m, 0, end_bit, stream));
+    }
+    tile_ranges_kernel<<<blocks_for(m), BLOCK, 0, stream>>>(m, keys_out.as<uint64_t>(), tile_ranges);
+    A3D_LAUNCH_CHECK("tile_ranges_kernel");
 }
 
 void composite_forward_cuda(const CompositeArgs& a, const int32_t* gauss_ids, const int32_t* tile_ranges,

@@ -6,10 +6,7 @@
 #include "a3d/cores.h"
 #include "glue.h"
 
-#ifdef A3D_WITH_CUDA
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAGuard.h>
-#endif
+#include "glue_cuda.h"
 
 namespace a3d {
 namespace {
@@ -18,6 +15,7 @@ void check(const at::Tensor& t, const char* name, at::ScalarType dtype, std::ini
            const at::Device& device) {
     TORCH_CHECK(t.scalar_type() == dtype, name, " must be ", dtype, ", got ", t.scalar_type());
     TORCH_CHECK(t.device() == device, name, " is on ", t.device(), ", expected ", device);
+    TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
     TORCH_CHECK(t.dim() == (int64_t)shape.size(), name, " must have ", shape.size(), " dims, got ", t.sizes());
     int i = 0;
     for (int64_t s : shape) {
@@ -76,24 +74,29 @@ std::vector<at::Tensor> composite_forward(const at::Tensor& means2d_in, const at
     at::Tensor last = at::empty({height, width}, iopt);
     at::Tensor final_T = at::empty({height, width}, fopt);
     at::Tensor tile_ranges = at::empty({n_tiles, 2}, iopt);
-    at::Tensor per_gauss = at::empty({a.n}, iopt);
     at::Tensor gauss_ids;
     if (means2d.is_cuda()) {
 #ifdef A3D_WITH_CUDA
         const c10::cuda::CUDAGuard guard(means2d.device());
-        void* stream = at::cuda::getCurrentCUDAStream().stream();
-        const int64_t m = bin_count_cuda(a, per_gauss.data_ptr<int32_t>(), stream);
+        void* stream = current_stream();
+        const CudaScratch scratch = torch_scratch();
+        // Inclusive prefix sum of tiles per Gaussian, int64 so that an overflow is caught below, not wrapped.
+        at::Tensor cum_tiles = at::empty({a.n}, fopt.dtype(at::kLong));
+        const int64_t m = bin_count_cuda(a, cum_tiles.data_ptr<int64_t>(), scratch, stream);
+        TORCH_CHECK(m < (int64_t)INT32_MAX, "too many tile intersections (", m, ") for int32 indices");
         gauss_ids = at::empty({m}, iopt);
-        bin_fill_cuda(a, per_gauss.data_ptr<int32_t>(), m, gauss_ids.data_ptr<int32_t>(),
-                      tile_ranges.data_ptr<int32_t>(), stream);
+        bin_fill_cuda(a, cum_tiles.data_ptr<int64_t>(), m, gauss_ids.data_ptr<int32_t>(),
+                      tile_ranges.data_ptr<int32_t>(), scratch, stream);
         composite_forward_cuda(a, gauss_ids.data_ptr<int32_t>(), tile_ranges.data_ptr<int32_t>(),
                                image.data_ptr<float>(), alpha.data_ptr<float>(), last.data_ptr<int32_t>(),
                                final_T.data_ptr<float>(), stream);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
 #else
         TORCH_CHECK(false, "avatar3d._C was built without CUDA; rebuild with AVATAR3D_CUDA=1");
 #endif
     } else {
         const int threads = at::get_num_threads();
+        at::Tensor per_gauss = at::empty({a.n}, iopt);
         const int64_t m = bin_count_cpu(a, per_gauss.data_ptr<int32_t>(), threads);
         TORCH_CHECK(m < (int64_t)INT32_MAX, "too many tile intersections (", m, ") for int32 indices");
         gauss_ids = at::empty({m}, iopt);
@@ -129,6 +132,7 @@ std::vector<at::Tensor> composite_backward(const at::Tensor& means2d_in, const a
     check(v_image, "v_image", at::kFloat, {height, width, a.channels}, dev);
     TORCH_CHECK(v_alpha.numel() == height * width && v_alpha.scalar_type() == at::kFloat,
                 "v_alpha must be float32 [H,W,1]");
+    TORCH_CHECK(v_alpha.device() == dev, "v_alpha is on ", v_alpha.device(), ", expected ", dev);
     const auto fopt = means2d.options();
     at::Tensor v_means2d = at::zeros({a.n, 2}, fopt), v_conics = at::zeros({a.n, 3}, fopt),
                v_opac = at::zeros({a.n}, fopt), v_colors = at::zeros({a.n, a.channels}, fopt),
@@ -140,7 +144,8 @@ std::vector<at::Tensor> composite_backward(const at::Tensor& means2d_in, const a
                                 last.data_ptr<int32_t>(), final_T.data_ptr<float>(), v_image.data_ptr<float>(),
                                 v_alpha.data_ptr<float>(), v_means2d.data_ptr<float>(), v_conics.data_ptr<float>(),
                                 v_opac.data_ptr<float>(), v_colors.data_ptr<float>(), v_bg.data_ptr<float>(),
-                                at::cuda::getCurrentCUDAStream().stream());
+                                current_stream());
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
 #else
         TORCH_CHECK(false, "avatar3d._C was built without CUDA; rebuild with AVATAR3D_CUDA=1");
 #endif

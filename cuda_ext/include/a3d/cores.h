@@ -2,6 +2,7 @@
 // contiguous row-major; int32 indices. The glue (*_glue.cpp) allocates every output.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 namespace a3d {
@@ -57,17 +58,27 @@ void composite_backward_cpu(const CompositeArgs& a, const int32_t* gauss_ids, co
                             float* v_means2d, float* v_conics, float* v_opacities, float* v_colors,
                             float* v_background, int num_threads);
 
-// CUDA launchers (stream is a cudaStream_t; device pointers). Same contracts as the CPU functions.
+// CUDA launchers (stream is a cudaStream_t; device pointers). Same contracts as the CPU functions. They throw
+// std::runtime_error on a CUDA error (a failed launch, allocation or copy) instead of computing garbage.
+//
+// Scratch device memory, stream-ordered: the glue passes torch's caching allocator, so the launchers neither
+// call cudaMalloc per frame nor keep a pool of their own. release(p) may be called right after the work using
+// p was queued on the same stream.
+struct CudaScratch {
+    void* (*alloc)(size_t bytes, void* stream);
+    void (*release)(void* ptr);
+};
 void project_forward_cuda(const ProjectArgs& a, float* means2d, float* conics, float* depths, int32_t* radii,
                           float* opacities_eff, void* stream);
 void project_backward_cuda(const ProjectArgs& a, const int32_t* radii, const float* v_means2d,
                            const float* v_conics, const float* v_depths, const float* v_opacities_eff,
                            float* v_means, float* v_quats, float* v_scales, float* v_opacities, void* stream);
-// Step 1 on the GPU: cum_tiles [N] = inclusive prefix sum of tiles per Gaussian; returns M (synchronises).
-int64_t bin_count_cuda(const CompositeArgs& a, int32_t* cum_tiles, void* stream);
-// Step 2: radix sort of (tile << 32 | depth bits) keys; fills gauss_ids [M] and tile_ranges [T,2].
-void bin_fill_cuda(const CompositeArgs& a, const int32_t* cum_tiles, int64_t m, int32_t* gauss_ids,
-                   int32_t* tile_ranges, void* stream);
+// Step 1 on the GPU: cum_tiles [N] = inclusive prefix sum of tiles per Gaussian, in int64 so that a sum past
+// 2^31 is seen (the caller rejects it) instead of wrapping; returns M (synchronises the stream).
+int64_t bin_count_cuda(const CompositeArgs& a, int64_t* cum_tiles, const CudaScratch& scratch, void* stream);
+// Step 2: radix sort of (tile << 32 | depth bits) keys; fills gauss_ids [M] and tile_ranges [T,2]. M < 2^31.
+void bin_fill_cuda(const CompositeArgs& a, const int64_t* cum_tiles, int64_t m, int32_t* gauss_ids,
+                   int32_t* tile_ranges, const CudaScratch& scratch, void* stream);
 void composite_forward_cuda(const CompositeArgs& a, const int32_t* gauss_ids, const int32_t* tile_ranges,
                             float* image, float* alpha, int32_t* last, float* final_T, void* stream);
 // v_* outputs must be zeroed by the caller (accumulated with atomics).
