@@ -53,5 +53,10 @@ cuda-check:
 		$(NVCC) -std=c++17 -O2 -arch=$(CUDA_ARCH) -Icuda_ext/include -c $$f -o build/cuda-check/$$(basename $$f .cu).o || exit 1; \
 	done
 
+# The real-browser viewer test (opt-in: needs chromium + chromium-driver from Debian, selenium from PyPI).
+test-browser: build
+	$(PIP) install -q -c requirements/constraints.txt -r requirements/browser.txt
+	AVATAR3D_BROWSER_TEST=1 $(PY) -m pytest tests/test_viewer_browser.py -q
+
 clean:
 	rm -rf build avatar3d/_C*.so *.egg-info
