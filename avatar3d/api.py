@@ -8,6 +8,7 @@ avatar = Avatar.load("avatars/me")
 params = avatar.animate("speech.wav")                      # or avatar.tracked(), avatar.from_video("other.mp4")
 for frame in avatar.render(params, Controls(distance_scale=1.5, gaze="camera", orbit=30)):
     frame.image                                            # uint8 [H,W,3]; one frame at a time (constant memory)
+avatar.write_clip(params, "clip.mp4", Controls(orbit=30))  # or straight to an mp4 with the sound
 ```
 
 Everything here is a thin layer over the modules that do the work: `drive` (controls, cameras, motion
@@ -203,6 +204,7 @@ class Avatar:
             raise InputError(f"{video} does not exist; pass the path of a video with one face")
         work = Path(work_dir) if work_dir else self.path / "drives" / f"{video.stem}-{video.stat().st_size}"
         if not (work / "tracking.npz").is_file():
+            work.parent.mkdir(parents=True, exist_ok=True)  # the tracker writes its folder atomically beside it
             track_video(video, work, head_model=self.rig.name, device=str(self.device), overlay=False)
         return self.from_tracking(work)
 
@@ -256,6 +258,16 @@ class Avatar:
         last = max(1, len(params) - 1)
         for t in range(start, stop):
             yield self.render_frame(params, t, controls, resolution, background, progress=t / last, camera=camera)
+
+    def write_clip(self, params: DriveParams, out: Union[str, Path], controls: Optional[Controls] = None, *,
+                   fps: Optional[float] = None, resolution: Optional[int] = None,
+                   background: Background = (1.0, 1.0, 1.0), alpha_path: Optional[Path] = None,
+                   progress: bool = True):
+        """Render `params` into an H.264 + AAC mp4 with its audio (what `avatar3d render` does), streamed."""
+        from avatar3d.export.clip import render_clip
+
+        return render_clip(self, params, Path(out), controls=controls, fps=fps, resolution=resolution,
+                           background=background, alpha_path=alpha_path, progress=progress)
 
 
 def _background(background: Background, height: int, width: int) -> tuple[Optional[Tensor], Optional[Tensor]]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,3 +82,39 @@ def _restore_env(name: str, value):
         os.environ.pop(name, None)
     else:
         os.environ[name] = value
+
+
+# ---------------------------------------------------------------- a tiny trained avatar (render/API tests)
+SYNTHETIC_RES = 64  # side of its training frames
+SYNTHETIC_SUBJECT = dict(seconds=1.2, fps=10, resolution=SYNTHETIC_RES, seed=3, texture_size=128, supersample=1, camera_distance=0.7)
+_BUILT: dict = {}  # the synthetic test avatar, built once per session
+
+
+def build_synthetic_avatar(root: Path) -> Path:
+    """The test subject as an avatar folder (once per session: later calls return the first one)."""
+    if "avatar" in _BUILT:
+        return _BUILT["avatar"]
+    from avatar3d.eval.synthetic_eval import build_avatar_dir, eval_subject
+    from avatar3d.training.config import TrainConfig
+    from avatar3d.training.trainer import train_gaussians
+
+    subject = eval_subject(**SYNTHETIC_SUBJECT)
+    avatar = build_avatar_dir(subject, Path(root) / "synthetic")
+    never = 10**9  # no densification, no refinement: a quick fit of Gaussians born on the surface
+    cfg = TrainConfig(iterations=30, resolution=SYNTHETIC_RES, init_gaussians=3000, max_gaussians=4000, sh_degree=0,
+                      densify_from=never, densify_until=0, densify_every=never, opacity_reset_every=0,
+                      checkpoint_every=0, refine_from=never, seed=1)
+    train_gaussians(avatar, cfg, progress=False, frames_train=list(range(subject.num_frames)), rig=subject.rig)
+    _BUILT["avatar"] = avatar
+    return avatar
+
+
+@pytest.fixture(scope="session")
+def synthetic_avatar_dir(tmp_path_factory) -> Path:
+    return build_synthetic_avatar(tmp_path_factory.mktemp("render_avatar"))
+
+
+@pytest.fixture(scope="session")
+def synthetic_avatar_dir(tmp_path_factory) -> Path:
+    """A tiny avatar trained on the synthetic subject (30 steps, 3000 Gaussians, 64 px), shared by the session."""
+    return build_synthetic_avatar(tmp_path_factory.mktemp("synthetic_avatar"))

@@ -1,13 +1,21 @@
-"""`avatar3d render`: clips of an avatar with audio."""
+"""`avatar3d render`: clips of an avatar with audio, from one driver, under the user's camera/head/eye/face controls."""
 from __future__ import annotations
 
+import os
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
 import tyro
 
-from avatar3d.pending import not_yet
+from avatar3d.errors import InputError
+
+# OpenMP threads that spin while waiting burn the cores the other render thread (and the encoder) need:
+# on a busy 2-core machine that makes a clip ~10x slower; sleeping waits cost almost nothing when idle.
+# It must be set before torch (and its OpenMP runtime) loads, i.e. here; a user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @dataclass
@@ -31,21 +39,21 @@ class RenderConfig:
     orbit: float = 0.0
     """Turntable: total camera yaw swept over the clip, degrees."""
     camera_path: Optional[Path] = None
-    """Keyframed camera JSON (see README)."""
+    """Keyframed camera JSON (format: docs/camera_path.md); its keyframes override distance/yaw/pitch/fov."""
     fov: Optional[float] = None
     """Vertical field of view, degrees (default: the enrolled camera's)."""
     resolution: int = 512
     """Output height and width, pixels."""
     fps: float = 25.0
-    """Output frame rate."""
+    """Output frame rate (the driver is resampled to it)."""
     head_pose: Optional[str] = None
     """`yaw,pitch,roll` degrees (absolute) or `+yaw,pitch,roll` (offset added to the driven motion)."""
     still_head: bool = False
     """Switch driven head motion off."""
     gaze: Optional[str] = None
     """`yaw,pitch` degrees, or `camera` to look at the camera."""
-    expression: list[str] = field(default_factory=list)
-    """Expression edits `NAME=VALUE` added on top of the driven expression (repeatable)."""
+    expression: tyro.conf.UseAppendAction[list[str]] = field(default_factory=list)
+    """Expression edit `NAME=VALUE` added on top of the driven expression (repeat the option for more)."""
     expressiveness: float = 1.0
     """Scale of the driven expression."""
     blink: Literal["auto", "off"] = "auto"
@@ -53,11 +61,113 @@ class RenderConfig:
     background: str = "white"
     """Background colour (name or #rrggbb) or an image file."""
     alpha: bool = False
-    """Also write the alpha channel (PNG sequence)."""
+    """Also write the render with its alpha channel: a PNG sequence (OUT's name + `_alpha/`), or --alpha-out."""
+    alpha_out: Optional[Path] = None
+    """Where --alpha writes: a folder (PNG sequence), a .mov (ProRes 4444) or a .webm (VP9); default:
+    OUT's name + `_alpha/` beside the clip."""
     side_by_side: bool = False
     """With --tracking: the real enrollment frames next to the render."""
+    seconds: Optional[float] = None
+    """Render only the first SECONDS of the driver (default: all of it)."""
+    seed: int = 0
+    """Seed of the audio driver's blinks, saccades and idle motion."""
+    backend: Literal["auto", "cpu", "torch", "cuda"] = "auto"
+    """Rasterizer backend (auto: CUDA when there is a GPU, else the C++ extension, else PyTorch)."""
+    progress: bool = True
+    """Show a progress bar on stderr."""
+
+
+def check_drivers(cfg: RenderConfig) -> str:
+    """The one driver asked for: "audio", "tracking" or "video" (errors say how to pick exactly one)."""
+    given = [name for name, on in (("--audio", cfg.audio is not None), ("--tracking", cfg.tracking),
+                                   ("--drive-video", cfg.drive_video is not None)) if on]
+    if not given:
+        raise InputError("no driver: pass one of --audio SPEECH.wav, --tracking (replay the enrollment) or "
+                         "--drive-video OTHER.mp4")
+    if len(given) > 1:
+        raise InputError(f"{' and '.join(given)} are two drivers; pass only one of --audio, --tracking, "
+                         f"--drive-video")
+    if cfg.side_by_side and not cfg.tracking:
+        raise InputError("--side-by-side shows the real enrollment frames next to the render, so it needs "
+                         "--tracking; drop --side-by-side or drive with --tracking")
+    if Path(cfg.out).suffix.lower() != ".mp4":
+        raise InputError(f"--out {cfg.out}: the clip is an mp4; give a path ending in .mp4 (for transparency add "
+                         f"--alpha)")
+    if cfg.resolution < 16 or cfg.resolution > 4096:
+        raise InputError(f"--resolution {cfg.resolution} is outside 16..4096 pixels; use e.g. 512")
+    if not cfg.fps > 0 or cfg.fps > 240:
+        raise InputError(f"--fps {cfg.fps} is outside (0, 240]; use e.g. 25")
+    if cfg.seconds is not None and not cfg.seconds > 0:
+        raise InputError(f"--seconds {cfg.seconds} must be positive (e.g. 10), or leave it out for the whole driver")
+    if not Path(cfg.avatar).is_dir():
+        raise InputError(f"{cfg.avatar} is not an avatar folder; pass the folder made by `avatar3d enroll`")
+    return {"--audio": "audio", "--tracking": "tracking", "--drive-video": "video"}[given[0]]
+
+
+def build_controls(cfg: RenderConfig, expr_names: list[str]):
+    """The `Controls` of the command-line options."""
+    from avatar3d.drive.controls import (Controls, parse_distance, parse_expression_edits, parse_gaze,
+                                         parse_head_pose)
+
+    distance, scale = parse_distance(cfg.distance)
+    head_pose, head_offset = parse_head_pose(cfg.head_pose)
+    camera_path = None
+    if cfg.camera_path is not None:
+        from avatar3d.drive.camera_path import CameraPath
+
+        camera_path = CameraPath.load(cfg.camera_path)
+    return Controls(distance=distance, distance_scale=scale, yaw=cfg.yaw, pitch=cfg.pitch, orbit=cfg.orbit,
+                    fov=cfg.fov, camera_path=camera_path, head_pose=head_pose, head_offset=head_offset,
+                    still_head=cfg.still_head, gaze=parse_gaze(cfg.gaze),
+                    expression=parse_expression_edits(cfg.expression, expr_names),
+                    expressiveness=cfg.expressiveness, blink=cfg.blink)
+
+
+def drive(avatar, cfg: RenderConfig, driver: str, wave=None):
+    """The driving parameters (with their audio) of the chosen driver."""
+    if driver == "tracking":
+        return avatar.tracked()
+    if driver == "video":
+        return avatar.from_video(cfg.drive_video)
+    from avatar3d.drive.params import AUDIO_RATE
+
+    return avatar.animate(wave, fps=cfg.fps, seed=cfg.seed, sample_rate=AUDIO_RATE)
 
 
 def main(cfg: RenderConfig) -> int:
-    raise not_yet("`avatar3d render`", "Drive and render")
+    from avatar3d.api import Avatar
+    from avatar3d.export.clip import parse_background, render_clip
 
+    started = time.perf_counter()
+    driver = check_drivers(cfg)
+    background = parse_background(cfg.background)
+    wave = None
+    if driver == "audio":  # read the speech before the (slower) avatar: a wrong file fails at once
+        from avatar3d.audio2expr.features import load_audio
+
+        wave = load_audio(cfg.audio)
+        if cfg.seconds is not None:  # the model need not hear what will not be shown
+            wave = wave[: int(round(cfg.seconds * 16000))]
+    avatar = Avatar.load(cfg.avatar, backend=cfg.backend)
+    controls = build_controls(cfg, avatar.expr_names)
+    if driver == "audio" and not avatar.has_audio_model:
+        raise InputError(f"{cfg.avatar} has no audio-to-expression model; train it with "
+                         f"`avatar3d train audio2expr {cfg.avatar}`, or drive with --tracking / --drive-video")
+    params = drive(avatar, cfg, driver, wave)
+    if cfg.seconds is not None and cfg.seconds < params.duration:
+        params = params.slice(0, min(len(params), max(1, int(round(cfg.seconds * params.fps)))))
+    alpha_path = None
+    if cfg.alpha or cfg.alpha_out is not None:
+        alpha_path = cfg.alpha_out or Path(cfg.out).with_name(Path(cfg.out).stem + "_alpha")
+    result = render_clip(avatar, params, cfg.out, controls=controls, fps=cfg.fps, resolution=cfg.resolution,
+                         background=background, alpha_path=alpha_path, side_by_side=cfg.side_by_side,
+                         progress=cfg.progress)
+    total = time.perf_counter() - started
+    print(f"clip: {result.path} ({result.frames} frames, {result.frames / result.fps:.2f} s at {result.fps:g} fps, "
+          f"{cfg.resolution}x{cfg.resolution}, driver: {driver})")
+    if result.alpha_path is not None:
+        print(f"alpha: {result.alpha_path}")
+    print(f"rendering and encoding: {result.frames_per_second:.1f} fps; loading and driving: "
+          f"{total - result.seconds:.1f} s", file=sys.stderr)
+    print(f"{result.frames / total:.2f} fps", flush=True)
+    return 0
