@@ -87,13 +87,10 @@ def _restore_env(name: str, value):
 # ---------------------------------------------------------------- a tiny trained avatar (render/API tests)
 SYNTHETIC_RES = 64  # side of its training frames
 SYNTHETIC_SUBJECT = dict(seconds=1.2, fps=10, resolution=SYNTHETIC_RES, seed=3, texture_size=128, supersample=1, camera_distance=0.7)
-_BUILT: dict = {}  # the synthetic test avatar, built once per session
 
 
 def build_synthetic_avatar(root: Path) -> Path:
-    """The test subject as an avatar folder (once per session: later calls return the first one)."""
-    if "avatar" in _BUILT:
-        return _BUILT["avatar"]
+    """The test subject as an avatar folder in `root`/synthetic."""
     from avatar3d.eval.synthetic_eval import build_avatar_dir, eval_subject
     from avatar3d.training.config import TrainConfig
     from avatar3d.training.trainer import train_gaussians
@@ -105,13 +102,7 @@ def build_synthetic_avatar(root: Path) -> Path:
                       densify_from=never, densify_until=0, densify_every=never, opacity_reset_every=0,
                       checkpoint_every=0, refine_from=never, seed=1)
     train_gaussians(avatar, cfg, progress=False, frames_train=list(range(subject.num_frames)), rig=subject.rig)
-    _BUILT["avatar"] = avatar
     return avatar
-
-
-@pytest.fixture(scope="session")
-def synthetic_avatar_dir(tmp_path_factory) -> Path:
-    return build_synthetic_avatar(tmp_path_factory.mktemp("render_avatar"))
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,10 @@ from typing import Literal
 
 import tyro
 
+from avatar3d.runtime import prefer_sleeping_openmp_threads
+
+prefer_sleeping_openmp_threads()  # before torch loads: see avatar3d/runtime.py
+
 
 @dataclass
 class ViewConfig:

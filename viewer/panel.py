@@ -32,7 +32,7 @@ class Panel:
         self._readout_at = 0.0
         self._audio_token = 0
         self._recording = False
-        avatar, state, gui = session.avatar, session.state, client.gui
+        avatar, gui = session.avatar, client.gui
         d0 = float(avatar.enrolled_distance)
 
         self.readout = gui.add_markdown("starting…")

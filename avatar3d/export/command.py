@@ -1,7 +1,6 @@
 """`avatar3d render`: clips of an avatar with audio, from one driver, under the user's camera/head/eye/face controls."""
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -11,11 +10,9 @@ from typing import Literal, Optional
 import tyro
 
 from avatar3d.errors import InputError
+from avatar3d.runtime import prefer_sleeping_openmp_threads
 
-# OpenMP threads that spin while waiting burn the cores the other render thread (and the encoder) need:
-# on a busy 2-core machine that makes a clip ~10x slower; sleeping waits cost almost nothing when idle.
-# It must be set before torch (and its OpenMP runtime) loads, i.e. here; a user's own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+prefer_sleeping_openmp_threads()  # before torch loads: see avatar3d/runtime.py
 
 
 @dataclass

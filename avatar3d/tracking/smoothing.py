@@ -6,7 +6,6 @@ Both are means over the frames, so their weights do not depend on the sequence l
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 
