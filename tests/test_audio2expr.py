@@ -254,3 +254,84 @@ def test_silent_clip_falls_back_and_still_blinks(tmp_path, seed):
     driven = animate(folder, loud, 25.0, seed=seed, sample_rate=SAMPLE_RATE)
     energy = frame_energy(loud / max(loudness_reference(loud), 0.01), 25.0, driven["jaw"].shape[0]).numpy()
     assert np.corrcoef(driven["jaw"][:, 0], energy)[0, 1] > 0.9
+
+
+# ------------------------------------------------------------------------------------------ lip regressor
+def test_lip_regressor_learns_the_envelope_and_chunks_do_not_matter(seed):
+    from avatar3d.audio2expr.ridge import LipRidge, RidgeConfig, band_frames
+
+    rng = np.random.default_rng(seed)
+    ex = LogMel(n_mels=80, per_frame=4)
+    cfg = RidgeConfig(bands=20, context=4, components=2, alpha=0.1)
+    wave, env = am_speech(16.0, rng)
+    wave = wave / loudness_reference(wave)
+    t = len(env)
+    target = torch.zeros(t, 5, dtype=torch.float64)
+    target[:, 1] = torch.as_tensor((env - env.mean()) / env.std())  # the "mouth" channel follows the loudness
+    target[:, 3] = torch.as_tensor(rng.standard_normal(t))  # a channel audio cannot explain
+    bands = band_frames(ex, wave, 25.0, t + 2 * cfg.context, -cfg.context / 25.0, cfg.bands)
+    ridge = LipRidge.fit(cfg, bands, target.float(), np.arange(t), None, None)
+    test_wave, test_env = am_speech(8.0, np.random.default_rng(seed + 1))
+    test_wave = 3.0 * test_wave / loudness_reference(test_wave)  # another level: per-clip normalisation absorbs it
+    n = len(test_env)
+    whole = ridge.predict(ex, test_wave, 25.0, n, chunk=10**6)
+    assert whole.shape == (n, 5)
+    assert np.corrcoef(whole[:, 1].numpy(), test_env)[0, 1] > 0.7
+    assert float(whole[:, 3].std()) < 0.5 * float(whole[:, 1].std())  # noise is not "learned"
+    chunked = ridge.predict(ex, test_wave, 25.0, n, chunk=int(rng.integers(20, 90)))
+    assert torch.allclose(chunked, whole, atol=1e-4)
+    # state round trip
+    again = LipRidge.from_tensors(cfg.to_json(), ridge.tensors())
+    assert torch.allclose(again.predict(ex, test_wave, 25.0, n), whole, atol=1e-4)
+
+
+def test_regressor_only_training_and_blend_choice(tmp_path, seed):
+    import json
+
+    rng = np.random.default_rng(seed)
+    seq = synthetic_sequence(rng)
+    folder = tmp_path / "track"
+    folder.mkdir()
+    seq.save(folder / "tracking.npz")
+    report = train_audio2expr(folder, seed=seed, config=tiny_train_config(network=False), say=lambda m: None)
+    assert report["kind"] == "ridge"
+    config = json.loads((folder / "audio2expr" / "config.json").read_text())
+    assert config["kind"] == "ridge" and config["blend"] == 1.0
+    wave, env = am_speech(9.0, rng)
+    out = animate(folder, wave, 25.0, seed=seed, sample_rate=SAMPLE_RATE)
+    n = min(len(env), out["jaw"].shape[0])
+    assert np.corrcoef(out["jaw"][:n, 0], env[:n])[0, 1] > 0.6  # the jaw opens with the syllables
+    # with the network, the regressor's share is one of the grid's, chosen on the validation slice
+    report = train_audio2expr(folder, seed=seed, config=tiny_train_config(blend_grid=(0.0, 1.0)), say=lambda m: None)
+    config = json.loads((folder / "audio2expr" / "config.json").read_text())
+    assert report["kind"] == "transformer" and config["blend"] in (0.0, 1.0)
+    scores = config["report"]["blend_scores"]
+    assert config["blend"] == float(min(scores, key=scores.get))
+
+
+def test_presets_have_a_valid_audio2expr_section():
+    from avatar3d.config import load_preset, preset_section
+
+    for name in ("fast", "default", "quality"):
+        assert "audio2expr" in load_preset(name)
+        cfg = preset_section(name, "audio2expr", A2ETrainConfig)
+        assert cfg.max_steps > 0 and cfg.max_seconds > 0
+    with pytest.raises(InputError, match="unknown setting"):
+        from avatar3d.config import from_dict
+        from_dict(A2ETrainConfig, {"max_stpes": 3})
+
+
+def test_output_smoothing_removes_frame_jitter_and_keeps_syllables(seed):
+    from avatar3d.audio2expr.infer import SMOOTH_S, smooth_frames
+
+    rng = np.random.default_rng(seed)
+    t = torch.arange(250, dtype=torch.float64) / 25.0
+    syllables = torch.sin(2 * np.pi * 4.0 * t)[:, None]  # 4 Hz: the speech rhythm
+    jitter = torch.as_tensor(rng.choice([-1.0, 1.0], 250))[:, None] * 0.5  # frame-to-frame flicker
+    const = torch.full((250, 1), float(rng.uniform(-2, 2)), dtype=torch.float64)
+    out = smooth_frames(torch.cat([syllables + jitter, const], 1), SMOOTH_S * 25.0)
+    assert out.shape == (250, 2)
+    assert torch.allclose(out[:, 1], const[:, 0])  # a constant stays put, edges included
+    resid = out[10:-10, 0] - syllables[10:-10, 0]
+    assert float(resid.std()) < 0.8 * float(jitter.std())  # the flicker is damped...
+    assert float(out[10:-10, 0].std()) > 0.6 * float(syllables[10:-10, 0].std())  # ...the rhythm is not

@@ -1,7 +1,7 @@
 """`avatar3d enroll` end to end on a real clip with a tiny training budget (needs ../shared).
 
-Checks the avatar directory, eval.json keys, that held-out frames were never trained on, and that a
-failed re-run leaves the existing avatar intact.
+Checks the avatar directory (with its audio-to-expression model), eval.json keys, that held-out frames
+were never trained on, and that a failed re-run leaves the existing avatar intact.
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import json
 import pytest
 
 from avatar3d import cli
+from avatar3d.audio2expr.train import A2ETrainConfig
 from avatar3d.training import enroll as enroll_module
 from avatar3d.training.config import TrainConfig
 
@@ -23,9 +24,13 @@ def enrolled(ict_home, tmp_path_factory):
 
     original = enroll_module.preset_section
     # a tiny budget: this test is about the pipeline, not the quality
-    enroll_module.preset_section = lambda name, section, cls: TrainConfig(
+    tiny = {"train": TrainConfig(
         iterations=40, resolution=128, init_gaussians=4000, max_gaussians=5000, sh_degree=0, densify_from=20,
-        densify_until=30, densify_every=10, opacity_reset_every=10**6, refine_from=10, checkpoint_every=20)
+        densify_until=30, densify_every=10, opacity_reset_every=10**6, refine_from=10, checkpoint_every=20),
+        # min_speech_s low: 4 s of training audio must reach a learnt model, not the energy fallback;
+        # the closed-form regressor alone keeps the stage to seconds (the network is tested elsewhere)
+        "audio2expr": A2ETrainConfig(min_speech_s=1.0, network=False)}
+    enroll_module.preset_section = lambda name, section, cls: tiny[section]
     try:
         out = tmp_path_factory.mktemp("avatars") / "may"
         video = shared_dir() / "data" / "video" / "May_5s.mp4"
@@ -40,6 +45,9 @@ def test_avatar_directory(enrolled):
     for name in ("avatar.json", "gaussians.safetensors", "tracking.npz", "refined.npz", "eval.json", "eval.mp4",
                  "overlay.mp4", "track_report.json"):
         assert (out / name).is_file(), name
+    for name in ("model.safetensors", "config.json"):
+        assert (out / "audio2expr" / name).is_file(), name
+    assert json.loads((out / "audio2expr" / "config.json").read_text())["kind"] == "ridge"
     assert len(list((out / "data" / "frames").glob("*.png"))) == 125
     assert len(list((out / "data" / "masks").glob("*.png"))) == 125
     assert not (out.parent / f".{out.name}.staging").exists()
@@ -58,6 +66,9 @@ def test_eval_json_and_split(enrolled):
         assert int(refined["frames_train"].max()) < 100  # the held-out tail was never trained on
     manifest = json.loads((out / "avatar.json").read_text())
     assert manifest["stages"]["eval"] == "done" and manifest["rig_name"] == "ict"
+    assert manifest["stages"]["audio2expr"] == "done"
+    a2e = json.loads((out / "audio2expr" / "config.json").read_text())
+    assert a2e["frames_train"] == summary["frames_train"]  # trained on the same split, tail unseen
 
 
 def test_failed_rerun_keeps_the_avatar(enrolled, tmp_path):

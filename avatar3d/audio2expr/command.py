@@ -33,8 +33,9 @@ def main(cfg: TrainAudio2ExprConfig) -> int:
         raise BackendUnavailableError("--device cuda was asked for but this torch has no CUDA device; "
                                       "use --device cpu (training takes a few minutes on CPU)")
     report = train_audio2expr(cfg.avatar, audio_encoder=cfg.audio_encoder, pretrain=cfg.pretrain, seed=cfg.seed)
-    extra = (f", {report['steps']} steps, {report['params'] / 1e6:.2f} M parameters"
-             if report["kind"] == "transformer" else " (energy fallback)")
+    extra = {"transformer": f", {report.get('steps')} steps, {report.get('params', 0) / 1e6:.2f} M parameters, "
+                            f"lip regressor share {report.get('blend', 0.0):.2f}",
+             "ridge": " (lip regressor only)"}.get(report["kind"], " (energy fallback)")
     print(f"audio2expr: {report['kind']} model in {report['seconds']:.0f} s{extra}; "
           f"offset {report.get('av_offset_ms', 0.0):+.0f} ms; saved to {report['out']}")
     return 0

@@ -24,9 +24,11 @@ from torch import Tensor
 from avatar3d.audio2expr.features import (SAMPLE_RATE, FeatureExtractor, frame_energy, load_audio,
                                           loudness_reference, make_extractor)
 from avatar3d.audio2expr.model import Audio2Expr, ModelConfig
+from avatar3d.audio2expr.ridge import LipRidge
 from avatar3d.errors import InputError
 
 MIN_REF = 0.01  # same loudness floor as training
+SMOOTH_S = 0.025  # output smoothing (Gaussian sigma, seconds): removes single-frame jumps, keeps syllables
 BLINKS_PER_MIN = 17.0
 
 
@@ -38,6 +40,8 @@ class LoadedModel:
     eyes_mean: Tensor  # [2,3]
     net: Optional[Audio2Expr]
     extractor: Optional[FeatureExtractor]
+    ridge: Optional[LipRidge] = None
+    ridge_extractor: Optional[FeatureExtractor] = None
 
 
 _CACHE: dict[tuple, LoadedModel] = {}
@@ -67,7 +71,11 @@ def load_model(model_dir: Union[str, Path], audio_encoder: Optional[Path] = None
         net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
         net.eval()
         extractor = make_extractor(config.get("features"), audio_encoder)
-    loaded = LoadedModel(config, tensors["mean"], tensors["std"], tensors["eyes_mean"], net, extractor)
+    ridge = ridge_ex = None
+    if "ridge" in config and "ridge.weight" in tensors:
+        ridge = LipRidge.from_tensors(config["ridge"], tensors)
+        ridge_ex = make_extractor(config.get("ridge_features"))
+    loaded = LoadedModel(config, tensors["mean"], tensors["std"], tensors["eyes_mean"], net, extractor, ridge, ridge_ex)
     _CACHE.clear()
     _CACHE[key] = loaded
     return loaded
@@ -82,6 +90,32 @@ def _chunks(total: int, chunk: int, overlap: int):
     if starts[-1] + chunk < total:
         starts.append(total - chunk)
     return [(s, min(chunk, total - s)) for s in starts]
+
+
+def predict_normalised(model: LoadedModel, wave: np.ndarray, fps: float, num_frames: int, chunk: int = 512) -> Tensor:
+    """[T,C] normalised channels: the transformer, the lip regressor, or their blend (share from training)."""
+    blend = float(model.config.get("blend", 0.0)) if model.ridge is not None else 0.0
+    if model.net is None and model.ridge is None:
+        raise InputError("this audio-to-expression model has neither a network nor a regressor; re-run "
+                         "`avatar3d train audio2expr`")
+    out = None
+    if model.net is not None and blend < 1.0:
+        out = run_network(model, wave, fps, num_frames, chunk=chunk) * (1.0 - blend)
+    if model.ridge is not None and (blend > 0.0 or model.net is None):
+        r = model.ridge.predict(model.ridge_extractor, wave, fps, num_frames, 0.0, chunk=max(chunk, 256))
+        out = r * (blend if model.net is not None else 1.0) + (0.0 if out is None else out)
+    return smooth_frames(out, SMOOTH_S * fps)
+
+
+def smooth_frames(x: Tensor, sigma: float) -> Tensor:
+    """x: [T,C] -> [T,C] Gaussian-smoothed over time (sigma in frames; edges held)."""
+    radius = int(np.ceil(3 * sigma))
+    if sigma <= 0 or radius == 0 or x.shape[0] < 2:
+        return x
+    k = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=x.dtype) / sigma) ** 2)
+    k = (k / k.sum()).repeat(x.shape[1], 1, 1)  # [C,1,K] one kernel per channel
+    padded = torch.nn.functional.pad(x.T[None], (radius, radius), mode="replicate")  # [1,C,T+2r]
+    return torch.nn.functional.conv1d(padded, k, groups=x.shape[1])[0].T
 
 
 def run_network(model: LoadedModel, wave: np.ndarray, fps: float, num_frames: int, t0: float = 0.0,
@@ -195,8 +229,8 @@ def animate(model_dir: Union[str, Path], audio, fps: Optional[float] = None, see
                 mean[sl] = np.asarray(tracked_mean[key], np.float64).reshape(-1)
         if "eyes" in tracked_mean:
             eyes_mean = np.asarray(tracked_mean["eyes"], np.float64).reshape(2, 3)
-    if cfg.get("kind") == "transformer":
-        z = run_network(model, wave, fps, num_frames, chunk=chunk).double().numpy()
+    if cfg.get("kind") in ("transformer", "ridge"):
+        z = predict_normalised(model, wave, fps, num_frames, chunk=chunk).double().numpy()
         values = mean + z * std
     else:  # energy fallback: the jaw follows the loudness, the rest stays at the person's mean
         energy = frame_energy(wave, fps, num_frames, 0.0, 1.0).numpy().astype(np.float64)

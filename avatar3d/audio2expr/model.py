@@ -29,13 +29,13 @@ class ModelConfig:
     """Feature sub-frames per video frame."""
     num_expr: int = 53
     """Expression coefficients of the rig."""
-    width: int = 160
-    """Transformer width."""
-    layers: int = 4
+    width: int = 96
+    """Transformer width (small: ~15 s of training speech; a wider one overfits and steps slower)."""
+    layers: int = 3
     heads: int = 4
-    ff: int = 448
+    ff: int = 256
     """Feed-forward hidden size."""
-    radius: int = 10
+    radius: int = 8
     """Attention reach in frames (per layer)."""
     dropout: float = 0.1
 

@@ -9,6 +9,9 @@
 3. Too little speech: a clear message, and a fallback model (audio energy -> jaw opening regression)
    that still animates.
 4. `pretrain`: first train on every other tracked clip under a folder (same head model), then fine-tune.
+5. A closed-form lip regressor (ridge.py) fitted beside the transformer; its share of the output is the
+   one with the smallest lip error on the validation slice (a few seconds of speech rarely suffice for a
+   network alone). `network: false` keeps the regressor only (seconds of training).
 
 Writes `OUT/audio2expr/model.safetensors` + `config.json` (atomically; config.json last, as the commit
 point). Deterministic for a seed (up to the optional wall-clock cap, which is a safety net).
@@ -23,13 +26,13 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import save as st_save
 from torch import Tensor
 
 from avatar3d.audio2expr.features import (SAMPLE_RATE, FeatureExtractor, LogMel, frame_energy,
                                           interp_rows, loudness_reference, make_extractor)
 from avatar3d.audio2expr.model import Audio2Expr, ExpressionPrior, ModelConfig
+from avatar3d.audio2expr.ridge import LipRidge, RidgeConfig, band_frames
 from avatar3d.errors import InputError
 from avatar3d.io.atomic import atomic_write_bytes, atomic_write_json
 from avatar3d.tracking.sequence import TrackedSequence
@@ -72,7 +75,19 @@ class A2ETrainConfig:
     gain_db: float = 6.0
     snr_db: tuple = (15.0, 45.0)
     pretrain_steps: int = 800
+    network: bool = True
+    """Train the transformer; off: the closed-form lip regressor alone (seconds instead of minutes)."""
+    blend_grid: tuple = (0.0, 0.25, 0.5, 0.75, 1.0)
+    """Shares of the lip regressor tried on the validation slice (the rest is the transformer's)."""
     model: ModelConfig = field(default_factory=ModelConfig)
+    ridge: RidgeConfig = field(default_factory=RidgeConfig)
+
+    def __post_init__(self):  # presets give plain dicts for the nested sections
+        if isinstance(self.model, dict):
+            self.model = ModelConfig(**self.model)
+        if isinstance(self.ridge, dict):
+            self.ridge = RidgeConfig(**self.ridge)
+        self.snr_db, self.blend_grid = tuple(self.snr_db), tuple(self.blend_grid)
 
 
 @dataclass
@@ -85,6 +100,7 @@ class Clip:
     target: Tensor  # [T,C] normalised deltas, C = E + 6
     n_fit: int  # frames [0, n_fit) train, [n_fit, T) validate
     lip_jacobian: Optional[Tensor] = None  # [3L,E+3] lip displacement (m) per normalised unit
+    opening_grad: Optional[Tensor] = None  # [E+3] inner-lip distance (m) per normalised unit
     lip_scale: float = 1.0
     table: Optional[Tensor] = None  # [N,D] features of the whole wave at `rate` Hz (mel POWER for log-mel)
     rate: float = 100.0
@@ -204,6 +220,21 @@ def lip_jacobian(rig, seq: TrackedSequence, mean: np.ndarray, std: np.ndarray) -
     return (jac * torch.as_tensor(std[: e + 3], dtype=torch.float32)).contiguous()
 
 
+def opening_gradient(rig, seq: TrackedSequence, mean: np.ndarray, std: np.ndarray) -> Optional[Tensor]:
+    """[E+3]: inner-lip distance (m, the lip-sync metric's mouth opening) per normalised unit of each
+    expression and jaw channel, linearised at the person's mean."""
+    if rig.landmarks_mp is None or rig.num_expr != seq.expr.shape[1]:
+        return None
+    from avatar3d.audio2expr.lipsync import lip_geometry
+
+    e = rig.num_expr
+    eps = 1e-2
+    rows = np.repeat(np.asarray(mean[: e + 3], np.float64)[None], e + 4, 0)
+    rows[1:] += np.eye(e + 3) * eps * np.asarray(std[: e + 3])[None]
+    _, opening = lip_geometry(rig, seq.shape, rows[:, :e].astype(np.float32), rows[:, e:].astype(np.float32))
+    return torch.as_tensor((opening[1:] - opening[0]) / eps, dtype=torch.float32)
+
+
 def prepare_clip(seq: TrackedSequence, n_train: int, stats: dict, cfg: A2ETrainConfig, rig=None,
                  say: Callable[[str], None] = print) -> tuple[Clip, dict]:
     """The clip's training part, offset-corrected; returns it and a report of what was found."""
@@ -227,6 +258,7 @@ def prepare_clip(seq: TrackedSequence, n_train: int, stats: dict, cfg: A2ETrainC
             disp = clip.target[:, :e3] @ jac.T  # [T,3L]
             clip.lip_jacobian = jac
             clip.lip_scale = float(disp.pow(2).mean().clamp_min(1e-12))
+        clip.opening_grad = opening_gradient(rig, seq, stats["mean"], stats["std"])
     return clip, {"av_offset_ms": round(offset_ms, 1), "av_offset_applied_ms": round(offset_s * 1000, 1),
                   "av_offset_peak_corr": round(peak, 3)}
 
@@ -349,7 +381,7 @@ def fit_network(clips: list[Clip], val_clips: list[Clip], ex: FeatureExtractor, 
         net.feat_mean.copy_(mean)
         net.feat_std.copy_(std)
     steps = steps or cfg.max_steps
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
     warm = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / steps))))
@@ -385,6 +417,44 @@ def fit_network(clips: list[Clip], val_clips: list[Clip], ex: FeatureExtractor, 
     net.load_state_dict(best_state)
     net.eval()
     return net, {"steps": step, "best_val": round(best, 5), "history": history}
+
+
+# ------------------------------------------------------------------------------------------ lip regressor + blend
+RIDGE_FEATURES = {"kind": "logmel", "n_mels": 80, "per_frame": 4}  # the regressor's own features
+
+
+def fit_ridge(clip: Clip, cfg: RidgeConfig, frames: np.ndarray, ex: LogMel) -> LipRidge:
+    """The closed-form lip regressor on `frames` of the clip (context read around them)."""
+    c = cfg.context
+    bands = band_frames(ex, clip.wave, clip.fps, clip.target.shape[0] + 2 * c, clip.offset_s - c / clip.fps,
+                        cfg.bands)  # [T+2c,B]
+    return LipRidge.fit(cfg, bands, clip.target, frames, clip.lip_jacobian, clip.opening_grad)
+
+
+def lip_error(pred: Tensor, target: Tensor, clip: Clip) -> float:
+    """Mean squared lip displacement error (relative to the clip's spread) of pred vs target [T,C];
+    the channel MSE when no rig is known."""
+    err = (pred - target).double()
+    if clip.lip_jacobian is None:
+        return float(err.pow(2).mean())
+    e3 = clip.lip_jacobian.shape[1]
+    return float((err[:, :e3] @ clip.lip_jacobian.double().T).pow(2).mean() / clip.lip_scale)
+
+
+def choose_blend(net: Optional[Audio2Expr], ridge: LipRidge, clip: Clip, ex: FeatureExtractor, ridge_ex: LogMel,
+                 grid: tuple) -> tuple[float, dict]:
+    """The regressor's share (from `grid`) with the smallest lip error on the validation slice."""
+    n = clip.target.shape[0] - clip.n_fit
+    if net is None or n < 2:
+        return 1.0, {}
+    target = clip.target[clip.n_fit:]
+    ridge_pred = ridge.predict(ridge_ex, clip.wave, clip.fps, n, clip.offset_s + clip.n_fit / clip.fps)
+    f, _ = _window(clip, ex, float(clip.n_fit), n, 1.0, 1.0, None, np.random.default_rng(0))
+    with torch.no_grad():
+        net_pred = net(f[None])[0]
+    scores = {float(w): round(lip_error(w * ridge_pred + (1 - w) * net_pred, target, clip), 4) for w in grid}
+    best = min(scores, key=scores.get)
+    return best, scores
 
 
 # ------------------------------------------------------------------------------------------ energy fallback
@@ -521,7 +591,11 @@ def train_audio2expr(source: Path, out_dir: Optional[Path] = None, *, audio_enco
         f"applied {found['av_offset_applied_ms']:+.0f} ms); {speech:.1f} s of speech in {n_train} training frames")
     e3 = cfg.model.num_expr + 3
     prior = ExpressionPrior.fit(clip.target[: clip.n_fit, :e3])
+    ridge_ex = make_extractor(RIDGE_FEATURES)
     net = None
+    if not cfg.network:
+        ridge = fit_ridge(clip, cfg.ridge, np.arange(n_train), ridge_ex)
+        return _save_ridge_only(out_dir, base_tensors, common, ridge, clip, found, report, seq, n_train, started)
     if pretrain is not None:
         others = _pretrain_clips(pretrain, source, seq.rig_name, cfg, rig, say)
         say(f"pretraining on {len(others)} clip(s)")
@@ -531,16 +605,34 @@ def train_audio2expr(source: Path, out_dir: Optional[Path] = None, *, audio_enco
     say(f"training ({'fine-tuning' if net is not None else 'from scratch'}) on {clip.n_fit} frames, "
         f"validating on {clip.target.shape[0] - clip.n_fit}")
     net, fit = fit_network([clip], [clip], ex, cfg, seed + 1, prior, net=net, say=say)
+    # the lip regressor: fitted without the validation slice to choose its share, then on every frame
+    blend, blend_scores = choose_blend(net, fit_ridge(clip, cfg.ridge, np.arange(clip.n_fit), ridge_ex), clip, ex,
+                                       ridge_ex, cfg.blend_grid)
+    say(f"lip regressor share {blend:.2f} (validation lip error by share: {blend_scores})")
+    ridge = fit_ridge(clip, cfg.ridge, np.arange(n_train), ridge_ex)
     energy = fit_energy_jaw(seq, n_train, clip.offset_s)
     tensors = {**base_tensors, **{f"net.{k}": v for k, v in net.state_dict().items()},
-               **{f"prior.{k}": v for k, v in prior.state_dict().items()}}
+               **{f"prior.{k}": v for k, v in prior.state_dict().items()}, **ridge.tensors()}
     seconds = time.perf_counter() - started
     report.update(kind="transformer", steps=fit["steps"], best_val=fit["best_val"], seconds=round(seconds, 1),
-                  params=net.num_params(), out=str(out_dir))
+                  params=net.num_params(), out=str(out_dir), blend=blend)
     features = ex.config() if hasattr(ex, "config") else {"kind": ex.kind}
     save_model(out_dir, tensors, {**common, "kind": "transformer", "model": cfg.model.to_json(), "features": features,
+                                  "ridge": cfg.ridge.to_json(), "ridge_features": RIDGE_FEATURES, "blend": blend,
                                   "energy": energy, "av_offset_ms": found["av_offset_applied_ms"],
                                   "av_offset_estimate_ms": found["av_offset_ms"],
-                                  "report": {**report, "history": fit["history"]}})
+                                  "report": {**report, "history": fit["history"], "blend_scores": blend_scores}})
+    return report
+
+
+def _save_ridge_only(out_dir: Path, base_tensors: dict, common: dict, ridge: LipRidge, clip: Clip, found: dict,
+                     report: dict, seq: TrackedSequence, n_train: int, started: float) -> dict:
+    energy = fit_energy_jaw(seq, n_train, clip.offset_s)
+    report.update(kind="ridge", steps=0, seconds=round(time.perf_counter() - started, 1),
+                  params=int(ridge.weight.numel()), out=str(out_dir), blend=1.0)
+    save_model(out_dir, {**base_tensors, **ridge.tensors()},
+               {**common, "kind": "ridge", "ridge": ridge.cfg.to_json(), "ridge_features": RIDGE_FEATURES,
+                "blend": 1.0, "energy": energy, "av_offset_ms": found["av_offset_applied_ms"],
+                "av_offset_estimate_ms": found["av_offset_ms"], "report": report})
     return report
 

@@ -27,6 +27,8 @@ class EnrollConfig:
     """Compute device for tracking and training."""
     resume: bool = False
     """Continue an interrupted run from its last checkpoint."""
+    audio2expr: bool = True
+    """Train the speech-to-expression model (lip sync) from the video's own audio; --no-audio2expr skips it."""
 
 
 @dataclass
@@ -45,7 +47,7 @@ def main(cfg: EnrollConfig) -> int:
     from avatar3d.training.enroll import enroll, print_summary
 
     summary = enroll(cfg.video, cfg.out, preset=cfg.preset, holdout=cfg.holdout, head_model=cfg.head_model,
-                     device=cfg.device, resume=cfg.resume)
+                     device=cfg.device, resume=cfg.resume, audio2expr=cfg.audio2expr)
     print_summary(summary, cfg.out)
     return 0
 

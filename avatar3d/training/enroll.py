@@ -1,6 +1,7 @@
 """`enroll`: a talking video in, an avatar directory out.
 
-Stages: check the input → track → segment → train the Gaussians → evaluate the held-out tail. Work
+Stages: check the input → track → segment → train the Gaussians → audio-to-expression (lip sync from
+the video's own speech) → evaluate the held-out tail. Work
 happens in a staging folder beside the output (`.NAME.staging`), each finished stage recorded in its
 manifest, so `--resume` continues an interrupted run from the last finished stage (and training from its
 last checkpoint); the finished avatar replaces an existing one only at the very end, so a failed run
@@ -37,7 +38,8 @@ def _say(text: str) -> None:
 
 
 def enroll(video: Path, out: Path, *, preset: str = "default", holdout: float = 0.2,
-           head_model: Optional[str] = None, device: str = "cpu", resume: bool = False) -> dict:
+           head_model: Optional[str] = None, device: str = "cpu", resume: bool = False,
+           audio2expr: bool = True) -> dict:
     """Run every stage; returns the summary (also in AVATAR/eval.json)."""
     from avatar3d.eval.holdout import evaluate_holdout
     from avatar3d.head.registry import load_rig
@@ -121,9 +123,15 @@ def enroll(video: Path, out: Path, *, preset: str = "default", holdout: float = 
         manifest.metrics["train_psnr"] = train_result.train_psnr
         write_manifest(stage_dir, manifest)
     seconds["train"] = time.perf_counter() - tic
-    seconds["audio2expr"] = 0.0  # lands with the audio-to-expression issue
+    # 5. audio-to-expression on the training part (a clip with too little speech gets the energy fallback)
+    tic = time.perf_counter()
+    if not audio2expr:
+        _say("stage audio2expr: skipped (--no-audio2expr); `avatar3d train audio2expr AVATAR` adds it later")
+    elif manifest.stages.get("audio2expr") != "done":
+        _run_audio2expr(stage_dir, preset, holdout)
+    seconds["audio2expr"] = time.perf_counter() - tic
 
-    # 5. evaluate the held-out tail
+    # 6. evaluate the held-out tail
     tic = time.perf_counter()
     frames_eval = [i for i in range(seq.num_frames) if i not in set(frames_train)]
     metrics = {}
@@ -148,7 +156,7 @@ def enroll(video: Path, out: Path, *, preset: str = "default", holdout: float = 
     manifest.metrics.update({k: summary[k] for k in ("psnr", "ssim", "psnr_refined", "num_gaussians")})
     write_manifest(stage_dir, manifest)
 
-    # 6. swap the finished avatar in (the old one goes only once the new one is complete)
+    # 7. swap the finished avatar in (the old one goes only once the new one is complete)
     if out.exists():
         old = out.parent / f".{out.name}.old"
         shutil.rmtree(old, ignore_errors=True)
@@ -158,6 +166,27 @@ def enroll(video: Path, out: Path, *, preset: str = "default", holdout: float = 
     else:
         os.replace(stage_dir, out)
     return summary
+
+
+def _run_audio2expr(stage_dir: Path, preset: str, holdout: float) -> None:
+    """Train the speech model into STAGING/audio2expr and record the stage; input problems (e.g. a clip
+    too short to learn from) are reported, never fatal: the avatar is still usable without lip sync."""
+    from avatar3d.audio2expr.train import A2ETrainConfig, train_audio2expr
+
+    _say("stage audio2expr: speech -> expression, jaw, head motion (the held-out tail stays unseen)")
+    config = preset_section(preset, "audio2expr", A2ETrainConfig)
+    config.holdout = holdout
+    manifest = read_manifest(stage_dir)
+    try:
+        report = train_audio2expr(stage_dir, config=config, seed=0, say=lambda m: _say(f"  {m}"))
+    except InputError as err:
+        _say(f"WARNING: no audio-to-expression model: {err}")
+        manifest.stages["audio2expr"] = "skipped"
+    else:
+        manifest.stages["audio2expr"] = "done"
+        manifest.settings["audio2expr"] = {"kind": report["kind"], "blend": report.get("blend")}
+        manifest.metrics["av_offset_ms"] = report.get("av_offset_ms")
+    write_manifest(stage_dir, manifest)
 
 
 def print_summary(summary: dict, out: Path) -> None:
