@@ -335,3 +335,36 @@ def test_output_smoothing_removes_frame_jitter_and_keeps_syllables(seed):
     resid = out[10:-10, 0] - syllables[10:-10, 0]
     assert float(resid.std()) < 0.8 * float(jitter.std())  # the flicker is damped...
     assert float(out[10:-10, 0].std()) > 0.6 * float(syllables[10:-10, 0].std())  # ...the rhythm is not
+
+
+def test_longest_still_run_counts_only_speech_frames():
+    from avatar3d.audio2expr.long_audio import longest_still_run
+
+    opening = np.array([5.0, 5.0, 5.0, 5.0, 6.0, 6.0, 6.0, 6.0, 6.0])
+    speech = np.array([1, 1, 1, 1, 1, 0, 0, 0, 0], bool)
+    assert longest_still_run(opening, speech) == 3  # frames 1-3; the still pause at the end does not count
+    assert longest_still_run(opening, np.zeros(9, bool)) == 0
+
+
+def test_long_audio_report_measures_drift_and_plots(tmp_path, seed):
+    from PIL import Image
+
+    from avatar3d.audio2expr.long_audio import long_audio_report
+    from avatar3d.head.registry import load_rig
+
+    rng = np.random.default_rng(seed)
+    seq = synthetic_sequence(rng)
+    folder = tmp_path / "track"
+    folder.mkdir()
+    seq.save(folder / "tracking.npz")
+    train_audio2expr(folder, seed=seed, config=tiny_train_config(network=False), say=lambda m: None)
+    wave, _ = am_speech(30.0, rng)
+    report = long_audio_report(folder, wave, load_rig(seq.rig_name), plot=tmp_path / "jaw.png",
+                               sample_rate=SAMPLE_RATE)
+    assert report["frames"] == int(round(30.0 * seq.fps)) and len(report["opening_mm_per_10s"]) == 3
+    low, high = report["opening_range_mm"]
+    assert high > low and report["drift_mm"] < 0.5 * (high - low)  # the same speech all along: no drift
+    assert report["longest_still_speech_frames"] < seq.fps  # never frozen for a second while speaking
+    assert report["corr_with_envelope"] > 0.3 and report["realtime_factor"] > 0
+    with Image.open(tmp_path / "jaw.png") as png:
+        assert png.size[0] > 600 and png.size[1] > 300

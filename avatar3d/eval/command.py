@@ -14,6 +14,11 @@ class EvalLipsyncConfig:
     """An enrolled avatar with a trained audio-to-expression model."""
     json: Optional[Path] = None
     """Also write the metrics to this JSON file."""
+    long_audio: Optional[Path] = None
+    """Also drive the avatar with this speech (e.g. a minute of another speaker) and report drift, frozen
+    stretches and jitter of the mouth (added to the JSON under `long_audio`)."""
+    plot: Optional[Path] = None
+    """With --long-audio: save a PNG of the mouth opening and jaw angle over time next to the audio envelope."""
 
 
 @dataclass
@@ -41,8 +46,26 @@ class EvalSyntheticConfig:
 def main(cfg: EvalLipsyncConfig) -> int:
     from avatar3d.audio2expr.lipsync import evaluate_lipsync, format_table, write_json
 
+    from avatar3d.errors import InputError
+
+    if cfg.plot is not None and cfg.long_audio is None:
+        raise InputError("--plot draws the drive by --long-audio; add --long-audio SPEECH.wav")
     result = evaluate_lipsync(cfg.avatar)
     print(format_table(result))
+    if cfg.long_audio is not None:
+        from avatar3d.audio2expr.long_audio import long_audio_report
+        from avatar3d.head.registry import load_rig
+        from avatar3d.tracking.sequence import TrackedSequence
+
+        rig = load_rig(TrackedSequence.load(Path(cfg.avatar) / "tracking.npz").rig_name)
+        long = long_audio_report(cfg.avatar, cfg.long_audio, rig, plot=cfg.plot)
+        result["long_audio"] = long
+        print(f"long audio {cfg.long_audio.name}: {long['audio_seconds']:.1f} s at {long['realtime_factor']:.0f}x "
+              f"real time; mouth opening per 10 s {long['opening_mm_per_10s']} mm (drift {long['drift_mm']:.2f} mm); "
+              f"longest still stretch in speech {long['longest_still_speech_frames']} frames; mean change "
+              f"{long['mean_abs_change_mm']:.2f} mm/frame (tracked video {long['tracked_mean_abs_change_mm']:.2f}); "
+              f"correlation with the envelope {long['corr_with_envelope']:.2f}"
+              + (f"; plot {long['plot']}" if "plot" in long else ""))
     if cfg.json is not None:
         write_json(cfg.json, result)
         print(f"wrote {cfg.json}")
