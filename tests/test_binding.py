@@ -39,3 +39,64 @@ def test_frames_orthonormal_and_follow_rigid_motion(seed):
     torch.testing.assert_close(means2, s * means @ R.T + t)
     torch.testing.assert_close(rots2, R @ rots)
     torch.testing.assert_close(scales2, s * scales)
+
+
+def _strip(n: int):
+    """A flat strip of 2n triangles along x in the z=0 plane, facing +z: vertices [2(n+1),3], faces [2n,3]."""
+    xs = torch.arange(n + 1, dtype=torch.float32) * 0.1
+    verts = torch.cat([torch.stack([xs, torch.zeros_like(xs), torch.zeros_like(xs)], -1),
+                       torch.stack([xs, torch.full_like(xs, 0.1), torch.zeros_like(xs)], -1)])
+    faces = []
+    for i in range(n):
+        a, b, c, d = i, i + 1, n + 2 + i, n + 1 + i
+        faces += [[a, b, c], [a, c, d]]
+    return verts, torch.tensor(faces)
+
+
+def test_unseen_triangles_take_their_nearest_seen_colour(seed):
+    from avatar3d.gaussians.colour_init import fill_unseen
+
+    g = torch.Generator().manual_seed(seed)
+    verts, faces = _strip(6)
+    left, right = torch.rand(2, 3, generator=g)
+    colours = torch.rand(faces.shape[0], 3, generator=g)  # noise where unseen: must not leak into the result
+    colours[:2], colours[-2:] = left, right
+    seen = torch.zeros(faces.shape[0], dtype=torch.bool)
+    seen[:2] = True  # the left end (x in 0..0.1)
+    seen[-2:] = True  # the right end
+    filled = fill_unseen(faces, colours, seen, verts.shape[0])
+    assert torch.equal(filled[seen], colours[seen])
+    # the first ring around each end takes that end's colour, not the other's or the frame's mean
+    assert torch.allclose(filled[2], left) and torch.allclose(filled[-3], right)
+    # further in, the colours are blends of the two ends (never the unseen noise)
+    lo, hi = torch.minimum(left, right) - 1e-6, torch.maximum(left, right) + 1e-6
+    assert bool(((filled >= lo) & (filled <= hi)).all())
+    # a piece with no seen triangle at all gets the mean seen colour
+    isolated = torch.cat([faces, torch.tensor([[100, 101, 102]])])
+    out = fill_unseen(isolated, torch.cat([colours, torch.zeros(1, 3)]), torch.cat([seen, torch.tensor([False])]), 103)
+    assert torch.allclose(out[-1], colours[seen].mean(0))
+
+
+def test_triangle_colours_sample_the_visible_surface_only(seed):
+    from avatar3d.camera import intrinsics, orbit_viewmat
+    from avatar3d.gaussians.colour_init import pick_views, triangle_colours
+
+    g = torch.Generator().manual_seed(seed)
+    verts, faces = _strip(4)
+    verts = verts - torch.tensor([0.2, 0.05, 0.0])
+    hidden = verts + torch.tensor([0.0, 0.0, -0.05])  # a copy behind the first: never visible
+    all_verts = torch.cat([verts, hidden])
+    all_faces = torch.cat([faces, faces + verts.shape[0]])
+    res = 48
+    K = intrinsics(40.0, res, res)
+    viewmat = orbit_viewmat(1.0)
+    colour = torch.rand(3, generator=g)
+    image = colour.expand(res, res, 3).clone()
+    out, seen = triangle_colours([all_verts], all_faces, [image], K, viewmat)
+    n = faces.shape[0]
+    assert bool(seen[:n].all()) and not bool(seen[n:].any())
+    assert torch.allclose(out[:n], colour.expand(n, 3), atol=1e-5)
+    assert torch.allclose(out[n:], colour.expand(n, 3), atol=1e-5)  # an unseen piece: the mean seen colour
+    yaw = torch.tensor([0.0, 0.3, -0.2, 0.1, 0.05])
+    picks = pick_views(yaw, 3)
+    assert picks[:2] == [2, 1] and len(picks) == len(set(picks)) == 3

@@ -238,3 +238,35 @@ def test_losses_behave(seed):
     w[:8] = 5.0
     assert float(photometric_loss(b, a, w)) > 0
     assert float(photometric_loss(a, a, w)) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_surface_regularizer_pulls_gaussians_onto_their_triangle(seed):
+    from avatar3d.training.losses import surface_regularizer
+
+    rig = load_rig("synthetic")
+    faces = binding_faces(rig)
+    gs = BoundGaussians.on_surface(rig.template, faces, 200, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        thick0, needle0 = surface_regularizer(gs)
+    assert float(needle0) == 0.0  # flat discs are not needles
+    with torch.no_grad():
+        gs.local_means[:, 2] += 0.3  # off the plane
+        gs.log_scales[:, 0] += 2.0  # in-plane needles
+        thick1, needle1 = surface_regularizer(gs)
+    assert float(thick1) > float(thick0) + 0.29
+    assert float(needle1) > 0.0
+    with torch.no_grad():  # turn every disc on edge: its extent along the normal grows, its shape does not change
+        gs.log_scales[:, 0] -= 2.0
+        gs.quats.copy_(torch.tensor([math.cos(math.pi / 4), math.sin(math.pi / 4), 0.0, 0.0]).expand(200, 4))
+    thick2, needle2 = surface_regularizer(gs)
+    assert float(thick2.detach()) > float(thick1) + 0.5 * float(torch.exp(gs.log_scales.detach()[:, 1]).mean())
+    assert float(needle2.detach()) == 0.0
+    (thick2 + needle2).backward()
+    assert float(gs.local_means.grad[:, 2].mean()) > 0 and float(gs.quats.grad.abs().sum()) > 0
+
+
+def test_bad_initialisation_settings_are_refused(tmp_path, seed):
+    root, _ = make_synthetic_avatar(tmp_path / "av", seed, n=2)
+    for bad in (dict(init_opacity=1.0), dict(init_opacity=0.0), dict(init_views=0)):
+        with pytest.raises(InputError, match="init_opacity"):
+            train_gaussians(root, _config(iterations=2, **bad), progress=False, frames_train=[0, 1])

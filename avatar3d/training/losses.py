@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from avatar3d.gaussians.model import BoundGaussians
+from avatar3d.rotation import quaternion_to_matrix
 
 
 def _gaussian_1d(size: int, sigma: float, like: Tensor) -> Tensor:  # -> [size]
@@ -79,6 +80,26 @@ def binding_regularizer(gaussians: BoundGaussians, threshold_position: float = 1
     position = F.relu(gaussians.local_means.norm(dim=-1) - threshold_position).mean()
     scale = F.relu(torch.exp(gaussians.log_scales) - threshold_scale).mean()
     return position, scale
+
+
+def surface_regularizer(gaussians: BoundGaussians, max_needle: float = 3.0) -> tuple[Tensor, Tensor]:
+    """(thickness, needle) penalties that keep Gaussians lying on their triangle, both without a free zone.
+
+    thickness: mean offset from the triangle's plane plus mean standard deviation along its normal (triangle
+    sizes). needle: mean excess of largest/middle scale over `max_needle`. The training camera barely
+    constrains depth, so a Gaussian may drift off the surface or stretch into a needle along the view ray
+    without changing the training images — and then shows as a streak past the silhouette from the side.
+    Weak weights suffice: Adam moves an otherwise unconstrained parameter at its full rate for any steady
+    gradient, while photometric gradients win wherever the images do need the offset (hair volume).
+    """
+    q = gaussians.quats / gaussians.quats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    R = quaternion_to_matrix(q)  # [N,3,3]
+    s = torch.exp(gaussians.log_scales)  # [N,3]
+    normal_std = ((R[:, 2, :] * s) ** 2).sum(-1).clamp_min(1e-12).sqrt()  # extent along the local z (normal)
+    thickness = gaussians.local_means[:, 2].abs().mean() + normal_std.mean()
+    top2 = torch.topk(s, 2, dim=-1).values
+    needle = F.relu(top2[:, 0] / top2[:, 1].clamp_min(1e-12) - max_needle).mean()
+    return thickness, needle
 
 
 def load_lpips(device: torch.device) -> Optional[Callable[[Tensor, Tensor], Tensor]]:

@@ -27,6 +27,7 @@ from torch import Tensor
 from avatar3d.errors import InputError
 from avatar3d.gaussians.densify import DensifyStats, densify_and_prune, reset_opacity
 from avatar3d.gaussians.binding import triangle_frames
+from avatar3d.gaussians.colour_init import pick_views, triangle_colours
 from avatar3d.gaussians.model import BoundGaussians
 from avatar3d.head.lbs import pose_vertices
 from avatar3d.head.rig import HeadRig, RigParams
@@ -36,7 +37,8 @@ from avatar3d.tracking.sequence import TrackedSequence
 from avatar3d.training import checkpoint as ckpt_io
 from avatar3d.training.config import TrainConfig
 from avatar3d.training.frame_params import FREE_KEYS, FrameAdam, FrameParams, save_refined
-from avatar3d.training.losses import binding_regularizer, load_lpips, photometric_loss, psnr, region_weight_map
+from avatar3d.training.losses import (binding_regularizer, load_lpips, photometric_loss, psnr, region_weight_map,
+                                      surface_regularizer)
 from avatar3d.training.render_frame import binding_faces, render_avatar
 
 FRAME_PATTERN = "{:06d}.png"
@@ -146,25 +148,26 @@ def _region_weights(rig: HeadRig, frame_params: FrameParams, frames: TrainingFra
     return out
 
 
-def _initial_colours(rig: HeadRig, faces: Tensor, params: RigParams, frames: TrainingFrames) -> Tensor:
-    """[F,3] per-triangle colour sampled from the first training frame where the triangle faces the camera."""
+def _initial_colours(rig: HeadRig, faces: Tensor, frame_params: FrameParams, frames: TrainingFrames,
+                     views: int, max_resolution: int = 256) -> Tensor:
+    """[F,3] per-triangle colour from `views` training frames (the most turned ones first), where each triangle
+    is the visible surface; unseen triangles take their seen neighbours' colour (see gaussians.colour_init)."""
     with torch.no_grad():
-        verts = pose_vertices(rig, params)[0]
-        origin, rotation, _ = triangle_frames(verts, faces)
-        cam = origin @ frames.viewmat[:3, :3].T + frames.viewmat[:3, 3]
-        normal_cam = rotation[..., 2] @ frames.viewmat[:3, :3].T
-        uv = (cam @ frames.K.T)[:, :2] / cam[:, 2:3].clamp_min(1e-6)
-        r = frames.resolution
-        px = uv.floor().long()
-        inside = (px >= 0).all(-1) & (px < r).all(-1)
-        facing = (normal_cam * cam).sum(-1) < 0
-        ok = inside & facing
-        image = frames.images[0].to(verts.device).float() / 255.0
-        colours = torch.full((faces.shape[0], 3), 0.5, device=verts.device)
-        sampled = image[px[ok, 1], px[ok, 0]]
-        colours[ok] = sampled
-        if bool(ok.any()):
-            colours[~ok] = sampled.mean(0)
+        yaw = torch.stack([(frame_params.tracked_global_rot[t] + frame_params.tracked_neck[t])[1]
+                           for t in frames.indices]).cpu()
+        picks = pick_views(yaw, max(1, views))
+        r = min(frames.resolution, max_resolution)
+        K = frames.K.clone()
+        K[:2] *= r / float(frames.resolution)
+        posed, images = [], []
+        for pick in picks:
+            posed.append(pose_vertices(rig, frame_params.tracked_frame(frames.indices[pick]))[0])
+            image = frames.images[pick].float().permute(2, 0, 1)[None] / 255.0
+            if r != frames.resolution:
+                image = torch.nn.functional.interpolate(image, size=(r, r), mode="area")
+            images.append(image[0].permute(1, 2, 0).to(posed[-1].device))
+        device = posed[0].device
+        colours, _ = triangle_colours(posed, faces, images, K.to(device), frames.viewmat.to(device))
     return colours
 
 
@@ -242,6 +245,10 @@ def train_gaussians(avatar_dir: Path, config: TrainConfig, *, device="cpu", resu
                          f"frames, range {frames_train[:1]}..{frames_train[-1:]}); pass indices of tracked frames")
     if config.resolution <= 0 or config.iterations <= 0:
         raise InputError("resolution and iterations must be positive; fix the preset's train section")
+    if not 0.0 < config.init_opacity < 1.0 or config.init_views < 1:
+        raise InputError(f"init_opacity={config.init_opacity} must lie strictly between 0 and 1 and init_views="
+                         f"{config.init_views} must be at least 1; fix the preset's train section (0.1 and 6 are "
+                         "usual)")
 
     if device.type == "cpu":  # one thread per core: the rasterizer's OpenMP tiles and torch's ops take turns
         torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -274,9 +281,10 @@ def train_gaussians(avatar_dir: Path, config: TrainConfig, *, device="cpu", resu
                              "same split or train from scratch without --resume")
     else:
         init_gen = torch.Generator(device=device).manual_seed(config.seed)
-        colours = _initial_colours(rig, faces, frame_params.tracked_frame(frames_train[0]), frames)
+        colours = _initial_colours(rig, faces, frame_params, frames, config.init_views)
         gaussians = BoundGaussians.on_surface(rest_vertices, faces, config.init_gaussians,
-                                              sh_degree=config.sh_degree, colours=colours, opacity=0.1,
+                                              sh_degree=config.sh_degree, colours=colours,
+                                              opacity=config.init_opacity,
                                               generator=init_gen).to(device)
         start_step = 0
     optimizer = _optimizer(gaussians, config)
@@ -311,6 +319,9 @@ def train_gaussians(avatar_dir: Path, config: TrainConfig, *, device="cpu", resu
         loss = photometric_loss(out.image, target, weight, config.lambda_dssim)
         reg_pos, reg_scale = binding_regularizer(gaussians)
         loss = loss + config.lambda_position * reg_pos + config.lambda_scale * reg_scale
+        if config.lambda_thickness > 0 or config.lambda_needle > 0:
+            reg_thick, reg_needle = surface_regularizer(gaussians)
+            loss = loss + config.lambda_thickness * reg_thick + config.lambda_needle * reg_needle
         if refining:
             loss = loss + config.lambda_refine_prior * frame_params.prior(t)
         if lpips_fn is not None:
