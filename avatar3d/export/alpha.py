@@ -29,6 +29,7 @@ import numpy as np
 
 from avatar3d.errors import MediaError
 from avatar3d.io.atomic import AtomicFile, atomic_dir
+from avatar3d.io.media import CloseOrAbort
 
 VIDEO_KINDS = {".mov": ("prores_ks", "qtrle"), ".webm": ("libvpx-vp9",)}
 PIXEL_FORMATS = {"prores_ks": "yuva444p10le", "qtrle": "argb", "libvpx-vp9": "yuva420p"}
@@ -63,7 +64,7 @@ def _as_uint8(x: Any, shape: tuple, name: str) -> np.ndarray:
     return np.ascontiguousarray(arr.astype(np.uint8))
 
 
-class AlphaWriter:
+class AlphaWriter(CloseOrAbort):
     """Streaming RGBA writer: `write(rgb [H,W,3], alpha [H,W])` per frame; the output appears on close."""
 
     def __init__(self, path: str | os.PathLike, fps: Any, width: int, height: int, *, codec: str | None = None):
@@ -180,14 +181,6 @@ class AlphaWriter:
             self._target.discard()
             self._target = None
 
-    def __enter__(self) -> "AlphaWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def read_alpha(path: str | os.PathLike) -> Iterator[np.ndarray]:

@@ -350,7 +350,20 @@ def default_metadata() -> dict[str, str]:
             "creation_time": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
 
 
-class Mp4Writer:
+class CloseOrAbort:
+    """`with` support for a streaming writer: `close()` (publish) on success, `abort()` (discard) on an error."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class Mp4Writer(CloseOrAbort):
     """Write an mp4 one frame at a time: H.264 yuv420p video, optional AAC audio, provenance metadata.
 
     The file appears at `path` only on a successful `close()` (temp file in the same folder, then a
@@ -504,14 +517,6 @@ class Mp4Writer:
             self._target.discard()
             self._target = None
 
-    def __enter__(self) -> "Mp4Writer":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def write_mp4(path: str | os.PathLike, frames: Iterable[Any], fps: Any, audio: Any = None,
