@@ -23,7 +23,9 @@ HEAD_MAX_DEG = 1.5  # head rotation (root @ neck), every frame
 JAW_MAX_DEG = 2.0  # jaw rotation, every frame
 GAZE_MEAN_DEG = 3.0  # eye rotations, mean over frames and eyes (1 px of iris noise is ~2 deg of gaze)
 GAZE_MAX_DEG = 6.0
-EXPR_MEAN_ABS = 0.08  # expression coefficients (unit = full expression), mean absolute error
+# Expression coefficients (unit = full expression), mean absolute error, split in two (see test_synthetic_recovery):
+EXPR_MOTION_MEAN_ABS = 0.06  # each coefficient about its clip mean (the expression's motion), all frames
+EXPR_CLIP_MEAN_ABS = 0.12  # the clip means, mean over coefficients (where the fit's priors bias them)
 FOCAL_REL = 0.12  # shared focal length, relative error (focal and distance are nearly ambiguous)
 CLEAN_RMSE_PX = 1.0  # fitted landmarks against the noise-free projections
 NOISY_RMSE_PX = 1.5 * math.sqrt(2) + 1.0  # against the noisy detections: the noise itself is ~1.4 px RMS
@@ -109,7 +111,15 @@ def test_synthetic_recovery(seed):
     assert float(jaw_err.max()) < JAW_MAX_DEG, jaw_err
     gaze_err = angle_between_axis_angles(truth.eyes, q.eyes)
     assert float(gaze_err.mean()) < GAZE_MEAN_DEG and float(gaze_err.max()) < GAZE_MAX_DEG, gaze_err
-    assert float((truth.expr - q.expr).abs().mean()) < EXPR_MEAN_ABS
+    # Expression: the motion over the clip tightly, the clip means loosely. The clip means carry the priors' bias
+    # (with clean landmarks and no priors every coefficient comes back to < 0.01): the shape prior pulls head width /
+    # face length towards the mean identity and the brow shapes absorb part of it (up to ~0.2), and the expression
+    # prior shrinks the blinks by ~25%, which this rig's landmarks barely see (its lids move mostly towards the
+    # camera: +0.1 blink moves the eye contour ~0.07 px). Both grow with the drawn identity and blink levels.
+    motion_err = (q.expr - q.expr.mean(0)) - (truth.expr - truth.expr.mean(0))  # [T,E]
+    assert float(motion_err.abs().mean()) < EXPR_MOTION_MEAN_ABS, motion_err.abs().mean(0)
+    clip_err = q.expr.mean(0) - truth.expr.mean(0)  # [E]
+    assert float(clip_err.abs().mean()) < EXPR_CLIP_MEAN_ABS, clip_err
     assert abs(float(res.K[0, 0]) / float(focal) - 1.0) < FOCAL_REL
     assert torch.allclose(res.K[:2, 2], torch.tensor([W / 2, H / 2]))
 
