@@ -211,6 +211,22 @@ def test_resume_continues_identically(tmp_path, seed):
         assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
 
 
+def test_fresh_run_replaces_an_earlier_runs_checkpoints(tmp_path, seed):
+    """A longer earlier run's checkpoints (higher steps) must not outrank a fresh run's: they would prune its
+    checkpoints as they are written, and an interrupted fresh run would `--resume` from the stale run."""
+    root, _ = make_synthetic_avatar(tmp_path / "av", seed, n=2)
+    with pytest.warns(RuntimeWarning):
+        train_gaussians(root, _config(iterations=30, checkpoint_every=10, init_gaussians=300, densify_from=1000),
+                        progress=False, frames_train=[0, 1])
+    assert [r.stem for r in ckpt_io.list_checkpoints(root / "checkpoints")] == ["step_000020", "step_000030"]
+    with pytest.warns(RuntimeWarning):
+        train_gaussians(root, _config(iterations=10, checkpoint_every=5, init_gaussians=300, densify_from=1000),
+                        progress=False, frames_train=[0, 1])
+    assert [r.stem for r in ckpt_io.list_checkpoints(root / "checkpoints")] == ["step_000005", "step_000010"]
+    assert sorted(p.name for p in (root / "checkpoints").iterdir()) == sorted(
+        f"step_0000{s}{ext}" for s in ("05", "10") for ext in (".json", ".safetensors", ".optim.pt"))
+
+
 def test_truncated_checkpoint_is_refused(tmp_path, seed):
     root, _ = make_synthetic_avatar(tmp_path / "av", seed, n=2)
     cfg = _config(iterations=20, checkpoint_every=10, init_gaussians=300, densify_from=1000)

@@ -62,6 +62,17 @@ def save_checkpoint(folder: Path, step: int, tensors: dict[str, Tensor], optim: 
     return path
 
 
+def clear_checkpoints(folder: Path) -> int:
+    """Delete every checkpoint in `folder` (a fresh run starts: an earlier run's higher steps would otherwise
+    outrank the new ones, so the new ones would be pruned and `--resume` would pick the stale run); returns how
+    many were removed."""
+    records = list_checkpoints(folder)
+    for old in records:
+        for name in (old.with_suffix(".safetensors").name, old.with_suffix(".optim.pt").name, old.name):
+            (Path(folder) / name).unlink(missing_ok=True)
+    return len(records)
+
+
 def list_checkpoints(folder: Path) -> list[Path]:
     """The checkpoint records (JSON) in `folder`, oldest first."""
     folder = Path(folder)

@@ -280,6 +280,7 @@ def train_gaussians(avatar_dir: Path, config: TrainConfig, *, device="cpu", resu
             raise InputError(f"the checkpoint in {paths.checkpoints} was trained on other frames; resume with the "
                              "same split or train from scratch without --resume")
     else:
+        ckpt_io.clear_checkpoints(paths.checkpoints)  # an earlier run's: never mixed with this one's
         init_gen = torch.Generator(device=device).manual_seed(config.seed)
         colours = _initial_colours(rig, faces, frame_params, frames, config.init_views)
         gaussians = BoundGaussians.on_surface(rest_vertices, faces, config.init_gaussians,
