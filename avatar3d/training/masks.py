@@ -21,7 +21,9 @@ A pixel is kept (with the person probability as its value) when it is a person p
 Shoulders, clothes, hair that falls below the hair line beside the neck (indistinguishable from the
 torso for this rule), a second person and the background get 0. The silhouette and its dilations
 are computed on a coarser grid (`work_resolution`) and upsampled bilinearly, which feathers those
-edges over a few pixels; the segmentation's own soft edges are kept. Masks are uint8 0..255 (255 = head/hair/neck).
+edges over a few pixels; the segmentation's own soft edges are kept. Before the rule, each frame's person
+probability is averaged with its neighbours' (warped by the head's motion; `temporal_radius`), which steadies
+the flickering hair edges. Masks are uint8 0..255 (255 = head/hair/neck).
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from avatar3d.errors import BackendUnavailableError, InputError
+from avatar3d.training.mask_smoothing import TemporalSmoother, head_points
 
 CHIN, FOREHEAD = 152, 10  # MediaPipe face-mesh landmarks: chin tip, top of the forehead
 MASK_PATTERN = "{:06d}.png"
@@ -59,6 +62,10 @@ class MaskConfig:
     """Rule (b): how far from the rig silhouette hair/ears may reach, in face heights."""
     batch: int = 16
     """Frames posed together (batched rig posing)."""
+    temporal_radius: int = 2
+    """Frames on each side whose person probability is averaged into each frame's, warped by the head's motion
+    (0 = off): the segmentation's hair edges flicker by a pixel or two from frame to frame, which no avatar
+    can reproduce (see training.mask_smoothing)."""
 
 
 # ------------------------------------------------------------------------------------------ the rule
@@ -184,6 +191,8 @@ def compute_masks(frames_dir: os.PathLike, seq, rig, out_dir: os.PathLike, *,
     if seq.rig_name != rig.name:
         raise InputError(f"the tracking was made with the rig {seq.rig_name!r} but {rig.name!r} was given; "
                          f"load the rig the avatar was tracked with")
+    if cfg.temporal_radius < 0:
+        raise InputError(f"temporal_radius={cfg.temporal_radius} must be >= 0 (0 turns the smoothing off)")
     if cfg.work_resolution < 32:
         raise InputError(f"work_resolution={cfg.work_resolution} is too coarse; use e.g. 128")
     frames_dir, out_dir = Path(frames_dir), Path(out_dir)
@@ -208,12 +217,33 @@ def compute_masks(frames_dir: os.PathLike, seq, rig, out_dir: os.PathLike, *,
     try:
         with atomic_dir(out_dir) as tmp:
             tmp = Path(tmp)
+            smoother = TemporalSmoother(cfg.temporal_radius)
+            pending: dict[int, tuple[Tensor, np.ndarray]] = {}  # frame -> (silhouette, chin/forehead px)
+
+            def finish(i: int, person: np.ndarray) -> None:
+                sil, key = pending.pop(i)
+                mask = cut_torso(person, sil, key[0], key[1], cfg)
+                Image.fromarray(mask).save(tmp / MASK_PATTERN.format(i), compress_level=1)
+                # statistics on the work grid: cheap and resolution-independent
+                p_work = F.interpolate(torch.from_numpy(person)[None, None], size=(work, work), mode="area")[0, 0]
+                kept = mask.mean() / 255.0
+                total = float(person.mean())
+                coverage.append(kept)
+                removed.append(1.0 - kept / total if total > 1e-6 else 0.0)
+                agreement.append(float(p_work[sil.cpu()].mean()) if bool(sil.any()) else 0.0)
+                if progress is not None:
+                    progress(i)
+
             for s in range(0, T, cfg.batch):
                 idx = slice(s, min(s + cfg.batch, T))
                 with torch.no_grad():
-                    verts = pose_vertices(rig, params.slice(idx))  # [B,V,3]
+                    batch = params.slice(idx)
+                    verts = pose_vertices(rig, batch)  # [B,V,3]
                     lms = landmarks(rig, verts)[:, [CHIN, FOREHEAD]]  # [B,2,3]
                     key_px = project_vertices(lms.reshape(-1, 3), K, viewmat)[0].reshape(-1, 2, 2).cpu().numpy()
+                    rigid = head_points(rig, batch, drawn)  # [B,P,3]
+                    rigid_px = project_vertices(rigid.reshape(-1, 3), K, viewmat)[0].reshape(
+                        rigid.shape[0], -1, 2).cpu().numpy()
                 for j in range(verts.shape[0]):
                     i = s + j
                     frame = read_frame(frames_dir, i)
@@ -228,18 +258,11 @@ def compute_masks(frames_dir: os.PathLike, seq, rig, out_dir: os.PathLike, *,
                     if person.shape != (R, R):
                         raise InputError(f"the segmenter returned {person.shape} for a {R}x{R} frame; it must "
                                          f"return one probability per pixel")
-                    mask = cut_torso(person, sil, key_px[j, 0], key_px[j, 1], cfg)
-                    Image.fromarray(mask).save(tmp / MASK_PATTERN.format(i), compress_level=1)
-                    # statistics on the work grid: cheap and resolution-independent
-                    p_work = F.interpolate(torch.from_numpy(person)[None, None], size=(work, work),
-                                           mode="area")[0, 0]
-                    kept = mask.mean() / 255.0
-                    total = float(person.mean())
-                    coverage.append(kept)
-                    removed.append(1.0 - kept / total if total > 1e-6 else 0.0)
-                    agreement.append(float(p_work[sil.cpu()].mean()) if bool(sil.any()) else 0.0)
-                    if progress is not None:
-                        progress(i)
+                    pending[i] = (sil, key_px[j])
+                    for done, steady in smoother.push(i, person, rigid_px[j]):
+                        finish(done, steady)
+            for done, steady in smoother.flush():
+                finish(done, steady)
     finally:
         torch.set_num_threads(threads)
         if own:
