@@ -337,6 +337,24 @@ def test_output_smoothing_removes_frame_jitter_and_keeps_syllables(seed):
     assert float(out[10:-10, 0].std()) > 0.6 * float(syllables[10:-10, 0].std())  # ...the rhythm is not
 
 
+def test_text_chart_draws_each_series_over_time(seed):
+    from avatar3d.audio2expr.long_audio import SPARKS, sparkline, text_chart
+
+    rng = np.random.default_rng(seed)
+    assert sparkline(np.arange(8)) == SPARKS  # a ramp climbs every level once
+    assert sparkline(np.full(5, rng.normal())) == SPARKS[0] * 5
+    values = rng.normal(size=40)
+    line = sparkline(values)
+    assert line[int(values.argmax())] == SPARKS[-1] and line[int(values.argmin())] == SPARKS[0]
+    fps = 25.0
+    rising = np.repeat(np.arange(6.0), 25)  # 6 s, one level per second
+    falling = rising[::-1].copy()
+    chart = text_chart({"up": rising, "down": falling}, fps)
+    assert chart[0].endswith("|" + sparkline(np.arange(6.0)) + "|") and chart[0].lstrip().startswith("up |")
+    assert chart[1].endswith("|" + sparkline(np.arange(6.0))[::-1] + "|")
+    assert "1 s" in chart[2]
+
+
 def test_longest_still_run_counts_only_speech_frames():
     from avatar3d.audio2expr.long_audio import longest_still_run
 
@@ -366,5 +384,7 @@ def test_long_audio_report_measures_drift_and_plots(tmp_path, seed):
     assert high > low and report["drift_mm"] < 0.5 * (high - low)  # the same speech all along: no drift
     assert report["longest_still_speech_frames"] < seq.fps  # never frozen for a second while speaking
     assert report["corr_with_envelope"] > 0.3 and report["realtime_factor"] > 0
+    envelope_line, opening_line = (line.split("|")[1] for line in report["chart"][:2])
+    assert len(envelope_line) == len(opening_line) == 30  # one column per second
     with Image.open(tmp_path / "jaw.png") as png:
         assert png.size[0] > 600 and png.size[1] > 300

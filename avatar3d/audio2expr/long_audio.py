@@ -60,9 +60,41 @@ def long_audio_report(avatar_dir: Path, audio, rig, plot: Optional[Path] = None,
         "opening_range_mm": [float(opening_mm.min()), float(opening_mm.max())],
         "corr_with_envelope": pearson(opening_mm, envelope),
     }
+    report["chart"] = text_chart({"audio envelope": envelope, "mouth opening": opening_mm}, fps)
     if plot is not None:
         report["plot"] = str(save_plot(Path(plot), wave, envelope, opening_mm, np.rad2deg(out["jaw"][:, 0]), fps))
     return report
+
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: np.ndarray) -> str:
+    # values: [N] -> N characters, the lowest value drawn as the lowest block, the highest as the full block
+    """One block character per value, scaled between the series' own minimum and maximum."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return ""
+    lo, hi = float(values.min()), float(values.max())
+    if not hi > lo:
+        return SPARKS[0] * values.size
+    levels = np.rint((values - lo) / (hi - lo) * (len(SPARKS) - 1)).astype(int)
+    return "".join(SPARKS[k] for k in levels)
+
+
+def text_chart(series: dict, fps: float, seconds_per_column: float = 1.0) -> list[str]:
+    # series: name -> [T] per-frame values (same T)
+    """A terminal-sized picture of several per-frame series over time: one sparkline each, a column per
+    `seconds_per_column` (the mean over those frames), labelled with the name and the column width."""
+    step = max(1, int(round(seconds_per_column * fps)))
+    width = max(len(name) for name in series) if series else 0
+    lines = []
+    for name, values in series.items():
+        values = np.asarray(values, dtype=np.float64)
+        columns = [values[i:i + step].mean() for i in range(0, len(values), step)]
+        lines.append(f"{name:>{width}} |{sparkline(np.asarray(columns))}|")
+    lines.append(f"{'':>{width}}  one column = {step / fps:g} s")
+    return lines
 
 
 def save_plot(path: Path, wave: np.ndarray, envelope: np.ndarray, opening_mm: np.ndarray, jaw_deg: np.ndarray,

@@ -66,6 +66,7 @@ def main(cfg: EvalLipsyncConfig) -> int:
               f"{long['mean_abs_change_mm']:.2f} mm/frame (tracked video {long['tracked_mean_abs_change_mm']:.2f}); "
               f"correlation with the envelope {long['corr_with_envelope']:.2f}"
               + (f"; plot {long['plot']}" if "plot" in long else ""))
+        print("\n".join(long["chart"]))
     if cfg.json is not None:
         write_json(cfg.json, result)
         print(f"wrote {cfg.json}")

@@ -72,7 +72,10 @@ class TrainConfig:
     refine_from: int = 500
     """First step of the refinement (the Gaussians must roughly fit first, or the parameters chase noise)."""
     lr_refine_expr: float = 1e-3
-    """Adam rate of the refined expression coefficients."""
+    """Adam rate of the refined expression coefficients. The refinement rates are deliberately small: on German_20s
+    (default preset) 5x/30x/50x larger expression/rotation/translation rates raised the training PSNR from 28.9 to
+    30.3 dB but not the held-out one (28.93 -> 28.79): the Gaussians then fit better-aligned frames than the tracker
+    gives at test time."""
     lr_refine_pose: float = 1e-5
     """Adam rate of the refined rotations (global, neck, jaw, eyes; radians)."""
     lr_refine_transl: float = 1e-6
