@@ -61,6 +61,13 @@ def synthetic_sequence(rng: np.random.Generator, seconds: float = 12.0, silent: 
         detected=np.ones(t, bool), audio=wave)
 
 
+def track_folder(path, seq):
+    """`path` made into a tracked folder (tracking.npz of `seq`), as audio2expr training expects."""
+    path.mkdir()
+    seq.save(path / "tracking.npz")
+    return path
+
+
 def tiny_train_config(**kw) -> A2ETrainConfig:
     cfg = A2ETrainConfig(window=32, batch=6, max_steps=40, eval_every=20, patience=3, min_speech_s=2.0,
                          model=ModelConfig(**{**TINY.to_json(), "in_dim": 16, "per_frame": 2}))
@@ -209,9 +216,7 @@ def test_train_animate_and_evaluate_on_a_synthetic_track_folder(tmp_path, seed, 
 
     rng = np.random.default_rng(seed)
     seq = synthetic_sequence(rng)
-    folder = tmp_path / "track"
-    folder.mkdir()
-    seq.save(folder / "tracking.npz")
+    folder = track_folder(tmp_path / "track", seq)
     report = train_audio2expr(folder, seed=seed, config=tiny_train_config(), say=lambda m: None)
     assert report["kind"] == "transformer"
     assert (folder / "audio2expr" / "model.safetensors").is_file() and (folder / "audio2expr" / "config.json").is_file()
@@ -237,9 +242,7 @@ def test_train_animate_and_evaluate_on_a_synthetic_track_folder(tmp_path, seed, 
 def test_silent_clip_falls_back_and_still_blinks(tmp_path, seed):
     rng = np.random.default_rng(seed)
     seq = synthetic_sequence(rng, seconds=8.0, silent=True)
-    folder = tmp_path / "avatar"
-    folder.mkdir()
-    seq.save(folder / "tracking.npz")
+    folder = track_folder(tmp_path / "avatar", seq)
     messages = []
     report = train_audio2expr(folder, seed=seed, config=tiny_train_config(), say=messages.append)
     assert report["kind"] == "energy"
@@ -290,9 +293,7 @@ def test_regressor_only_training_and_blend_choice(tmp_path, seed):
 
     rng = np.random.default_rng(seed)
     seq = synthetic_sequence(rng)
-    folder = tmp_path / "track"
-    folder.mkdir()
-    seq.save(folder / "tracking.npz")
+    folder = track_folder(tmp_path / "track", seq)
     report = train_audio2expr(folder, seed=seed, config=tiny_train_config(network=False), say=lambda m: None)
     assert report["kind"] == "ridge"
     config = json.loads((folder / "audio2expr" / "config.json").read_text())
@@ -372,9 +373,7 @@ def test_long_audio_report_measures_drift_and_plots(tmp_path, seed):
 
     rng = np.random.default_rng(seed)
     seq = synthetic_sequence(rng)
-    folder = tmp_path / "track"
-    folder.mkdir()
-    seq.save(folder / "tracking.npz")
+    folder = track_folder(tmp_path / "track", seq)
     train_audio2expr(folder, seed=seed, config=tiny_train_config(network=False), say=lambda m: None)
     wave, _ = am_speech(30.0, rng)
     report = long_audio_report(folder, wave, load_rig(seq.rig_name), plot=tmp_path / "jaw.png",

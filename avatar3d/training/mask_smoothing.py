@@ -100,18 +100,21 @@ class TemporalSmoother:
         return index, total / weight_sum
 
 
-def head_points(rig, params, faces_keep: Optional[Tensor] = None, count: int = 200) -> Tensor:
-    """[B,P,3] world positions of `count` fixed rig vertices posed by only the rigid head motion (root, neck,
+def head_point_indices(rig, faces_keep: Optional[Tensor] = None, count: int = 200) -> Tensor:
+    """[P] `count` rig vertices spread over the triangles in `faces_keep` [F] bool (all when None): the points
+    whose motion between two frames gives the warp."""
+    faces = rig.faces if faces_keep is None else rig.faces[faces_keep.to(rig.faces.device)]
+    used = torch.unique(faces.reshape(-1))
+    return used[torch.linspace(0, len(used) - 1, min(count, len(used)), device=used.device).long()]
+
+
+def head_points(rig, params, indices: Tensor) -> Tensor:
+    # indices: [P] from head_point_indices
+    """[B,P,3] world positions of the rig vertices `indices` posed by only the rigid head motion (root, neck,
     translation; expression, jaw and eyes at rest), so they follow the skull and not the mouth."""
     from avatar3d.head.lbs import pose_vertices
     from avatar3d.head.rig import RigParams
 
     rigid = RigParams(params.shape, torch.zeros_like(params.expr), params.global_rot, params.neck,
                       torch.zeros_like(params.jaw), torch.zeros_like(params.eyes), params.transl)
-    verts = pose_vertices(rig, rigid)  # [B,V,3]
-    if faces_keep is not None:
-        used = torch.unique(rig.faces.to(verts.device)[faces_keep.to(verts.device)].reshape(-1))
-    else:
-        used = torch.arange(verts.shape[1], device=verts.device)
-    pick = used[torch.linspace(0, len(used) - 1, min(count, len(used)), device=verts.device).long()]
-    return verts[:, pick]
+    return pose_vertices(rig, rigid)[:, indices.to(params.expr.device)]

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from avatar3d.errors import BackendUnavailableError, InputError
-from avatar3d.training.mask_smoothing import TemporalSmoother, head_points
+from avatar3d.training.mask_smoothing import TemporalSmoother, head_point_indices, head_points
 
 CHIN, FOREHEAD = 152, 10  # MediaPipe face-mesh landmarks: chin tip, top of the forehead
 MASK_PATTERN = "{:06d}.png"
@@ -218,6 +218,7 @@ def compute_masks(frames_dir: os.PathLike, seq, rig, out_dir: os.PathLike, *,
         with atomic_dir(out_dir) as tmp:
             tmp = Path(tmp)
             smoother = TemporalSmoother(cfg.temporal_radius)
+            warp_points = head_point_indices(rig, drawn)  # [P]
             pending: dict[int, tuple[Tensor, np.ndarray]] = {}  # frame -> (silhouette, chin/forehead px)
 
             def finish(i: int, person: np.ndarray) -> None:
@@ -241,7 +242,7 @@ def compute_masks(frames_dir: os.PathLike, seq, rig, out_dir: os.PathLike, *,
                     verts = pose_vertices(rig, batch)  # [B,V,3]
                     lms = landmarks(rig, verts)[:, [CHIN, FOREHEAD]]  # [B,2,3]
                     key_px = project_vertices(lms.reshape(-1, 3), K, viewmat)[0].reshape(-1, 2, 2).cpu().numpy()
-                    rigid = head_points(rig, batch, drawn)  # [B,P,3]
+                    rigid = head_points(rig, batch, warp_points)  # [B,P,3]
                     rigid_px = project_vertices(rigid.reshape(-1, 3), K, viewmat)[0].reshape(
                         rigid.shape[0], -1, 2).cpu().numpy()
                 for j in range(verts.shape[0]):
