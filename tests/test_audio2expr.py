@@ -1,15 +1,19 @@
 """Audio-to-expression: features, the model, offset estimation, training, chunked inference, evaluation."""
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from avatar3d.audio2expr.features import (SAMPLE_RATE, LogMel, PretrainedEncoder, frame_energy, load_audio,
                                           loudness_reference, sub_frame_times)
-from avatar3d.audio2expr.infer import LoadedModel, animate, run_network
+from avatar3d.audio2expr.infer import LoadedModel, animate, load_model, run_network
 from avatar3d.audio2expr.model import Audio2Expr, ExpressionPrior, ModelConfig
-from avatar3d.audio2expr.train import A2ETrainConfig, Clip, estimate_offset, fit_network, train_audio2expr
+from avatar3d.audio2expr.train import (A2ETrainConfig, Clip, _sample_batch, estimate_offset, fit_network, fold_clips,
+                                       train_audio2expr)
 from avatar3d.errors import InputError, MediaError
 
 TINY = ModelConfig(in_dim=16, per_frame=2, num_expr=7, width=32, layers=2, heads=2, ff=64, radius=4, dropout=0.0)
@@ -173,6 +177,35 @@ def test_model_learns_a_synthetic_mapping_and_is_deterministic(seed):
         assert torch.equal(a, b), k
 
 
+def test_folds_partition_the_clip_and_training_windows_never_touch_their_validation_block(seed):
+    rng = np.random.default_rng(seed)
+    ex = LogMel(n_mels=16, per_frame=2)
+    t = int(rng.integers(150, 400))
+    wave = (0.1 * rng.standard_normal(int(t / 25.0 * SAMPLE_RATE))).astype(np.float32)
+    target = torch.zeros(t, TINY.out_dim)
+    target[:, 0] = torch.arange(t, dtype=torch.float32)  # channel 0 names the frame a target came from
+    clip = Clip(wave, 25.0, 0.0, target, int(t * 0.85))
+    assert fold_clips(clip, 1) == [clip] and clip.val_range == (int(t * 0.85), t)
+    folds = int(rng.integers(2, 7))
+    members = fold_clips(clip, folds)
+    ranges = [m.val_range for m in members]
+    assert ranges[0][0] == 0 and ranges[-1][1] == t and len(members) == folds
+    assert all(a[1] == b[0] for a, b in zip(ranges[:-1], ranges[1:]))  # contiguous, disjoint, complete
+    cfg = tiny_train_config(window=int(rng.integers(16, 48)), batch=8)
+    for member in members:
+        lo, hi = member.val_range
+        assert set(member.fit_frames()) == set(range(t)) - set(range(lo, hi))
+        seen = []
+        for _ in range(12):
+            _, targets, _ = _sample_batch([member], ex, cfg, rng)
+            frames = targets[..., 0][~torch.isnan(targets[..., 0])]
+            seen.append(frames)
+        frames = torch.cat(seen)
+        assert bool(((frames <= lo - 1 + 1e-4) | (frames >= hi - 1e-4)).all()), (lo, hi)
+        if lo >= 2 and t - hi >= 2:  # a middle block: both sides train
+            assert bool((frames < lo).any()) and bool((frames >= hi).any())
+
+
 def test_prior_penalises_only_beyond_the_tracked_spread(seed):
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(500, 6, generator=g) @ torch.diag(torch.tensor([2.0, 1.0, 0.5, 0.2, 0.1, 0.05]))
@@ -192,7 +225,7 @@ def _random_loaded_model(seed) -> LoadedModel:
     net.eval()
     c = cfg.out_dim
     return LoadedModel({"kind": "transformer", "num_expr": cfg.num_expr, "fps": 25.0}, torch.zeros(c), torch.ones(c),
-                       torch.zeros(2, 3), net, LogMel(n_mels=16, per_frame=2))
+                       torch.zeros(2, 3), [net], LogMel(n_mels=16, per_frame=2))
 
 
 def test_chunked_inference_equals_whole_clip_and_has_no_seams(seed):
@@ -201,7 +234,7 @@ def test_chunked_inference_equals_whole_clip_and_has_no_seams(seed):
     wave, _ = am_speech(14.0, rng)
     t = int(14.0 * 25)
     whole = run_network(model, wave, 25.0, t, chunk=10**6)
-    reach = model.net.cfg.reach
+    reach = model.nets[0].cfg.reach
     chunk = int(rng.integers(2 * reach + 20, 4 * reach + 40))
     chunked = run_network(model, wave, 25.0, t, chunk=chunk)
     assert torch.allclose(chunked, whole, atol=1e-4), float((chunked - whole).abs().max())
@@ -237,6 +270,29 @@ def test_train_animate_and_evaluate_on_a_synthetic_track_folder(tmp_path, seed, 
         assert {"lve_mm", "mouth_open_corr", "lmd_px"} <= set(r) and r["lve_mm"] >= 0
     assert result["baselines"]["mean"]["mouth_open_corr"] is None  # a constant mouth has no correlation
     assert result["realtime_factor"] > 0
+    # the ensemble: one network per fold, averaged
+    model = load_model(folder)
+    assert len(model.nets) == report["members"] == tiny_train_config().folds
+    short, _ = am_speech(3.0, rng)
+    mixed = run_network(model, short, 25.0, 75)
+    alone = [run_network(dataclasses.replace(model, nets=[net]), short, 25.0, 75) for net in model.nets]
+    assert torch.allclose(mixed, torch.stack(alone).mean(0), atol=1e-5)
+    assert float((alone[0] - alone[1]).abs().max()) > 1e-4  # the members differ
+    # a model saved before ensembles (one `net.*`, no "members") still loads, as that one network
+    from safetensors.torch import load_file, save_file
+
+    old = tmp_path / "old" / "audio2expr"
+    old.mkdir(parents=True)
+    tensors = {(k.replace("net0.", "net.", 1) if k.startswith("net0.") else k): v
+               for k, v in load_file(str(folder / "audio2expr" / "model.safetensors")).items()
+               if not k.startswith("net") or k.startswith("net0.")}
+    save_file(tensors, str(old / "model.safetensors"))
+    config = json.loads((folder / "audio2expr" / "config.json").read_text())
+    config.pop("members")
+    (old / "config.json").write_text(json.dumps(config))
+    legacy = load_model(old)
+    assert len(legacy.nets) == 1
+    assert torch.allclose(run_network(legacy, short, 25.0, 75), alone[0], atol=1e-6)
 
 
 def test_silent_clip_falls_back_and_still_blinks(tmp_path, seed):
@@ -289,8 +345,6 @@ def test_lip_regressor_learns_the_envelope_and_chunks_do_not_matter(seed):
 
 
 def test_regressor_only_training_and_blend_choice(tmp_path, seed):
-    import json
-
     rng = np.random.default_rng(seed)
     seq = synthetic_sequence(rng)
     folder = track_folder(tmp_path / "track", seq)

@@ -1,4 +1,5 @@
-"""`avatar3d train audio2expr`: fit the speech-to-expression transformer of an avatar."""
+"""`avatar3d train audio2expr`: fit the speech-to-expression model of an avatar (CPU: the networks are small,
+about 0.1 M parameters each, and train in a minute or two; a GPU would not pay for its start-up)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,25 +18,26 @@ class TrainAudio2ExprConfig:
     """Local folder of a wav2vec 2.0 / HuBERT / WavLM model (transformers layout); default: log-mel features."""
     pretrain: Optional[Path] = None
     """Folder of enrolled avatars to pre-train on before fine-tuning on this one."""
-    device: Literal["cpu", "cuda"] = "cpu"
-    """Compute device."""
+    preset: Literal["fast", "default", "quality"] = "default"
+    """Training settings from configs/<preset>.yaml (its audio2expr section), as `enroll --preset` uses them."""
     seed: int = 0
     """Random seed (training and inference are deterministic for a given seed)."""
 
 
 def main(cfg: TrainAudio2ExprConfig) -> int:
-    import torch
+    from avatar3d.audio2expr.train import A2ETrainConfig, train_audio2expr
+    from avatar3d.config import preset_section
 
-    from avatar3d.audio2expr.train import train_audio2expr
-    from avatar3d.errors import BackendUnavailableError
-
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise BackendUnavailableError("--device cuda was asked for but this torch has no CUDA device; "
-                                      "use --device cpu (training takes a few minutes on CPU)")
-    report = train_audio2expr(cfg.avatar, audio_encoder=cfg.audio_encoder, pretrain=cfg.pretrain, seed=cfg.seed)
-    extra = {"transformer": f", {report.get('steps')} steps, {report.get('params', 0) / 1e6:.2f} M parameters, "
-                            f"lip regressor share {report.get('blend', 0.0):.2f}",
-             "ridge": " (lip regressor only)"}.get(report["kind"], " (energy fallback)")
+    config = preset_section(cfg.preset, "audio2expr", A2ETrainConfig)
+    report = train_audio2expr(cfg.avatar, audio_encoder=cfg.audio_encoder, pretrain=cfg.pretrain, seed=cfg.seed,
+                              config=config)
+    if report["kind"] == "transformer":
+        steps = report.get("steps") or [0]
+        extra = (f", {report.get('members', 1)} network(s) of {min(steps)}-{max(steps)} steps, "
+                 f"{report.get('params', 0) / 1e6:.2f} M parameters in all, lip regressor share "
+                 f"{report.get('blend', 0.0):.2f}")
+    else:
+        extra = " (lip regressor only)" if report["kind"] == "ridge" else " (energy fallback)"
     print(f"audio2expr: {report['kind']} model in {report['seconds']:.0f} s{extra}; "
           f"offset {report.get('av_offset_ms', 0.0):+.0f} ms; saved to {report['out']}")
     return 0

@@ -38,7 +38,7 @@ class LoadedModel:
     mean: Tensor  # [C] tracked mean of expr|jaw|neck
     std: Tensor  # [C]
     eyes_mean: Tensor  # [2,3]
-    net: Optional[Audio2Expr]
+    nets: list[Audio2Expr]  # the ensemble (empty: no network); outputs are averaged
     extractor: Optional[FeatureExtractor]
     ridge: Optional[LipRidge] = None
     ridge_extractor: Optional[FeatureExtractor] = None
@@ -64,18 +64,26 @@ def load_model(model_dir: Union[str, Path], audio_encoder: Optional[Path] = None
         tensors = load_file(str(model_path))
     except Exception as err:
         raise InputError(f"{folder} is damaged ({type(err).__name__}: {err}); re-run `avatar3d train audio2expr`") from err
-    net = extractor = None
+    nets, extractor = [], None
     if config.get("kind") == "transformer":
         mcfg = ModelConfig(**config["model"])
-        net = Audio2Expr(mcfg)
-        net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
-        net.eval()
+        # ensemble members are saved as net0.*, net1.*, ...; models from before ensembles hold one net.*
+        prefixes = [f"net{m}." for m in range(int(config["members"]))] if "members" in config else ["net."]
+        for prefix in prefixes:
+            net = Audio2Expr(mcfg)
+            state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            try:
+                net.load_state_dict(state)
+            except RuntimeError as err:
+                raise InputError(f"{folder} is damaged (network {prefix[:-1]}: {err}); re-run "
+                                 "`avatar3d train audio2expr`") from err
+            nets.append(net.eval())
         extractor = make_extractor(config.get("features"), audio_encoder)
     ridge = ridge_ex = None
     if "ridge" in config and "ridge.weight" in tensors:
         ridge = LipRidge.from_tensors(config["ridge"], tensors)
         ridge_ex = make_extractor(config.get("ridge_features"))
-    loaded = LoadedModel(config, tensors["mean"], tensors["std"], tensors["eyes_mean"], net, extractor, ridge, ridge_ex)
+    loaded = LoadedModel(config, tensors["mean"], tensors["std"], tensors["eyes_mean"], nets, extractor, ridge, ridge_ex)
     _CACHE.clear()
     _CACHE[key] = loaded
     return loaded
@@ -93,17 +101,17 @@ def _chunks(total: int, chunk: int, overlap: int):
 
 
 def predict_normalised(model: LoadedModel, wave: np.ndarray, fps: float, num_frames: int, chunk: int = 512) -> Tensor:
-    """[T,C] normalised channels: the transformer, the lip regressor, or their blend (share from training)."""
+    """[T,C] normalised channels: the transformers' mean, the lip regressor, or their blend (share from training)."""
     blend = float(model.config.get("blend", 0.0)) if model.ridge is not None else 0.0
-    if model.net is None and model.ridge is None:
+    if not model.nets and model.ridge is None:
         raise InputError("this audio-to-expression model has neither a network nor a regressor; re-run "
                          "`avatar3d train audio2expr`")
     out = None
-    if model.net is not None and blend < 1.0:
+    if model.nets and blend < 1.0:
         out = run_network(model, wave, fps, num_frames, chunk=chunk) * (1.0 - blend)
-    if model.ridge is not None and (blend > 0.0 or model.net is None):
+    if model.ridge is not None and (blend > 0.0 or not model.nets):
         r = model.ridge.predict(model.ridge_extractor, wave, fps, num_frames, 0.0, chunk=max(chunk, 256))
-        out = r * (blend if model.net is not None else 1.0) + (0.0 if out is None else out)
+        out = r * (blend if model.nets else 1.0) + (0.0 if out is None else out)
     return smooth_frames(out, SMOOTH_S * fps)
 
 
@@ -120,20 +128,21 @@ def smooth_frames(x: Tensor, sigma: float) -> Tensor:
 
 def run_network(model: LoadedModel, wave: np.ndarray, fps: float, num_frames: int, t0: float = 0.0,
                 chunk: int = 512, overlap: Optional[int] = None) -> Tensor:
-    """Normalised network output [T,C] for frames at t0 + i/fps, chunked with exact cross-fades."""
-    net, ex = model.net, model.extractor
-    reach = net.cfg.reach
+    """Normalised output [T,C] of the networks (their mean) for frames at t0 + i/fps, chunked with exact
+    cross-fades."""
+    nets, ex = model.nets, model.extractor
+    reach = nets[0].cfg.reach
     overlap = 2 * reach + 16 if overlap is None else int(overlap)
     if chunk <= overlap + 1:
         raise InputError(f"chunk ({chunk} frames) must exceed the overlap ({overlap}); use a larger chunk")
     fade_lo, fade_hi = (reach, overlap - reach) if overlap > 2 * reach else (0, overlap)
-    out = torch.zeros(num_frames, net.cfg.out_dim)
+    out = torch.zeros(num_frames, nets[0].cfg.out_dim)
     weight = torch.zeros(num_frames, 1)
     spans = _chunks(num_frames, chunk, overlap)
     with torch.no_grad():
         for n, (s, length) in enumerate(spans):
             feats = ex.frames(wave, fps, length, t0 + s / fps)  # [L,k,D]
-            y = net(feats[None])[0]  # [L,C]
+            y = torch.stack([net(feats[None])[0] for net in nets]).mean(0)  # [L,C]
             w = torch.ones(length, 1)
             ramp = torch.clamp((torch.arange(length, dtype=torch.float32) - fade_lo + 0.5) / max(1, fade_hi - fade_lo), 0, 1)
             if n > 0:  # rising edge at the start, inside the exact part of the overlap

@@ -4,14 +4,18 @@
    cross-correlated with the audio envelope over +-200 ms; the lag (ms, positive: the audio lags the
    picture) is reported and corrected (frame i reads audio at i/fps + offset).
 2. Windowed training on the TRAINING part only (the held-out tail is never read, audio included), with
-   gain, noise and +-5% speed augmentation; validation and early stopping on the last slice of the
-   training part.
+   gain, noise and +-5% speed augmentation. A k-fold ensemble (`folds`, default 5): each network is
+   early-stopped on its own contiguous block of the training part and trained on the rest; inference
+   averages them (with ~15 s of speech one network's output depends much on its seed and its
+   validation slice; their mean is steadier and closer). `folds: 1`: one network validated on the last
+   `val_fraction`.
 3. Too little speech: a clear message, and a fallback model (audio energy -> jaw opening regression)
    that still animates.
 4. `pretrain`: first train on every other tracked clip under a folder (same head model), then fine-tune.
-5. A closed-form lip regressor (ridge.py) fitted beside the transformer; its share of the output is the
-   one with the smallest lip error on the validation slice (a few seconds of speech rarely suffice for a
-   network alone). `network: false` keeps the regressor only (seconds of training).
+5. A closed-form lip regressor (ridge.py) fitted beside the transformers; its share of the output is the
+   one with the smallest lip error on the out-of-fold predictions (every training frame predicted by the
+   member that never saw it, and by a regressor fitted without its block). `network: false` keeps the
+   regressor only (seconds of training).
 
 Writes `OUT/audio2expr/model.safetensors` + `config.json` (atomically; config.json last, as the commit
 point). Deterministic for a seed (up to the optional wall-clock cap, which is a safety net).
@@ -19,6 +23,7 @@ point). Deterministic for a seed (up to the optional wall-clock cap, which is a 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,8 +70,10 @@ class A2ETrainConfig:
     max_seconds: float = 280.0
     """Safety cap on training time (stopping by it breaks exact reproducibility)."""
     w_lip: float = 1.0
-    w_mse: float = 0.3
-    w_vel: float = 0.5
+    w_mse: float = 0.1
+    """Weight of the plain channel error (all channels, normalised) beside the lip-vertex error."""
+    w_vel: float = 0.2
+    """Weight of the frame-to-frame velocity error."""
     w_prior: float = 0.05
     max_offset_ms: float = 200.0
     min_speech_s: float = 4.0
@@ -75,6 +82,10 @@ class A2ETrainConfig:
     gain_db: float = 6.0
     snr_db: tuple = (15.0, 45.0)
     pretrain_steps: int = 800
+    folds: int = 5
+    """Networks in the ensemble, each early-stopped on its own block of the training part (k-fold); inference
+    averages them, and their out-of-fold predictions choose the lip regressor's share. 1: a single network
+    validated on the last `val_fraction`."""
     network: bool = True
     """Train the transformer; off: the closed-form lip regressor alone (seconds instead of minutes)."""
     blend_grid: tuple = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -98,12 +109,35 @@ class Clip:
     fps: float
     offset_s: float  # frame i reads audio at offset_s + i / fps
     target: Tensor  # [T,C] normalised deltas, C = E + 6
-    n_fit: int  # frames [0, n_fit) train, [n_fit, T) validate
+    val_start: int  # validation frames [val_start, val_end); every other frame trains
     lip_jacobian: Optional[Tensor] = None  # [3L,E+3] lip displacement (m) per normalised unit
     opening_grad: Optional[Tensor] = None  # [E+3] inner-lip distance (m) per normalised unit
     lip_scale: float = 1.0
     table: Optional[Tensor] = None  # [N,D] features of the whole wave at `rate` Hz (mel POWER for log-mel)
     rate: float = 100.0
+    val_end: Optional[int] = None  # None: the end of the clip
+
+    @property
+    def val_range(self) -> tuple[int, int]:
+        return self.val_start, self.target.shape[0] if self.val_end is None else self.val_end
+
+    def fit_spans(self) -> list[tuple[int, int]]:
+        """[(start, end)) runs of training frames: before and after the validation slice."""
+        lo, hi = self.val_range
+        return [(a, b) for a, b in ((0, lo), (hi, self.target.shape[0])) if b - a >= 2]
+
+    def fit_frames(self) -> np.ndarray:  # [N] indices of the training frames
+        return np.concatenate([np.arange(a, b) for a, b in self.fit_spans()] or [np.zeros(0, int)])
+
+
+def fold_clips(clip: Clip, folds: int) -> list[Clip]:
+    """The clip once per ensemble member, each validating on its own contiguous block (folds > 1), or the
+    clip as prepared (validation at its end) for a single network. They share the feature table."""
+    if folds <= 1:
+        return [clip]
+    t = clip.target.shape[0]
+    edges = np.linspace(0, t, folds + 1).round().astype(int)
+    return [dataclasses.replace(clip, val_start=int(a), val_end=int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
 # ------------------------------------------------------------------------------------------ signals
@@ -300,18 +334,21 @@ def _window(clip: Clip, ex: FeatureExtractor, start: float, n: int, speed: float
 
 
 def _sample_batch(clips: list[Clip], ex: FeatureExtractor, cfg: A2ETrainConfig, rng: np.random.Generator):
+    """A batch of augmented windows, each inside one run of training frames (chosen by its length, so
+    every training frame is about equally likely to be seen)."""
     feats, targets, owners = [], [], []
-    weights = np.array([max(1, c.n_fit - cfg.window) for c in clips], float)
+    spans = [(ci, a, b) for ci, c in enumerate(clips) for a, b in c.fit_spans()]
+    weights = np.array([b - a for _, a, b in spans], float)
     for _ in range(cfg.batch):
-        ci = int(rng.choice(len(clips), p=weights / weights.sum()))
+        ci, a, b = spans[int(rng.choice(len(spans), p=weights / weights.sum()))]
         clip = clips[ci]
         speed = float(rng.uniform(1 - cfg.speed, 1 + cfg.speed))
-        n = min(cfg.window, max(2, int((clip.n_fit - 1) / speed)))
-        start = float(rng.uniform(0, max(0.0, clip.n_fit - 1 - (n - 1) * speed)))
+        n = min(cfg.window, max(2, int((b - a - 1) / speed)))
+        start = a + float(rng.uniform(0, max(0.0, b - a - 1 - (n - 1) * speed)))
         gain = float(10 ** (rng.uniform(-cfg.gain_db, cfg.gain_db) / 20))
         snr = float(rng.uniform(*cfg.snr_db))
         f, t = _window(clip, ex, start, n, speed, gain, snr, rng)
-        if n < cfg.window:  # short clips: pad (masked out of the loss)
+        if n < cfg.window:  # short runs: pad (masked out of the loss)
             f = torch.cat([f, f.new_zeros(cfg.window - n, *f.shape[1:])])
             t = torch.cat([t, t.new_full((cfg.window - n, t.shape[1]), float("nan"))])
         feats.append(f)
@@ -353,9 +390,9 @@ def _val_batch(clips: list[Clip], ex: FeatureExtractor):
     """One un-augmented window per clip covering its validation slice."""
     out = []
     for ci, clip in enumerate(clips):
-        n = clip.target.shape[0] - clip.n_fit
-        if n >= 2:
-            f, t = _window(clip, ex, float(clip.n_fit), n, 1.0, 1.0, None, np.random.default_rng(0))
+        lo, hi = clip.val_range
+        if hi - lo >= 2:
+            f, t = _window(clip, ex, float(lo), hi - lo, 1.0, 1.0, None, np.random.default_rng(0))
             out.append((f[None], t[None], [ci]))
     return out
 
@@ -363,8 +400,9 @@ def _val_batch(clips: list[Clip], ex: FeatureExtractor):
 def _feature_stats(clips: list[Clip], ex: FeatureExtractor) -> tuple[Tensor, Tensor]:
     rows = []
     for clip in clips:
-        f, _ = _window(clip, ex, 0.0, clip.n_fit, 1.0, 1.0, None, np.random.default_rng(0))
-        rows.append(f.reshape(-1, f.shape[-1]))
+        for a, b in clip.fit_spans():
+            f, _ = _window(clip, ex, float(a), b - a, 1.0, 1.0, None, np.random.default_rng(0))
+            rows.append(f.reshape(-1, f.shape[-1]))
     allf = torch.cat(rows)
     return allf.mean(0), allf.std(0).clamp_min(1e-3)
 
@@ -441,17 +479,28 @@ def lip_error(pred: Tensor, target: Tensor, clip: Clip) -> float:
     return float((err[:, :e3] @ clip.lip_jacobian.double().T).pow(2).mean() / clip.lip_scale)
 
 
-def choose_blend(net: Optional[Audio2Expr], ridge: LipRidge, clip: Clip, ex: FeatureExtractor, ridge_ex: LogMel,
-                 grid: tuple) -> tuple[float, dict]:
-    """The regressor's share (from `grid`) with the smallest lip error on the validation slice."""
-    n = clip.target.shape[0] - clip.n_fit
-    if net is None or n < 2:
+def out_of_fold(nets: list[Audio2Expr], members: list[Clip], ex: FeatureExtractor, ridge_cfg: RidgeConfig,
+                ridge_ex: LogMel) -> tuple[Tensor, Tensor, Tensor]:
+    """(network [N,C], regressor [N,C], target [N,C]) on every member's validation slice, each predicted by
+    models that never saw its targets: the member's network, and a regressor fitted on its training frames."""
+    net_rows, ridge_rows, target_rows = [], [], []
+    for net, clip in zip(nets, members):
+        lo, hi = clip.val_range
+        if hi - lo < 2:
+            continue
+        ridge = fit_ridge(clip, ridge_cfg, clip.fit_frames(), ridge_ex)
+        ridge_rows.append(ridge.predict(ridge_ex, clip.wave, clip.fps, hi - lo, clip.offset_s + lo / clip.fps))
+        f, _ = _window(clip, ex, float(lo), hi - lo, 1.0, 1.0, None, np.random.default_rng(0))
+        with torch.no_grad():
+            net_rows.append(net(f[None])[0])
+        target_rows.append(clip.target[lo:hi])
+    return torch.cat(net_rows), torch.cat(ridge_rows), torch.cat(target_rows)
+
+
+def choose_blend(net_pred: Tensor, ridge_pred: Tensor, target: Tensor, clip: Clip, grid: tuple) -> tuple[float, dict]:
+    """The regressor's share (from `grid`) with the smallest lip error; all [N,C] out-of-fold."""
+    if target.shape[0] < 2:
         return 1.0, {}
-    target = clip.target[clip.n_fit:]
-    ridge_pred = ridge.predict(ridge_ex, clip.wave, clip.fps, n, clip.offset_s + clip.n_fit / clip.fps)
-    f, _ = _window(clip, ex, float(clip.n_fit), n, 1.0, 1.0, None, np.random.default_rng(0))
-    with torch.no_grad():
-        net_pred = net(f[None])[0]
     scores = {float(w): round(lip_error(w * ridge_pred + (1 - w) * net_pred, target, clip), 4) for w in grid}
     best = min(scores, key=scores.get)
     return best, scores
@@ -590,38 +639,51 @@ def train_audio2expr(source: Path, out_dir: Optional[Path] = None, *, audio_enco
     say(f"audio/video offset: {found['av_offset_ms']:+.0f} ms (peak correlation {found['av_offset_peak_corr']:.2f}; "
         f"applied {found['av_offset_applied_ms']:+.0f} ms); {speech:.1f} s of speech in {n_train} training frames")
     e3 = cfg.model.num_expr + 3
-    prior = ExpressionPrior.fit(clip.target[: clip.n_fit, :e3])
     ridge_ex = make_extractor(RIDGE_FEATURES)
-    net = None
     if not cfg.network:
         ridge = fit_ridge(clip, cfg.ridge, np.arange(n_train), ridge_ex)
         return _save_ridge_only(out_dir, base_tensors, common, ridge, clip, found, report, seq, n_train, started)
+    _ensure_table(clip, ex)  # once, shared by the members
+    members = fold_clips(clip, cfg.folds)
+    member_cfg = dataclasses.replace(cfg, max_seconds=cfg.max_seconds / len(members))
+    pretrained = None
     if pretrain is not None:
         others = _pretrain_clips(pretrain, source, seq.rig_name, cfg, rig, say)
         say(f"pretraining on {len(others)} clip(s)")
-        net, pre = fit_network(others + [clip], others + [clip], ex, cfg, seed, None, steps=cfg.pretrain_steps,
-                               say=say)
+        pretrained, pre = fit_network(others + [clip], others + [clip], ex, cfg, seed, None,
+                                      steps=cfg.pretrain_steps, say=say)
         report["pretrain"] = {"clips": len(others), "steps": pre["steps"]}
-    say(f"training ({'fine-tuning' if net is not None else 'from scratch'}) on {clip.n_fit} frames, "
-        f"validating on {clip.target.shape[0] - clip.n_fit}")
-    net, fit = fit_network([clip], [clip], ex, cfg, seed + 1, prior, net=net, say=say)
-    # the lip regressor: fitted without the validation slice to choose its share, then on every frame
-    blend, blend_scores = choose_blend(net, fit_ridge(clip, cfg.ridge, np.arange(clip.n_fit), ridge_ex), clip, ex,
-                                       ridge_ex, cfg.blend_grid)
-    say(f"lip regressor share {blend:.2f} (validation lip error by share: {blend_scores})")
+    nets, fits = [], []
+    for k, member in enumerate(members):
+        lo, hi = member.val_range
+        say(f"network {k + 1}/{len(members)} ({'fine-tuning' if pretrained is not None else 'from scratch'}) on "
+            f"{len(member.fit_frames())} frames, validating on frames {lo}-{hi - 1}")
+        prior = ExpressionPrior.fit(member.target[member.fit_frames(), :e3])
+        net, fit = fit_network([member], [member], ex, member_cfg, seed + 1 + k, prior,
+                               net=copy.deepcopy(pretrained) if pretrained is not None else None, say=say)
+        nets.append(net)
+        fits.append(fit)
+    # the lip regressor's share, from out-of-fold predictions; then the regressor on every training frame
+    net_oof, ridge_oof, target_oof = out_of_fold(nets, members, ex, cfg.ridge, ridge_ex)
+    blend, blend_scores = choose_blend(net_oof, ridge_oof, target_oof, clip, cfg.blend_grid)
+    say(f"lip regressor share {blend:.2f} (out-of-fold lip error by share: {blend_scores})")
     ridge = fit_ridge(clip, cfg.ridge, np.arange(n_train), ridge_ex)
+    prior = ExpressionPrior.fit(clip.target[:, :e3])
     energy = fit_energy_jaw(seq, n_train, clip.offset_s)
-    tensors = {**base_tensors, **{f"net.{k}": v for k, v in net.state_dict().items()},
+    tensors = {**base_tensors, **{f"net{m}.{k}": v for m, net in enumerate(nets) for k, v in net.state_dict().items()},
                **{f"prior.{k}": v for k, v in prior.state_dict().items()}, **ridge.tensors()}
     seconds = time.perf_counter() - started
-    report.update(kind="transformer", steps=fit["steps"], best_val=fit["best_val"], seconds=round(seconds, 1),
-                  params=net.num_params(), out=str(out_dir), blend=blend)
+    report.update(kind="transformer", members=len(nets), steps=[f["steps"] for f in fits],
+                  best_val=[f["best_val"] for f in fits], seconds=round(seconds, 1),
+                  params=sum(net.num_params() for net in nets), out=str(out_dir), blend=blend)
     features = ex.config() if hasattr(ex, "config") else {"kind": ex.kind}
     save_model(out_dir, tensors, {**common, "kind": "transformer", "model": cfg.model.to_json(), "features": features,
                                   "ridge": cfg.ridge.to_json(), "ridge_features": RIDGE_FEATURES, "blend": blend,
                                   "energy": energy, "av_offset_ms": found["av_offset_applied_ms"],
                                   "av_offset_estimate_ms": found["av_offset_ms"],
-                                  "report": {**report, "history": fit["history"], "blend_scores": blend_scores}})
+                                  "members": len(nets),
+                                  "report": {**report, "history": [f["history"] for f in fits],
+                                             "blend_scores": blend_scores}})
     return report
 
 
