@@ -295,6 +295,38 @@ def test_train_animate_and_evaluate_on_a_synthetic_track_folder(tmp_path, seed, 
     assert torch.allclose(run_network(legacy, short, 25.0, 75), alone[0], atol=1e-6)
 
 
+def test_pretrain_uses_every_other_speaking_clip_then_fine_tunes(tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    people = tmp_path / "people"
+    people.mkdir()
+    for name in ("ann", "bob"):
+        track_folder(people / name, synthetic_sequence(rng, seconds=10.0))
+    track_folder(people / "mute", synthetic_sequence(rng, seconds=8.0, silent=True))
+    target = track_folder(people / "me", synthetic_sequence(rng, seconds=10.0))  # inside DIR: never its own prior
+    messages = []
+    cfg = tiny_train_config(pretrain_steps=20, folds=2)
+    report = train_audio2expr(target, pretrain=people, seed=seed, config=cfg, say=messages.append)
+    assert report["pretrain"]["clips"] == 2 and report["members"] == 2
+    assert any("mute" in m and "too little speech" in m for m in messages)
+    assert not any(str(target) in m and "pretraining clip" in m for m in messages)
+    from avatar3d.tracking.sequence import TrackedSequence
+
+    same = TrackedSequence.load(target / "tracking.npz")
+    scratch = train_audio2expr(track_folder(tmp_path / "me2", same), seed=seed,
+                               config=tiny_train_config(folds=2), say=lambda m: None)
+    assert "pretrain" not in scratch
+    wave, _ = am_speech(4.0, rng)
+    tuned = animate(target, wave, 25.0, seed=0, sample_rate=SAMPLE_RATE, procedural=False)
+    fresh = animate(tmp_path / "me2", wave, 25.0, seed=0, sample_rate=SAMPLE_RATE, procedural=False)
+    assert not np.allclose(tuned["jaw"], fresh["jaw"])  # the pretrained start changed the result
+    with pytest.raises(InputError, match="not a folder"):
+        train_audio2expr(target, pretrain=tmp_path / "nowhere", seed=seed, config=cfg, say=lambda m: None)
+    lonely = tmp_path / "lonely"
+    lonely.mkdir()
+    with pytest.raises(InputError, match="no other tracked clip"):
+        train_audio2expr(target, pretrain=lonely, seed=seed, config=cfg, say=lambda m: None)
+
+
 def test_silent_clip_falls_back_and_still_blinks(tmp_path, seed):
     rng = np.random.default_rng(seed)
     seq = synthetic_sequence(rng, seconds=8.0, silent=True)
