@@ -272,7 +272,7 @@ def test_train_animate_and_evaluate_on_a_synthetic_track_folder(tmp_path, seed, 
     assert result["realtime_factor"] > 0
     # the ensemble: one network per fold, averaged
     model = load_model(folder)
-    assert len(model.nets) == report["members"] == tiny_train_config().folds
+    assert len(model.nets) == report["members"] == tiny_train_config().folds * tiny_train_config().repeats
     short, _ = am_speech(3.0, rng)
     mixed = run_network(model, short, 25.0, 75)
     alone = [run_network(dataclasses.replace(model, nets=[net]), short, 25.0, 75) for net in model.nets]
@@ -304,7 +304,7 @@ def test_pretrain_uses_every_other_speaking_clip_then_fine_tunes(tmp_path, seed)
     track_folder(people / "mute", synthetic_sequence(rng, seconds=8.0, silent=True))
     target = track_folder(people / "me", synthetic_sequence(rng, seconds=10.0))  # inside DIR: never its own prior
     messages = []
-    cfg = tiny_train_config(pretrain_steps=20, folds=2)
+    cfg = tiny_train_config(pretrain_steps=20, folds=2, repeats=1)
     report = train_audio2expr(target, pretrain=people, seed=seed, config=cfg, say=messages.append)
     assert report["pretrain"]["clips"] == 2 and report["members"] == 2
     assert any("mute" in m and "too little speech" in m for m in messages)
@@ -313,7 +313,7 @@ def test_pretrain_uses_every_other_speaking_clip_then_fine_tunes(tmp_path, seed)
 
     same = TrackedSequence.load(target / "tracking.npz")
     scratch = train_audio2expr(track_folder(tmp_path / "me2", same), seed=seed,
-                               config=tiny_train_config(folds=2), say=lambda m: None)
+                               config=tiny_train_config(folds=2, repeats=1), say=lambda m: None)
     assert "pretrain" not in scratch
     wave, _ = am_speech(4.0, rng)
     tuned = animate(target, wave, 25.0, seed=0, sample_rate=SAMPLE_RATE, procedural=False)
