@@ -4,17 +4,17 @@
    cross-correlated with the audio envelope over +-200 ms; the lag (ms, positive: the audio lags the
    picture) is reported and corrected (frame i reads audio at i/fps + offset).
 2. Windowed training on the TRAINING part only (the held-out tail is never read, audio included), with
-   gain, noise and +-5% speed augmentation. A k-fold ensemble (`folds`, default 5): each network is
-   early-stopped on its own contiguous block of the training part and trained on the rest; inference
-   averages them (with ~15 s of speech one network's output depends much on its seed and its
-   validation slice; their mean is steadier and closer). `folds: 1`: one network validated on the last
-   `val_fraction`.
+   gain, noise and +-5% speed augmentation. A k-fold ensemble (`folds` blocks, `repeats` networks per
+   block, default 5 x 2): each network is early-stopped on its own contiguous block of the training part
+   and trained on the rest; inference averages them (with ~15 s of speech one network's output depends
+   much on its seed and its validation slice; their mean is steadier and closer). `folds: 1`: networks
+   validated on the last `val_fraction`.
 3. Too little speech: a clear message, and a fallback model (audio energy -> jaw opening regression)
    that still animates.
 4. `pretrain`: first train on every other tracked clip under a folder (same head model), then fine-tune.
 5. A closed-form lip regressor (ridge.py) fitted beside the transformers; its share of the output is the
    one with the smallest lip error on the out-of-fold predictions (every training frame predicted by the
-   member that never saw it, and by a regressor fitted without its block). `network: false` keeps the
+   networks that never saw it, and by a regressor fitted without its block). `network: false` keeps the
    regressor only (seconds of training).
 
 Writes `OUT/audio2expr/model.safetensors` + `config.json` (atomically; config.json last, as the commit
