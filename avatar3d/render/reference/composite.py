@@ -64,7 +64,7 @@ def tile_intersections(means2d: Tensor, radii: Tensor, depths: Tensor, width: in
 
 
 def _blend_tiles(means2d: Tensor, conics: Tensor, opacities: Tensor, colors: Tensor, background: Tensor,
-                 gids: Tensor, valid: Tensor, pix: Tensor):
+                 gids: Tensor, valid: Tensor, pix: Tensor, alpha_min: float, t_min: float):
     # means2d: [N,2], conics: [N,3], opacities: [N], colors: [N,C], background: [C],
     # gids: [B,K] Gaussian ids in (depth, index) order (padding arbitrary), valid: [B,K] bool, pix: [B,P,2]
     """Composite B tiles: returns (colour [B,P,C], transmittance [B,P]).
@@ -89,10 +89,10 @@ def _blend_tiles(means2d: Tensor, conics: Tensor, opacities: Tensor, colors: Ten
         sigma = 0.5 * (con[..., 0:1] * dx * dx + con[..., 2:3] * dy * dy) + con[..., 1:2] * dx * dy
         alpha = torch.clamp_max(opacities[g].unsqueeze(-1) * torch.exp(-sigma.clamp_min(0.0)), ALPHA_MAX)
         with torch.no_grad():
-            ok = valid[:, k0:k0 + DEPTH_BLOCK].unsqueeze(-1) & (sigma >= 0) & (alpha >= ALPHA_MIN) & ~done[:, None]
+            ok = valid[:, k0:k0 + DEPTH_BLOCK].unsqueeze(-1) & (sigma >= 0) & (alpha >= alpha_min) & ~done[:, None]
             seq = torch.cat([trans.detach().unsqueeze(1), torch.where(ok, 1.0 - alpha, torch.ones_like(alpha))], 1)
             t_after = torch.cumprod(seq, dim=1)[:, 1:]
-            stop = ok & (t_after <= T_MIN)
+            stop = ok & (t_after <= t_min)
             stopped = torch.cumsum(stop.to(torch.int32), dim=1) > 0  # the stopping Gaussian included
             used = ok & ~stopped
             done = done | stop.any(dim=1)
@@ -125,6 +125,20 @@ def composite(means2d: Tensor, conics: Tensor, opacities_eff: Tensor, colors: Te
     # means2d: [N,2], conics: [N,3], opacities_eff: [N], colors: [N,C], background: [C] or None,
     # radii: [N] int32, depths: [N]
     """Blend the projected Gaussians: returns (image [H,W,C], alpha [H,W,1])."""
+    return composite_with_cutoffs(means2d, conics, opacities_eff, colors, background, radii, depths, width, height,
+                                  ALPHA_MIN, T_MIN)
+
+
+def composite_with_cutoffs(means2d: Tensor, conics: Tensor, opacities_eff: Tensor, colors: Tensor,
+                           background: Tensor | None, radii: Tensor, depths: Tensor, width: int, height: int,
+                           alpha_min: float, t_min: float) -> tuple[Tensor, Tensor]:
+    # means2d: [N,2], conics: [N,3], opacities_eff: [N], colors: [N,C], background: [C] or None,
+    # radii: [N] int32, depths: [N]
+    """`composite` with its two cut-offs (skip below `alpha_min`, stop at `t_min`) moved.
+
+    The tests render the float64 oracle with both nudged a little to find the pixels where a cut-off decision
+    sits within float32 rounding of its threshold (cuda_ext/README.md, "How the backends are compared").
+    """
     device, dtype = means2d.device, means2d.dtype
     n_ch = colors.shape[-1]
     if background is None:
@@ -161,7 +175,7 @@ def composite(means2d: Tensor, conics: Tensor, opacities_eff: Tensor, colors: Te
         gids = torch.where(valid, ids[pos], torch.zeros_like(pos))
         origin = torch.stack([tiles % tiles_x, torch.div(tiles, tiles_x, rounding_mode="floor")], dim=-1)
         pix = origin.to(dtype).unsqueeze(1) * TILE + local_xy  # [B,P,2]
-        args = (means2d, conics, opacities_eff, colors, background, gids, valid, pix)
+        args = (means2d, conics, opacities_eff, colors, background, gids, valid, pix, alpha_min, t_min)
         rgb, trans = checkpoint(_blend_tiles, *args, use_reentrant=False) if grad else _blend_tiles(*args)
         out_rgb.append(rgb)
         out_t.append(trans)

@@ -15,10 +15,13 @@ EPS2D = 0.3  # screen-space dilation (pixels²), also the antialiasing filter va
 CLIP_MARGIN = 0.3  # tangent clamp margin, as a fraction of the image size
 
 
-def covariance_3d(quats: Tensor, scales: Tensor) -> Tensor:  # quats: [N,4], scales: [N,3] -> [N,3,3]
-    """Σ = M Mᵀ with M = R(q̂) diag(s)."""
-    m = quat_to_rotmat(quats) * scales.unsqueeze(-2)
-    return m @ m.transpose(-1, -2)
+def _projected_det(n: Tensor) -> Tensor:  # n: [N,2,3] = J R M -> [N]
+    """det(J Σ_c Jᵀ) as the sum of the squared 2x2 minors of J R M (Cauchy-Binet): keeps its relative precision
+    for a flat Gaussian seen edge-on, where a0 c0 - b0² cancels (README step 4)."""
+    m01 = n[:, 0, 0] * n[:, 1, 1] - n[:, 0, 1] * n[:, 1, 0]
+    m02 = n[:, 0, 0] * n[:, 1, 2] - n[:, 0, 2] * n[:, 1, 0]
+    m12 = n[:, 0, 1] * n[:, 1, 2] - n[:, 0, 2] * n[:, 1, 1]
+    return m01 * m01 + m02 * m02 + m12 * m12
 
 
 def project(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, viewmat: Tensor, K: Tensor,
@@ -30,7 +33,10 @@ def project(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, vie
     opacities_eff [N]).
     """
     rot_cw, t_cw = viewmat[:3, :3], viewmat[:3, 3]
-    t = means @ rot_cw.T + t_cw  # [N,3] camera space
+    # Camera space, accumulated in float64 whatever the input dtype (README step 1): near the camera the
+    # float32 sum of metre-sized terms cancels to a centimetre depth and loses its relative precision.
+    wide = torch.promote_types(means.dtype, torch.float64)
+    t = (means.to(wide) @ rot_cw.to(wide).T + t_cw.to(wide)).to(means.dtype)  # [N,3] camera space
     x, y, z = t.unbind(-1)
     in_depth = (z > near) & (z < far)
     # Culled Gaussians are computed at a harmless depth so that nothing inf/nan can leak into the gradients.
@@ -47,7 +53,8 @@ def project(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, vie
     jac = torch.stack([fx / zs, zeros, -fx * tx / (zs * zs),
                        zeros, fy / zs, -fy * ty / (zs * zs)], dim=-1).reshape(-1, 2, 3)  # [N,2,3]
 
-    cov_c = rot_cw @ covariance_3d(quats, scales) @ rot_cw.T  # [N,3,3]
+    m_cam = rot_cw @ (quat_to_rotmat(quats) * scales.unsqueeze(-2))  # [N,3,3], cov_c = m_cam m_camᵀ
+    cov_c = m_cam @ m_cam.transpose(-1, -2)
     cov2d = jac @ cov_c @ jac.transpose(-1, -2)  # [N,2,2], before dilation
     a0, b0, c0 = cov2d[:, 0, 0], cov2d[:, 0, 1], cov2d[:, 1, 1]
     a, b, c = a0 + EPS2D, b0, c0 + EPS2D
@@ -57,7 +64,7 @@ def project(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, vie
 
     opac = opacities
     if antialiased:
-        ratio = (a0 * c0 - b0 * b0) / det_safe
+        ratio = _projected_det(jac @ m_cam) / det_safe
         ratio_ok = ratio > 0
         rho = torch.sqrt(torch.where(ratio_ok, ratio, torch.ones_like(ratio)))
         opac = opacities * torch.where(ratio_ok, rho, torch.zeros_like(rho))

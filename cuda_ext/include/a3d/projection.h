@@ -64,6 +64,17 @@ A3D_HD void mm3_at(const float* A, const float* B, float* C) {
             C[3 * i + j] = A[i] * B[j] + A[3 + i] * B[3 + j] + A[6 + i] * B[6 + j];
 }
 
+// Row i of t = R p + t_cw, accumulated in double (README step 1). World coordinates are metres from the
+// origin while a Gaussian near the camera is centimetres deep: in float32 the sum cancels, and its rounding
+// (~1e-7 of |p|) becomes a relative error of |p|/z in the depth, which 1/z and 1/z^2 in the projection
+// amplify (a 1e-3 px error in mean2d at 1 cm). The float products are exact in double; the one rounding
+// left is the final cast. Nine FMAs per Gaussian: negligible next to the rest of the projection.
+A3D_HD float camera_coord(const Camera& cam, const float* mean, int i) {
+    const float* R = cam.R;
+    return (float)((double)R[3 * i] * (double)mean[0] + (double)R[3 * i + 1] * (double)mean[1] +
+                   (double)R[3 * i + 2] * (double)mean[2] + (double)cam.t[i]);
+}
+
 // Everything the forward computes and the VJP reuses.
 struct ProjState {
     float t[3];       // camera-space mean
@@ -82,14 +93,30 @@ struct ProjState {
     float ratio;      // antialiasing det ratio
 };
 
+// det(J covc Jᵀ) before the dilation, as the sum of the squared 2x2 minors of N = J R M (Cauchy-Binet; covc =
+// (R M)(R M)ᵀ). a0 c0 - b0² cancels to nothing for a flat Gaussian seen nearly edge-on (float32 lost all of it:
+// a 1 % error in the antialiased opacity); the minors keep the relative precision and the sum cannot go negative.
+// Used for the value only: its gradient is that of a0 c0 - b0² (the same function), see project_gaussian_vjp.
+A3D_HD float projected_det(const float* R, const float* M, const float* J) {
+    float RM[9], N[6];
+    mm3(R, M, RM);
+    for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < 3; ++j)
+            N[3 * i + j] = J[3 * i] * RM[j] + J[3 * i + 1] * RM[3 + j] + J[3 * i + 2] * RM[6 + j];
+    const float m01 = N[0] * N[4] - N[1] * N[3];
+    const float m02 = N[0] * N[5] - N[2] * N[3];
+    const float m12 = N[1] * N[5] - N[2] * N[4];
+    return m01 * m01 + m02 * m02 + m12 * m12;
+}
+
 // Full forward of one Gaussian. Returns false when culled (outputs then hold the oracle's zeros).
 // mean [3], quat [4], scale [3]; outputs mean2d [2], conic [3].
 A3D_HD bool project_gaussian(const Camera& cam, const float* mean, const float* quat, const float* scale,
                              float opacity, ProjState& st, float* mean2d, float* conic, float& depth,
                              int& radius, float& opacity_eff) {
-    const float* R = cam.R;
-    for (int i = 0; i < 3; ++i)
-        st.t[i] = R[3 * i] * mean[0] + R[3 * i + 1] * mean[1] + R[3 * i + 2] * mean[2] + cam.t[i];
+    st.t[0] = camera_coord(cam, mean, 0);
+    st.t[1] = camera_coord(cam, mean, 1);
+    st.t[2] = camera_coord(cam, mean, 2);
     depth = st.t[2];
     mean2d[0] = mean2d[1] = 0.f;
     conic[0] = conic[1] = conic[2] = 0.f;
@@ -105,8 +132,8 @@ A3D_HD bool project_gaussian(const Camera& cam, const float* mean, const float* 
         for (int j = 0; j < 3; ++j) st.M[3 * i + j] = st.Rq[3 * i + j] * scale[j];
     float cov[9], tmp[9];
     mm3_bt(st.M, st.M, cov);
-    mm3(R, cov, tmp);
-    mm3_bt(tmp, R, st.covc);
+    mm3(cam.R, cov, tmp);
+    mm3_bt(tmp, cam.R, st.covc);
 
     const float W = (float)cam.width, H = (float)cam.height;
     const float lim_x_pos = (W - cam.cx) / cam.fx + (CLIP_MARGIN * W) / cam.fx;
@@ -138,7 +165,7 @@ A3D_HD bool project_gaussian(const Camera& cam, const float* mean, const float* 
     float opac = opacity;
     st.ratio = 0.f;
     if (cam.antialiased) {
-        st.ratio = (st.a0 * st.c0 - st.b0 * st.b0) / st.det;
+        st.ratio = projected_det(cam.R, st.M, st.J) / st.det;
         opac = st.ratio > 0.f ? opacity * sqrtf(st.ratio) : 0.f;
     }
     const float mx = cam.fx * st.t[0] / z + cam.cx;
@@ -181,7 +208,7 @@ A3D_HD void project_gaussian_vjp(const Camera& cam, const float* scale, float op
     float v_c = v_conic[0] * inv_det + v_det * st.a;
     float v_b = -v_conic[1] * inv_det - 2.f * v_det * st.b;
     if (cam.antialiased && st.ratio > 0.f) {
-        // ratio = (a0 c0 - b0²) / det
+        // ratio = (a0 c0 - b0²) / det (its numerator's value from projected_det)
         const float v_ratio = v_rho * 0.5f / rho;
         const float v_num = v_ratio * inv_det;
         const float v_den = -v_ratio * st.ratio * inv_det;
