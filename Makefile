@@ -9,7 +9,7 @@ EDITABLE_STAMP := $(VENV)/.editable-stamp
 NVCC ?= nvcc
 CUDA_ARCH ?= sm_90
 
-.PHONY: all venv build test demo bench cuda-check test-browser clean
+.PHONY: all venv build test soak demo bench cuda-check test-browser clean
 
 all: test
 
@@ -38,6 +38,16 @@ build: $(EDITABLE_STAMP)
 
 test: build
 	AVATAR3D_REQUIRE_EXT=1 $(PY) -m pytest -q
+
+# Random tests with fresh seeds (CI uses the fixed list in tests/conftest.py), for as long as asked:
+#   make soak SOAK_RUNS=500            make soak SOAK_RUNS=0 SOAK_MINUTES=60 SOAK_TESTS="tests/test_training.py"
+SOAK_RUNS ?= 100
+SOAK_MINUTES ?= 0
+SOAK_TESTS ?= $(SOAK_DEFAULT_TESTS)
+SOAK_DEFAULT_TESTS := tests/test_raster_native.py tests/test_raster_reference.py tests/test_training.py \
+	tests/test_gaussian_model.py tests/test_binding.py tests/test_tracking_fit.py
+soak: build
+	$(PY) tools/soak.py --runs $(SOAK_RUNS) --minutes $(SOAK_MINUTES) --json outputs/soak.json $(SOAK_TESTS)
 
 demo: build
 	$(VENV)/bin/avatar3d demo --out outputs/demo

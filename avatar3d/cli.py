@@ -2,17 +2,19 @@
 
 Each verb is a dataclass config (a docstring under every field) turned into a CLI by tyro, and a
 `main(config)` function. Verb modules are imported lazily so `avatar3d --help` is instant and a
-verb never pays for another verb's imports.
+verb never pays for another verb's imports. Before any verb loads torch, `avatar3d.runtime.configure_process`
+sets how this process shares the CPU (see there).
 """
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from dataclasses import dataclass
 from typing import Sequence
 
 from avatar3d import __version__
-from avatar3d.errors import Avatar3DError, NotYetAvailableError
+from avatar3d.errors import Avatar3DError, describe_os_error
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ VERBS: dict[str, Verb | dict[str, Verb]] = {
     "bench": {
         "raster": Verb("avatar3d.render.bench", "BenchRasterConfig",
                        "Benchmark the rasterizer backends (table + JSON)."),
+        "contention": Verb("avatar3d.benchmarks.contention", "BenchContentionConfig",
+                           "Time two jobs at once against one alone: how jobs share the cores (table + JSON)."),
     },
     "models": {
         "install": Verb("avatar3d.head.models_cli", "ModelsInstallConfig",
@@ -72,6 +76,12 @@ def _usage() -> str:
         else:
             for sub, sv in verb.items():
                 lines.append(f"  {name + ' ' + sub:<20} {sv.summary}")
+    lines += ["", "options:",
+              f"  {'-h, --help':<20} this help (exit code 0; `avatar3d` alone prints it and exits with 2, as for a "
+              "missing argument)",
+              f"  {'-V, --version':<20} the version",
+              f"  {'--verbose':<20} with any verb: keep the log lines native libraries print (MediaPipe, TensorFlow "
+              "Lite)"]
     return "\n".join(lines)
 
 
@@ -83,12 +93,22 @@ def _sub_usage(name: str, subs: dict[str, Verb]) -> str:
 
 def run(argv: Sequence[str]) -> int:
     """Parse `argv` (without the program name), run the verb, return the exit code."""
-    import tyro
+    from avatar3d.runtime import VERBOSE_ENV, configure_process
 
     argv = list(argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    if "--verbose" in argv:
+        argv = [a for a in argv if a != "--verbose"]
+        os.environ[VERBOSE_ENV] = "1"
+    configure_process()
+    import tyro
+
+    if not argv:
+        print(_usage(), file=sys.stderr)
+        print("\navatar3d: give a verb (exit code 2)", file=sys.stderr)
+        return 2
+    if argv[0] in ("-h", "--help", "help"):
         print(_usage())
-        return 0 if argv else 2
+        return 0
     if argv[0] in ("-V", "--version"):
         print(__version__)
         return 0
@@ -113,11 +133,14 @@ def run(argv: Sequence[str]) -> int:
     config = tyro.cli(config_cls, args=rest, prog=prog, description=verb.summary)
     try:
         result = getattr(module, verb.main)(config)
-    except NotYetAvailableError as err:
-        print(f"{prog}: {err}", file=sys.stderr)
-        return 3
     except Avatar3DError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        message = describe_os_error(err)
+        if message is None:
+            raise
+        print(f"{prog}: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"\n{prog}: interrupted; re-run the same command to resume where supported.", file=sys.stderr)

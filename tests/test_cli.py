@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 
 import pytest
 
@@ -54,12 +55,49 @@ def test_every_option_is_documented(words, verb, capsys):
         assert after.startswith('"""'), f"{config_cls.__name__}.{f.name} has no docstring"
 
 
-def test_pending_verb_exits_nonzero_with_a_message(capsys, tmp_path):
+def test_an_empty_video_is_refused_with_a_message(capsys, tmp_path):
     video = tmp_path / "v.mp4"
     video.write_bytes(b"")
     code = cli.run(["track", str(video), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
-    if code == 3:
-        assert "not available yet" in err
-    else:  # once tracking lands, an empty file must be refused with a clear error instead
-        assert code != 0
+    assert code == 1 and "error:" in err and "Traceback" not in err
+
+
+def test_bare_command_prints_the_help_and_exits_2(capsys):
+    assert cli.run([]) == 2
+    err = capsys.readouterr().err
+    assert "usage: avatar3d <verb>" in err and "exit code 2" in err
+
+
+def test_help_names_version_and_verbose(capsys):
+    assert cli.run(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "-V, --version" in out and "--verbose" in out
+    assert cli.run(["-V"]) == 0
+    assert capsys.readouterr().out.strip() == cli.__version__
+
+
+def test_verbose_is_taken_anywhere_and_sets_the_flag(capsys, monkeypatch):
+    from avatar3d import runtime
+
+    monkeypatch.delenv(runtime.VERBOSE_ENV, raising=False)
+    assert cli.run(["frobnicate", "--verbose"]) == 2
+    assert runtime.verbose()
+
+
+def test_an_unwritable_output_folder_is_a_message_not_a_traceback(capsys, tmp_path, monkeypatch,
+                                                                    synthetic_avatar_dir):
+    # `avatar3d export A --rig ro/bundle` under a read-only parent. Tests may run as root, for whom a chmod does
+    # not bite, so the temp-folder creation fails the way the OS fails it there.
+    import errno
+    import tempfile
+
+    def refuse(*args, dir=None, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", os.path.join(str(dir), ".bundle.tmp-1234abcd"))
+
+    (tmp_path / "ro").mkdir()
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    code = cli.run(["export", str(synthetic_avatar_dir), "--rig", str(tmp_path / "ro" / "bundle")])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err and ".tmp-" not in err
+    assert f"cannot write in {tmp_path / 'ro'}: permission denied" in err

@@ -7,7 +7,7 @@ AVATAR3D_SEEDS, and stops at the first failure with the command that replays it.
 
     python tools/soak.py --runs 500 tests/test_raster_native.py tests/test_training.py
     python tools/soak.py --minutes 60                 # every random test (the ids that carry a seed)
-    make soak SOAK_RUNS=500 SOAK_TESTS="tests/test_raster_native.py"
+    make soak SOAK_RUNS=500 SOAK_TESTS="tests/test_raster_native.py"   # the Makefile's default set otherwise
 
 A "run" is one seed through every selected test. Exit code 0 when every run passed, 1 on a failure.
 """
@@ -88,6 +88,7 @@ def main(argv: list[str]) -> int:
     print(f"soak: {seeds_done} fresh seeds, {tests_passed} test runs passed in {summary['minutes']} min"
           + ("" if summary["failed"] is None else " before a failure"))
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2))
     return 0 if summary["failed"] is None else 1
 

@@ -9,10 +9,6 @@ from typing import Literal
 
 import tyro
 
-from avatar3d.runtime import prefer_sleeping_openmp_threads
-
-prefer_sleeping_openmp_threads()  # before torch loads: see avatar3d/runtime.py
-
 
 @dataclass
 class ViewConfig:

@@ -7,7 +7,6 @@ same constant background in render and ground truth, full frame); `psnr_masked` 
 """
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 from safetensors.torch import load_file
-from tqdm.auto import tqdm
+from avatar3d.progress import progress_bar
 
 from avatar3d.errors import InputError
 from avatar3d.eval.metrics import lpips_or_none, psnr, ssim, to_float
@@ -94,7 +93,8 @@ def evaluate_holdout(avatar_dir: Path, rig: HeadRig, *, frames_eval: Optional[Se
     scores = {"psnr": [], "ssim": [], "psnr_refined": [], "ssim_refined": [], "psnr_masked": []}
     renders, reals = [], []
     lpips_values = []
-    for n in tqdm(range(len(frames_eval)), desc="evaluate held-out", unit="frame", file=sys.stderr):
+    bar = progress_bar(len(frames_eval), "evaluate held-out", unit="frame")
+    for n in range(len(frames_eval)):
         target = full.images[n].to(device).float() / 255.0
         with torch.no_grad():
             before = render_avatar(gaussians, rig, faces, refined.tracked_frame(n), K_full, viewmat, res, res, bg).image
@@ -118,6 +118,8 @@ def evaluate_holdout(avatar_dir: Path, rig: HeadRig, *, frames_eval: Optional[Se
             lpips_values.append(value)
         reals.append((target.cpu().numpy() * 255).round().astype(np.uint8))
         renders.append((after.cpu().numpy() * 255).round().astype(np.uint8))
+        bar.update(1)
+    bar.close()
 
     if video:
         write_eval_video(paths.eval_video, zip(reals, renders), fps=seq.fps)

@@ -24,7 +24,7 @@ from avatar3d.eval.synthetic_subject import NOVEL_VIEWS, SyntheticSubject, _png_
 from avatar3d.io.atomic import atomic_dir, atomic_write_bytes
 from avatar3d.io.avatar_dir import AvatarManifest, AvatarPaths, write_manifest
 from avatar3d.tracking.sequence import TrackedSequence
-from avatar3d.training.config import TrainConfig
+from avatar3d.training.config import TrainConfig, scaled_schedule
 
 TRAIN_VIEW = "train"
 VIEW_ORDER = (*NOVEL_VIEWS, TRAIN_VIEW)  # the novel views, then the training camera for reference
@@ -168,19 +168,6 @@ def format_table(report: dict) -> str:
         if name == list(NOVEL_VIEWS)[-1]:
             lines.append(f"{'novel mean':<10} {report['psnr']:8.2f} {report['ssim']:7.4f}")
     return "\n".join(lines)
-
-
-def scaled_schedule(train: TrainConfig, iterations: int) -> TrainConfig:
-    """`train` shortened (or lengthened) to `iterations` steps, its density/refinement schedule scaled with it."""
-    if int(iterations) <= 0:
-        raise InputError(f"iterations={iterations} must be positive (e.g. 800 for a quick avatar)")
-    k = int(iterations) / train.iterations
-    return dataclasses.replace(
-        train, iterations=int(iterations), densify_from=max(1, round(train.densify_from * k)),
-        densify_until=max(1, round(train.densify_until * k)), densify_every=max(1, round(train.densify_every * k)),
-        refine_from=round(train.refine_from * k), opacity_reset_every=round(train.opacity_reset_every * k),
-        sh_increase_every=max(1, round(train.sh_increase_every * k)),
-        checkpoint_every=max(0, round(train.checkpoint_every * k)))
 
 
 def eval_subject(seconds: float = 2.0, fps: float = 25.0, resolution: int = 256, seed: int = 0, *,

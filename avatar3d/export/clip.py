@@ -10,7 +10,6 @@ mp4, the optional alpha output) appears only when it is complete.
 from __future__ import annotations
 
 import queue
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -187,9 +186,8 @@ def write_clip(out: Path, frames: Iterable, fps: float, num_frames: int, audio: 
                preset: str = "veryfast") -> ClipResult:
     """Encode rendered `frames` (objects with `.image` uint8 [H,W,3] and `.alpha` uint8 [H,W]) and the mono
     16 kHz `audio` [A] into an H.264 + AAC mp4 at `out`; `side`: images put left of each frame."""
-    from tqdm.auto import tqdm
-
     from avatar3d.io.media import Mp4Writer
+    from avatar3d.progress import progress_bar
 
     out = Path(out)
     if out.suffix.lower() != ".mp4":
@@ -209,8 +207,7 @@ def write_clip(out: Path, frames: Iterable, fps: float, num_frames: int, audio: 
 
     started = time.perf_counter()
     encoder = _EncoderThread(sink)
-    bar = tqdm(total=num_frames, unit="frame", desc=f"render {out.name}", file=sys.stderr, disable=not progress,
-               dynamic_ncols=True)
+    bar = progress_bar(num_frames, f"render {out.name}", unit="frame", disable=not progress, dynamic_ncols=True)
     count = 0
     try:
         try:

@@ -10,9 +10,6 @@ from typing import Literal, Optional
 import tyro
 
 from avatar3d.errors import InputError
-from avatar3d.runtime import prefer_sleeping_openmp_threads
-
-prefer_sleeping_openmp_threads()  # before torch loads: see avatar3d/runtime.py
 
 
 @dataclass

@@ -19,6 +19,7 @@ Per-frame confidence (in [0, 1], 0 where detection failed) is the product of
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from typing import Callable, Iterable, Protocol
 import numpy as np
 
 from avatar3d.errors import BackendUnavailableError, InputError
+from avatar3d.runtime import quiet_native_logs
 
 NUM_LANDMARKS = 478  # 468 mesh points + 10 iris points (refined)
 IRIS = tuple(range(468, 478))  # 468..472: iris (centre first) between corners 33/133, 473..477: between 362/263
@@ -130,21 +132,26 @@ class MediaPipeFaceMesh:
                 f"mediapipe==0.10.21 (pip install --no-deps mediapipe==0.10.21 plus "
                 f"requirements/mediapipe.txt)") from exc
         # FaceMesh itself only exposes the landmarks; the same graph with its detections observed too.
-        self._solution = SolutionBase(
-            binary_graph_path=mp_face_mesh._BINARYPB_FILE_PATH,
-            side_inputs={"num_faces": int(max_num_faces), "with_attention": True,
-                         "use_prev_landmarks": not static_image_mode},
-            calculator_params={
-                "facedetectionshortrangecpu__facedetectionshortrange__facedetection__"
-                "TensorsToDetectionsCalculator.min_score_thresh": float(min_detection_confidence),
-                "facelandmarkcpu__ThresholdingCalculator.threshold": float(min_tracking_confidence),
-            },
-            outputs=["multi_face_landmarks", "face_detections"])
+        self._quiet_first_call = True  # TensorFlow Lite prints its banners on the first frame
+        with quiet_native_logs():
+            self._solution = SolutionBase(
+                binary_graph_path=mp_face_mesh._BINARYPB_FILE_PATH,
+                side_inputs={"num_faces": int(max_num_faces), "with_attention": True,
+                             "use_prev_landmarks": not static_image_mode},
+                calculator_params={
+                    "facedetectionshortrangecpu__facedetectionshortrange__facedetection__"
+                    "TensorsToDetectionsCalculator.min_score_thresh": float(min_detection_confidence),
+                    "facelandmarkcpu__ThresholdingCalculator.threshold": float(min_tracking_confidence),
+                },
+                outputs=["multi_face_landmarks", "face_detections"])
 
     def __call__(self, frame: np.ndarray) -> list[FaceObservation]:  # frame: [H,W,3] uint8 RGB
         frame = _check_frame(frame)
         h, w = frame.shape[:2]
-        result = self._solution.process({"image": frame})
+        quiet = quiet_native_logs() if self._quiet_first_call else contextlib.nullcontext()
+        self._quiet_first_call = False
+        with quiet:
+            result = self._solution.process({"image": frame})
         faces = []
         for lms in result.multi_face_landmarks or []:
             xyz = np.array([(p.x, p.y, p.z) for p in lms.landmark], dtype=np.float32)  # [478,3]

@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from avatar3d.progress import progress_bar
 
 from avatar3d.errors import InputError
 from avatar3d.head.lbs import pose_vertices
@@ -42,7 +42,7 @@ class TrackOutputs:
 
 
 def _bar(total: int, desc: str):
-    return tqdm(total=total, desc=desc, unit="frame", file=sys.stderr, dynamic_ncols=True, leave=True)
+    return progress_bar(total, desc, unit="frame", dynamic_ncols=True, leave=True)
 
 
 def _write_frames(video: Path, box, resolution: int, folder: Path, total: int) -> None:

@@ -41,6 +41,9 @@ class TrainGaussiansConfig:
     """Compute device for training."""
     resume: bool = False
     """Continue from the avatar's last training checkpoint."""
+    iterations: int = 0
+    """Training steps; 0 keeps the preset's. Another count scales the preset's schedule (densification,
+    refinement, SH degree, checkpoints) to it, e.g. 800 for a quick look."""
 
 
 def main(cfg: EnrollConfig) -> int:
@@ -58,12 +61,14 @@ def main_train_gaussians(cfg: TrainGaussiansConfig) -> int:
 
     from avatar3d.config import preset_section
     from avatar3d.errors import InputError
-    from avatar3d.training.config import TrainConfig
+    from avatar3d.training.config import TrainConfig, scaled_schedule
     from avatar3d.training.trainer import train_gaussians
 
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda was asked for but no CUDA GPU is visible to torch; use --device cpu")
     config = preset_section(cfg.preset, "train", TrainConfig)
+    if cfg.iterations:
+        config = scaled_schedule(config, cfg.iterations)
     result = train_gaussians(cfg.avatar, config, device=cfg.device, resume=cfg.resume)
     print(f"trained {result.num_gaussians} Gaussians in {result.seconds:.0f} s "
           f"({result.seconds_per_step:.3f} s/step, train PSNR {result.train_psnr:.2f} dB) -> {result.gaussians_path}")

@@ -1,7 +1,10 @@
 """Training settings of a Gaussian avatar; the YAML presets in configs/ are read back through this."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+
+from avatar3d.errors import InputError
 
 
 @dataclass
@@ -86,3 +89,16 @@ class TrainConfig:
     """Steps between resumable checkpoints."""
     seed: int = 0
     """Seed of the initialisation and of the frame sampling (a run is reproducible)."""
+
+
+def scaled_schedule(train: TrainConfig, iterations: int) -> TrainConfig:
+    """`train` shortened (or lengthened) to `iterations` steps, its density/refinement schedule scaled with it."""
+    if int(iterations) <= 0:
+        raise InputError(f"iterations={iterations} must be positive (e.g. 800 for a quick avatar)")
+    k = int(iterations) / train.iterations
+    return dataclasses.replace(
+        train, iterations=int(iterations), densify_from=max(1, round(train.densify_from * k)),
+        densify_until=max(1, round(train.densify_until * k)), densify_every=max(1, round(train.densify_every * k)),
+        refine_from=round(train.refine_from * k), opacity_reset_every=round(train.opacity_reset_every * k),
+        sh_increase_every=max(1, round(train.sh_increase_every * k)),
+        checkpoint_every=max(0, round(train.checkpoint_every * k)))

@@ -102,9 +102,9 @@ def enroll(video: Path, out: Path, *, preset: str = "default", holdout: float = 
     tic = time.perf_counter()
     if manifest.stages.get("segment") != "done":
         _say("stage segment: foreground masks (head, hair, neck)")
-        from tqdm.auto import tqdm
+        from avatar3d.progress import progress_bar
 
-        with tqdm(total=seq.num_frames, desc="masks", unit="frame", file=sys.stderr) as bar:
+        with progress_bar(seq.num_frames, "masks", unit="frame") as bar:
             compute_masks(paths.frames, seq, rig, paths.masks, progress=lambda *_: bar.update(1))
         manifest.stages["segment"] = "done"
         write_manifest(stage_dir, manifest)

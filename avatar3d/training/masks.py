@@ -27,6 +27,7 @@ the flickering hair edges. Masks are uint8 0..255 (255 = head/hair/neck).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -40,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from avatar3d.errors import BackendUnavailableError, InputError
+from avatar3d.runtime import quiet_native_logs
 from avatar3d.training.mask_smoothing import TemporalSmoother, head_point_indices, head_points
 
 CHIN, FOREHEAD = 152, 10  # MediaPipe face-mesh landmarks: chin tip, top of the forehead
@@ -148,10 +150,15 @@ class SelfieSegmenter:
                 f"MediaPipe is needed for foreground segmentation but does not import ({exc}); install "
                 f"mediapipe==0.10.21 (pip install --no-deps mediapipe==0.10.21 plus requirements/mediapipe.txt)"
             ) from exc
-        self._seg = selfie_segmentation.SelfieSegmentation(model_selection=model_selection)
+        with quiet_native_logs():
+            self._seg = selfie_segmentation.SelfieSegmentation(model_selection=model_selection)
+        self._quiet_first_call = True  # TensorFlow Lite prints its banners on the first frame
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:  # frame: [H,W,3] uint8 RGB -> [H,W] float32
-        out = self._seg.process(np.ascontiguousarray(frame)).segmentation_mask
+        quiet = quiet_native_logs() if self._quiet_first_call else contextlib.nullcontext()
+        self._quiet_first_call = False
+        with quiet:
+            out = self._seg.process(np.ascontiguousarray(frame)).segmentation_mask
         if out is None:
             return np.zeros(frame.shape[:2], np.float32)
         return np.clip(np.asarray(out, np.float32), 0.0, 1.0)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -224,7 +222,8 @@ def train_gaussians(avatar_dir: Path, config: TrainConfig, *, device="cpu", resu
     frames_train: the frame numbers to train on (default: those of an earlier run's refined.npz, else the
     first 1 - `holdout` of the video). rig: the head model (default: the one named in the manifest, checked).
     """
-    from tqdm.auto import tqdm
+    from avatar3d.progress import progress_bar
+    from avatar3d.runtime import adapt_threads
 
     start_time = time.time()
     paths = AvatarPaths(Path(avatar_dir))
@@ -250,8 +249,8 @@ def train_gaussians(avatar_dir: Path, config: TrainConfig, *, device="cpu", resu
                          f"{config.init_views} must be at least 1; fix the preset's train section (0.1 and 6 are "
                          "usual)")
 
-    if device.type == "cpu":  # one thread per core: the rasterizer's OpenMP tiles and torch's ops take turns
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+    if device.type == "cpu":  # threads for the free cores (avatar3d/runtime.py); the progress bar keeps adapting
+        adapt_threads(force=True)
     generator = torch.Generator().manual_seed(config.seed)
     frames = load_frames(paths, seq, frames_train, config.resolution, config.background)
     K, viewmat = frames.K.to(device), frames.viewmat.to(device)
@@ -304,8 +303,8 @@ def train_gaussians(avatar_dir: Path, config: TrainConfig, *, device="cpu", resu
     sh_rest_factor = 1.0 / 20.0
     recent_psnr: list[float] = []
     loss_value = float("nan")
-    bar = tqdm(total=config.iterations, initial=start_step, desc="train gaussians", unit="step", file=sys.stderr,
-               dynamic_ncols=True, disable=not progress)
+    bar = progress_bar(config.iterations, "train gaussians", unit="step", initial=start_step, disable=not progress,
+                       dynamic_ncols=True)
     loop_start = time.time()
     info = {"frames_train": frames_train, "config": dataclasses.asdict(config)}
     for step in range(start_step + 1, config.iterations + 1):
