@@ -152,3 +152,27 @@ def test_recovery_after_a_kill_between_the_two_renames(tmp_path):
     (tmp_path / ".avatar.old-99999999").mkdir()
     clean_stale_temps(tmp_path)
     assert names(tmp_path) == ["avatar"]
+
+
+def test_reserved_names_never_collide_across_threads_or_existing_files(tmp_path):
+    import threading
+
+    from avatar3d.io.atomic import reserve_unique_path
+
+    (tmp_path / "clip.mp4").write_bytes(b"a user's file")
+    names, start = [], threading.Barrier(8)
+
+    def claim() -> None:
+        start.wait()
+        with reserve_unique_path(tmp_path, "clip", ".mp4") as path:
+            names.append(path.name)
+            path.write_bytes(b"ours")
+
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(names) == 8 and len(set(names)) == 8 and "clip.mp4" not in names
+    assert (tmp_path / "clip.mp4").read_bytes() == b"a user's file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["clip.mp4", *names])  # claims released

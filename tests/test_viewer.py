@@ -67,9 +67,12 @@ def test_server_binds_localhost_and_serves_the_page(loaded, tiny_avatar):
 def test_other_hosts_warn():
     from avatar3d_viewer.app import check_host
 
+    import warnings
+
     assert check_host("127.0.0.1") is None and check_host("localhost") is None
-    with pytest.warns(UserWarning, match="0.0.0.0"):
-        assert "anyone" in check_host("0.0.0.0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the command prints the text once; no second copy as a Python warning
+        assert "anyone" in check_host("0.0.0.0") and "0.0.0.0" in check_host("0.0.0.0")
 
 
 def test_command_refuses_bad_options_before_starting(tiny_avatar):
@@ -107,8 +110,13 @@ def test_upload_refuses_non_audio_and_oversize(tiny_avatar, seed):
     before = _files_under(tiny_avatar.parent)
     with pytest.raises(InputError, match="not an audio file"):
         save_upload(tiny_avatar, "notes.txt", b"hello")
-    with pytest.raises(InputError, match="audio"):  # right suffix, wrong content
+    with pytest.raises(InputError, match="audio") as refused:  # right suffix, wrong content
         save_upload(tiny_avatar, "fake.wav", rng.integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    with pytest.raises(InputError, match="audio") as text_refused:  # a text file named .wav
+        save_upload(tiny_avatar, "notes.wav", b"these are my notes, not a recording\n" * 30)
+    for message in (str(refused.value), str(text_refused.value)):  # the user's name only: no temp name, no paths
+        assert ".tmp" not in message and str(tiny_avatar) not in message and "/" not in message
+        assert message.endswith("speech recording")  # whole, not cut off
     with pytest.raises(InputError, match="limit"):
         save_upload(tiny_avatar, "long.wav", _tone(1.0, seed), max_bytes=1000)
     left = _files_under(tiny_avatar.parent) - before
@@ -253,3 +261,41 @@ def test_recording_writes_the_view_with_its_sound_and_controls(loaded, tiny_avat
     finally:
         for p in (path, path.with_suffix(".json")):
             p.unlink(missing_ok=True)
+
+
+def test_two_recordings_in_the_same_second_both_survive(loaded, tiny_avatar):
+    import threading
+
+    from avatar3d_viewer.recorder import record_clip
+
+    params = loaded.tracked()
+    folder = tiny_avatar / "recordings"
+    folder.mkdir(exist_ok=True)
+    before = set(folder.glob("*.mp4"))
+    start, paths, errors = threading.Barrier(2), [], []
+
+    def record(yaw: float) -> None:
+        try:
+            start.wait()
+            paths.append(record_clip(loaded, params, ViewState(distance=loaded.enrolled_distance, yaw=yaw),
+                                     tiny_avatar, resolution=32, source="enrolled"))
+        except Exception as err:  # reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=record, args=(yaw,)) for yaw in (-20.0, 20.0)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    try:
+        assert not errors, errors
+        assert len(set(paths)) == 2 and set(folder.glob("*.mp4")) - before == set(paths)
+        import json
+
+        yaws = sorted(json.loads(p.with_suffix(".json").read_text())["controls"]["yaw"] for p in paths)
+        assert yaws == [-20.0, 20.0]  # each clip kept its own controls: neither overwrote the other
+        assert not list(folder.glob(".*.reserved"))
+    finally:
+        for p in paths:
+            p.unlink(missing_ok=True)
+            p.with_suffix(".json").unlink(missing_ok=True)

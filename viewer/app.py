@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import threading
-import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -14,13 +13,12 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def check_host(host: str) -> Optional[str]:
-    """A warning (also issued as a UserWarning) when `host` exposes the viewer beyond this machine."""
+    """The warning to print when `host` exposes the viewer beyond this machine (the caller prints it, once)."""
     if host in LOCAL_HOSTS:
         return None
     text = (f"the viewer listens on {host}: anyone who can reach this machine can open it, see the avatar and "
             f"upload files into its folder; use the default --host 127.0.0.1 (and an SSH tunnel) unless you "
             f"mean to share it")
-    warnings.warn(text, UserWarning, stacklevel=2)
     return text
 
 
@@ -63,6 +61,7 @@ class ViewerApp:
         from avatar3d_viewer.panel import Panel
 
         session = Session(self.avatar, self.sources, self.settings, client=client)
+        session.tabs = lambda: len(self.sessions)
         d = float(self.avatar.enrolled_distance) * SCENE_SCALE
         client.camera.near = 0.01
         try:  # keep the zoom in a sensible range around the enrolled distance

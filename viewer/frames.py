@@ -1,15 +1,61 @@
 """One rendered view: the avatar at a frame of a sequence, under a tab's controls, fitted to its canvas."""
 from __future__ import annotations
 
+import queue
 import threading
-from typing import Sequence
+from concurrent.futures import Future
+from typing import Callable, Sequence
 
 import numpy as np
 
 from avatar3d_viewer.state import ViewState, to_controls
 
-# One render at a time: on a CPU every render already uses all cores, and on a GPU it keeps the memory bounded.
-RENDER_LOCK = threading.Lock()
+
+class RenderQueue:
+    """Every render of the server, one at a time, in the order asked, on one worker thread.
+
+    One at a time: on a CPU every render already uses all cores, and on a GPU it keeps the memory bounded.
+    First come, first served: with many tabs each waits its turn (a lock lets some tabs wait far longer than
+    others). One thread: its OpenMP team and memory arenas are made once and reused, instead of one of each for
+    every tab's thread (which grew the server's memory with every round of tabs opened and closed).
+    `waiting()` tells a tab how many renders are ahead of it, for the readout.
+    """
+
+    def __init__(self):
+        self._jobs: "queue.Queue[tuple[Callable, Future]]" = queue.Queue()
+        self._pending = 0
+        self._count_lock = threading.Lock()
+        self._worker = threading.Thread(target=self._work, name="avatar3d-view-render", daemon=True)
+        self._worker.start()
+
+    def _work(self) -> None:
+        while True:
+            fn, future = self._jobs.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn())
+                except BaseException as err:  # handed to the tab that asked
+                    future.set_exception(err)
+            with self._count_lock:
+                self._pending -= 1
+
+    def run(self, fn: Callable):
+        """fn() on the render thread, after every render asked before it; returns its result (or raises)."""
+        if threading.current_thread() is self._worker:  # a render asking for a render: run it here
+            return fn()
+        future: Future = Future()
+        with self._count_lock:
+            self._pending += 1
+        self._jobs.put((fn, future))
+        return future.result()
+
+    def waiting(self) -> int:
+        """Renders asked for and not finished (the one running included)."""
+        with self._count_lock:
+            return self._pending
+
+
+RENDERS = RenderQueue()
 
 
 def fit_aspect(image: np.ndarray, aspect: float, background: Sequence[float]) -> np.ndarray:
@@ -38,7 +84,7 @@ def render_view(avatar, params, index: int, state: ViewState, resolution: int, a
     """Frame `index` of `params` (a DriveParams) as the tab with `state` sees it."""
     index = min(max(int(index), 0), len(params) - 1)
     background = tuple(float(c) for c in state.background)
-    with RENDER_LOCK:
-        frame = avatar.render_frame(params, index, controls=to_controls(state), resolution=int(resolution),
-                                    background=background, progress=progress)
+    controls = to_controls(state)
+    frame = RENDERS.run(lambda: avatar.render_frame(params, index, controls=controls, resolution=int(resolution),
+                                                    background=background, progress=progress))
     return fit_aspect(np.asarray(frame.image), aspect, background)

@@ -13,6 +13,7 @@ from avatar3d_viewer.camera_map import position_from_orbit
 from avatar3d_viewer.recorder import record_clip
 from avatar3d_viewer.sources import SPEECH_PREFIX, STILL
 from avatar3d_viewer.state import GAZE_DRIVEN, GAZE_MODES, GAZE_SLIDERS
+from avatar3d_viewer.upload_toast import UploadToasts
 from avatar3d_viewer.uploads import AUDIO_SUFFIXES, save_upload
 
 
@@ -41,10 +42,16 @@ class Panel:
         with gui.add_folder("Play"):
             self.source = gui.add_dropdown("Sequence", session.sources.names(), initial_value=STILL)
             self.play = gui.add_button("Play", icon="player-play")
-            self.upload = gui.add_upload_button("Upload speech", icon="upload",
-                                                mime_type="audio/*," + ",".join(AUDIO_SUFFIXES),
-                                                hint="a .wav/.mp3/.flac/.ogg recording; it is stored in the "
-                                                     "avatar's uploads/ folder")
+            self.upload = None
+            if avatar.has_audio_model:
+                self.upload = gui.add_upload_button("Upload speech", icon="upload",
+                                                    mime_type="audio/*," + ",".join(AUDIO_SUFFIXES),
+                                                    hint="a .wav/.mp3/.flac/.ogg recording; it is stored in the "
+                                                         "avatar's uploads/ folder")
+                self.toasts = UploadToasts(client)
+            else:  # speech needs the avatar's audio-to-expression model
+                gui.add_markdown("No speech playback: this avatar has no audio-to-expression model "
+                                 "(`avatar3d train audio2expr AVATAR` makes one).")
             self.sync = gui.add_button("Resync sound", icon="refresh",
                                        hint="restart the animation clock at this moment (the sound reports its "
                                             "start here by itself)")
@@ -80,6 +87,8 @@ class Panel:
             self.record_status = gui.add_markdown("")
         self._wire()
         session.on_frame = self._on_frame
+        session.on_idle = self._on_idle
+        session.on_wait = self._on_wait
         session.on_playback_end = self._on_playback_end
         session.report_error = self.show_error
 
@@ -179,9 +188,10 @@ class Panel:
         def _(_event) -> None:
             s.playback.sync()  # the <audio> element clicks this when its sound starts
 
-        @self.upload.on_upload
-        def _(_event) -> None:
-            self.handle_upload(self.upload.value.name, self.upload.value.content)
+        if self.upload is not None:
+            @self.upload.on_upload
+            def _(_event) -> None:
+                self.handle_upload(self.upload.value.name, self.upload.value.content)
 
         @self.record.on_click
         def _(_event) -> None:
@@ -212,11 +222,15 @@ class Panel:
 
     def handle_upload(self, name: str, content: bytes) -> None:
         """Store a valid speech upload in AVATAR/uploads/ and select it; a bad one gets a message."""
+        button = element_id(self.upload) if self.upload is not None else ""
         try:
             path = save_upload(self.avatar_dir, name, content, self.max_upload_bytes)
         except Avatar3DError as err:
             self.show_error(err)
+            self.toasts.verdict(button, "Upload refused", str(err), ok=False)
             return
+        self.toasts.verdict(button, f"Uploaded {path.name}", "stored in the avatar's uploads/ folder; preparing "
+                                                             "the animation…", ok=True)
         options = self.session.sources.names()
         self._set_options(self.source, options)
         self._say(f"uploaded {path.name}; preparing the animation…")
@@ -237,7 +251,7 @@ class Panel:
                                    source=source, stop=s._stop.is_set,
                                    progress=lambda p: setattr(self.record_status, "content",
                                                               f"recording… {100 * p:.0f}%"))
-                self.record_status.content = f"saved `{path}`"
+                self.record_status.content = f"saved `{path.parent.name}/{path.name}` in the avatar's folder"
                 try:
                     self.client.send_file_download(path.name, path.read_bytes())
                 except Exception:  # the tab may be gone; the file is saved anyway
@@ -256,11 +270,27 @@ class Panel:
         if now - self._readout_at < 0.5 and not full:  # throttled while frames stream; the settled one always
             return
         self._readout_at = now
+        self.readout.content = f"**{session.fps.fps(now):.1f} fps** · {self._last_frame(session)}"
+
+    def _last_frame(self, session) -> str:
         pb = session.playback
         where = f"frame {session.last_index + 1}/{pb.num_frames}" + (" ▶" if pb.playing else "")
-        self.readout.content = (f"**{session.fps.fps(now):.1f} fps** · {session.last_resolution} px in "
-                                f"{1000 * session.last_seconds:.0f} ms · {where} · "
-                                f"{session.avatar.num_gaussians} Gaussians")
+        tabs = session.tabs()
+        shared = f" · {tabs} tabs share the renderer" if tabs > 1 else ""
+        return (f"{session.last_resolution} px in {1000 * session.last_seconds:.0f} ms · {where} · "
+                f"{session.avatar.num_gaussians} Gaussians{shared}")
+
+    def _on_idle(self, session) -> None:
+        """Nothing changes, so nothing is drawn: say so rather than leave the last fps standing as if live."""
+        self.readout.content = f"**idle** (drawn when something changes) · last frame {self._last_frame(session)}"
+
+    def _on_wait(self, session, ahead: int) -> None:
+        """A frame that has to queue: why it takes long (one render at a time on this machine)."""
+        now = time.monotonic()
+        if now - self._readout_at >= 0.5:  # throttled like the fps readout
+            self._readout_at = now
+            self.readout.content = (f"**waiting**: {ahead} render{'s' if ahead != 1 else ''} of other tabs ahead "
+                                    f"(one render at a time; {session.tabs()} tabs open)")
 
     def _on_playback_end(self, session) -> None:
         self.play.label = "Play"

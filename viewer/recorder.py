@@ -19,18 +19,30 @@ STILL_SECONDS = 2.0  # a still source is recorded for this long
 def record_clip(avatar, params, state: ViewState, avatar_dir: Path, *, resolution: int, source: str = "",
                 progress: Optional[Callable[[float], None]] = None, stop: Optional[Callable[[], bool]] = None
                 ) -> Path:
-    """Render every frame of `params` (a DriveParams) with the tab's controls; returns the mp4's path."""
-    from avatar3d.io.media import Mp4Writer
+    """Render every frame of `params` (a DriveParams) with the tab's controls; returns the mp4's path.
 
-    from avatar3d_viewer.frames import RENDER_LOCK
+    Named view-YYYYmmdd-HHMMSS.mp4, with -2, -3... when another recording (this tab's, another tab's or another
+    viewer's) already has or holds that name.
+    """
+    from avatar3d.io.atomic import reserve_unique_path
 
     if len(params) == 1:
         params = avatar.neutral(int(round(STILL_SECONDS * params.fps)), fps=params.fps) \
             if params.source == "neutral" else params
     folder = Path(avatar_dir) / RECORD_DIR
     folder.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = folder / f"view-{stamp}.mp4"
+    with reserve_unique_path(folder, f"view-{time.strftime('%Y%m%d-%H%M%S')}", ".mp4") as path:
+        _write_recording(avatar, params, state, path, resolution, source, progress, stop)
+    return path
+
+
+def _write_recording(avatar, params, state: ViewState, path: Path, resolution: int, source: str,
+                     progress: Optional[Callable[[float], None]], stop: Optional[Callable[[], bool]]) -> None:
+    from avatar3d.io.atomic import atomic_write_text
+    from avatar3d.io.media import Mp4Writer
+
+    from avatar3d_viewer.frames import RENDERS
+
     controls = to_controls(state)
     background = tuple(float(c) for c in state.background)
     total = len(params)
@@ -40,15 +52,11 @@ def record_clip(avatar, params, state: ViewState, avatar_dir: Path, *, resolutio
             if stop is not None and stop():
                 writer.abort()
                 raise InterruptedError("recording stopped")
-            with RENDER_LOCK:
-                frame = avatar.render_frame(params, t, controls=controls, resolution=int(resolution),
-                                            background=background, progress=t / max(1, total - 1))
+            frame = RENDERS.run(lambda: avatar.render_frame(params, t, controls=controls, resolution=int(resolution),
+                                                            background=background, progress=t / max(1, total - 1)))
             writer.write(frame.image)
             if progress is not None:
                 progress((t + 1) / total)
-    from avatar3d.io.atomic import atomic_write_text
-
     record = {"source": source or params.source, "frames": total, "fps": params.fps, "resolution": int(resolution),
               "controls": controls_summary(state)}
     atomic_write_text(path.with_suffix(".json"), json.dumps(record, indent=2))
-    return path

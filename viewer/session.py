@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from avatar3d_viewer.camera_map import orbit_from_position
-from avatar3d_viewer.frames import render_view
+from avatar3d_viewer.frames import RENDERS, render_view
 from avatar3d_viewer.playback import Playback
 from avatar3d_viewer.sources import STILL
 from avatar3d_viewer.state import ViewState
@@ -78,6 +78,10 @@ class Session:
         self.panel = None  # the tab's control panel, when it has one
         self.on_frame = None  # callable(session) after each frame is sent (the panel's readout)
         self.on_playback_end = None  # callable(session) when a clip with sound has played to its end
+        self.on_idle = None  # callable(session) once when the view stops changing (the readout says so)
+        self.on_wait = None  # callable(session, renders_ahead) before a render that has to queue
+        self.tabs = lambda: 1  # how many tabs share the server (set by the app), for the readout
+        self.idle = False
         self._version = 0
         self._moved_at = -1e9
         self._lock = threading.Lock()
@@ -132,6 +136,9 @@ class Session:
         if key == last_key:
             return last_key
         tic = time.monotonic()
+        ahead = RENDERS.waiting()
+        if ahead > 0 and self.on_wait is not None:
+            self.on_wait(self, ahead)
         image = self.render(res, index)
         if self._stop.is_set():
             return key
@@ -149,6 +156,7 @@ class Session:
         self.fps.tick()
         self.last_resolution, self.last_index = res, index
         self.frames_sent += 1
+        self.idle = False
         if self.on_frame is not None:
             self.on_frame(self)
         return key
@@ -172,6 +180,10 @@ class Session:
             if new_key == key:  # nothing new: sleep until a change, the settle time or the next frame
                 with self._lock:
                     left = self.settings.settle - (time.monotonic() - self._moved_at)
+                if not playing and left <= 0 and not self.idle:
+                    self.idle = True
+                    if self.on_idle is not None:
+                        self.on_idle(self)
                 timeout = 0.5
                 if playing:
                     timeout = 0.5 / max(self.playback.fps, 1.0)

@@ -21,7 +21,9 @@ class Sources:
         self._lock = threading.Lock()
 
     def names(self) -> list[str]:
-        return [STILL, ENROLLED] + [SPEECH_PREFIX + p.name for p in speech_files(self.avatar_dir)]
+        """The sequences to offer: speech files only when the avatar has an audio-to-expression model."""
+        speech = speech_files(self.avatar_dir) if self.avatar.has_audio_model else []
+        return [STILL, ENROLLED] + [SPEECH_PREFIX + p.name for p in speech]
 
     def path_of(self, name: str) -> Path:
         for path in speech_files(self.avatar_dir):

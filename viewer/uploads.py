@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avatar3d.errors import InputError, MediaError
+from avatar3d.errors import InputError
 
 AUDIO_SUFFIXES = (".wav", ".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".mp4", ".webm")
 SPEECH_DIRS = ("speech", "uploads")  # inside the avatar folder, listed in this order
@@ -84,18 +84,12 @@ def save_upload(avatar_dir: Path, name: str, content: bytes, max_bytes: int = DE
 
 
 def _decode(path: Path, name: str) -> np.ndarray:  # -> [A] float32 16 kHz
+    """The upload's sound; InputError naming only the user's file (never our temp name or folders)."""
     from avatar3d.io.media import read_audio
 
     try:
         return read_audio(path)
-    except MediaError as err:
-        raise InputError(f"{name!r} is not a readable audio file ({_short(err)}); upload a .wav, .mp3, .flac or "
-                         f".ogg speech recording") from err
     except Exception as err:  # a decoder error of any kind means the same to the user
-        raise InputError(f"{name!r} does not decode as audio ({type(err).__name__}); upload a .wav, .mp3, "
-                         f".flac or .ogg speech recording") from err
-
-
-def _short(err: Exception) -> str:
-    text = str(err)
-    return text if len(text) < 160 else text[:157] + "..."
+        raise InputError(f"{name!r} is not a readable audio file: its content is not sound that FFmpeg can "
+                         f"decode (is it really a {Path(name).suffix} file?); upload a .wav, .mp3, .flac or .ogg "
+                         f"speech recording") from err

@@ -175,6 +175,38 @@ def atomic_dir(final_dir: str | os.PathLike, copy_existing: bool = False) -> Ite
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+RESERVED_TAG = ".reserved"
+
+
+@contextmanager
+def reserve_unique_path(folder: str | os.PathLike, stem: str, suffix: str) -> Iterator[Path]:
+    """Yield `folder/stem<suffix>` (or `stem-2<suffix>`, `-3`, ...): a name no file has and no other writer holds.
+
+    Two writers (threads or processes) asking in the same second get different names: each name is claimed by
+    creating `.NAME.reserved` with O_EXCL, which the file system grants to one of them only; the claim is
+    released when the block ends (by then the caller has written the file, or given up).
+    """
+    folder = Path(folder)
+    for n in range(1, 100_000):
+        name = f"{stem}{suffix}" if n == 1 else f"{stem}-{n}{suffix}"
+        path, claim = folder / name, folder / f".{name}{RESERVED_TAG}"
+        if path.exists():
+            continue
+        try:
+            os.close(os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            continue
+        if path.exists():  # written by a writer that did not reserve its name
+            claim.unlink(missing_ok=True)
+            continue
+        try:
+            yield path
+        finally:
+            claim.unlink(missing_ok=True)
+        return
+    raise InputError(f"no free name for {stem}{suffix} in {folder}; move old files out of it")
+
+
 def recover_dir(final_dir: str | os.PathLike) -> bool:
     """Put back a folder that a process killed between atomic_dir's two renames left as '.NAME.old-*'.
 
