@@ -30,12 +30,18 @@ def seed_list() -> list[int]:
 
 
 def pytest_report_header(config):
-    return f"random tests run with seeds {seed_list()} (AVATAR3D_SEEDS=... to change)"
+    return (f"random tests run with seeds {seed_list()}, plus a module's REGRESSION_SEEDS "
+            "(AVATAR3D_SEEDS=... to change)")
 
 
 def pytest_generate_tests(metafunc):
+    """Parametrize `seed`: the seed list, plus a module's REGRESSION_SEEDS (seeds that once failed, kept as
+    regression cases) unless AVATAR3D_SEEDS/AVATAR3D_SEED replace the list."""
     if "seed" in metafunc.fixturenames:
-        metafunc.parametrize("seed", seed_list(), ids=lambda value: f"seed={value}", indirect=True)
+        seeds = seed_list()
+        if not (os.environ.get("AVATAR3D_SEEDS") or os.environ.get("AVATAR3D_SEED")):
+            seeds += [s for s in getattr(metafunc.module, "REGRESSION_SEEDS", ()) if s not in seeds]
+        metafunc.parametrize("seed", seeds, ids=lambda value: f"seed={value}", indirect=True)
 
 
 @pytest.fixture

@@ -58,5 +58,8 @@ def eval_sh(degree: int, coeffs: Tensor, dirs: Tensor) -> Tensor:  # coeffs: [N,
 def sh_to_rgb(degree: int, coeffs: Tensor, means: Tensor, viewmat: Tensor) -> Tensor:
     # coeffs: [N,K,3], means: [N,3], viewmat: [4,4] -> [N,3]
     """View-dependent colour: rgb = max(SH(normalize(mean - camera centre)) + 0.5, 0), as in 3DGS."""
-    dirs = F.normalize(means - camera_centre(viewmat).to(means), dim=-1, eps=1e-12)
+    # The direction in float64: for a Gaussian a centimetre from the camera, float32's -R^T t and the
+    # difference cancel to ~1e-5 of the direction, which degree-3 SH turn into colour errors of 2e-5.
+    offset = means.double() - camera_centre(viewmat.double())
+    dirs = F.normalize(offset, dim=-1, eps=1e-12).to(means.dtype)
     return torch.clamp_min(eval_sh(degree, coeffs, dirs) + 0.5, 0.0)
