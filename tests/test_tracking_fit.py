@@ -21,7 +21,10 @@ from avatar3d.tracking.metrics import cv_mask, landmark_rmse, pose_jitter_deg, t
 # Recovery tolerances (synthetic rig, 30 frames, 1 px Gaussian noise + 2% outliers of ~10 px)
 HEAD_MAX_DEG = 1.5  # head rotation (root @ neck), every frame
 JAW_MAX_DEG = 2.0  # jaw rotation, every frame
-GAZE_MEAN_DEG = 3.0  # eye rotations, mean over frames and eyes (1 px of iris noise is ~2 deg of gaze)
+# Eye rotations, mean over frames and eyes (1 px of iris noise is ~2 deg of gaze). Over 70 seeds the mean was
+# 2.0-3.0 deg (one at 3.03: the old bound of 3.0 failed a soak); a fit that ignored the irises would miss by the
+# gaze's own amplitude, 15-18 deg.
+GAZE_MEAN_DEG = 3.5
 GAZE_MAX_DEG = 6.0
 # Expression coefficients (unit = full expression), mean absolute error, split in two (see test_synthetic_recovery):
 EXPR_MOTION_MEAN_ABS = 0.06  # each coefficient about its clip mean (the expression's motion), all frames
