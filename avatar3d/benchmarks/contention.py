@@ -6,8 +6,9 @@ as its own `avatar3d` process with this process's environment, so it chooses its
 any user's job would (avatar3d/runtime.py). The figure is each job's slowdown: its time in the pair over the
 time alone. On a machine the pair saturates, two CPU-bound jobs sharing fairly take about 2x; far more means
 they fight (spinning OpenMP threads, more threads than cores). Prints a table; writes JSON with --json:
-{"cores", "env", "jobs": [{"job", "alone_s", "together_s": [...], "slowdown": [...], "worst"}], "limit",
- "within_limit"}.
+{"cores", "env", "jobs": [{"job", "command", "alone_s", "together_s": [...], "slowdown": [...], "worst",
+ "peer_together_s", "peer_worst"}], "limit", "within_limit"}. The peer (on by default) is the same pair run
+the way jobs ran before avatar3d managed its threads: it shows what the figure would be without it.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from typing import Literal, Optional
 
 from avatar3d.errors import Avatar3DError, InputError
 from avatar3d.io.atomic import atomic_write_json
-from avatar3d.runtime import available_cores
+from avatar3d.runtime import CHOSEN_ENV, THREADS_ENV, available_cores
 
 JobKind = Literal["demo", "train"]
 
@@ -49,6 +50,9 @@ class BenchContentionConfig:
     """Steps of the train job (the fast preset's schedule scaled to this many)."""
     limit: float = 2.5
     """A job's slowdown in the pair above this counts as a failure of graceful sharing."""
+    peer: bool = True
+    """Also time the pair as jobs ran before avatar3d managed its threads, for comparison in the same run:
+    each job with every core (OMP_NUM_THREADS) and spinning waits (OMP_WAIT_POLICY=ACTIVE)."""
 
 
 def _command(kind: JobKind, cfg: BenchContentionConfig, folder: Path, avatar: Path) -> list[str]:
@@ -69,13 +73,21 @@ def _prepare(kind: JobKind, folder: Path, avatar: Path) -> None:
         shutil.copytree(avatar, folder / "avatar")
 
 
-def _run_together(commands: list[list[str]], logs: list[Path]) -> list[float]:
+def _unmanaged_env() -> dict:
+    """The environment of the peer pair: every job takes every core and spins while it waits."""
+    cores = str(available_cores())
+    env = {**os.environ, "OMP_NUM_THREADS": cores, "OMP_WAIT_POLICY": "ACTIVE", THREADS_ENV: cores}
+    env.pop(CHOSEN_ENV, None)  # else the job would take OMP_NUM_THREADS for our own choice and choose again
+    return env
+
+
+def _run_together(commands: list[list[str]], logs: list[Path], env: Optional[dict] = None) -> list[float]:
     """Start every command at once; each one's wall time in seconds. A failed job raises with its log."""
     start = time.perf_counter()
     handles = []
     for command, log in zip(commands, logs):
         stream = open(log, "w")
-        handles.append((subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT), stream, log))
+        handles.append((subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT, env=env), stream, log))
     seconds = []
     for proc, stream, log in handles:
         code = proc.wait()
@@ -103,23 +115,37 @@ def _measure(kind: JobKind, cfg: BenchContentionConfig, avatar: Path, say) -> di
                               [root / f"pair-{r}-{i}.log" for i in (0, 1)])
         together += times
         say(f"  {kind} two at once, run {r + 1}: {times[0]:.1f} s and {times[1]:.1f} s")
+    peer = []
+    if cfg.peer:
+        folders = [root / f"peer-{i}" for i in (0, 1)]
+        for folder in folders:
+            _prepare(kind, folder, avatar)
+        peer = _run_together([_command(kind, cfg, f, avatar) for f in folders],
+                             [root / f"peer-{i}.log" for i in (0, 1)], env=_unmanaged_env())
+        say(f"  {kind} two at once, unmanaged threads (peer): {peer[0]:.1f} s and {peer[1]:.1f} s")
     base = statistics.median(alone)
     slowdown = [t / base for t in together]
     return {"job": kind, "command": " ".join(_command(kind, cfg, Path("DIR"), avatar)[1:]),
             "alone_s": round(base, 2), "together_s": [round(t, 2) for t in together],
-            "slowdown": [round(s, 3) for s in slowdown], "worst": round(max(slowdown), 3)}
+            "slowdown": [round(s, 3) for s in slowdown], "worst": round(max(slowdown), 3),
+            "peer_together_s": [round(t, 2) for t in peer],
+            "peer_worst": round(max(peer) / base, 3) if peer else None}
 
 
 def format_table(result: dict) -> str:
     lines = [f"cores: {result['cores']}   OMP_NUM_THREADS={result['env']['OMP_NUM_THREADS']}   "
              f"OMP_WAIT_POLICY={result['env']['OMP_WAIT_POLICY']}",
-             f"{'job':<6} {'alone s':>9} {'two at once s':>22} {'slowdown':>16} {'worst':>7}"]
+             f"{'job':<6} {'alone s':>9} {'two at once s':>22} {'slowdown':>16} {'worst':>7} {'peer worst':>11}"]
     for job in result["jobs"]:
         together = ", ".join(f"{t:.1f}" for t in job["together_s"])
         slowdown = ", ".join(f"{s:.2f}x" for s in job["slowdown"])
-        lines.append(f"{job['job']:<6} {job['alone_s']:>9.1f} {together:>22} {slowdown:>16} {job['worst']:>6.2f}x")
+        peer = "n/a" if job["peer_worst"] is None else f"{job['peer_worst']:.2f}x"
+        lines.append(f"{job['job']:<6} {job['alone_s']:>9.1f} {together:>22} {slowdown:>16} {job['worst']:>6.2f}x "
+                     f"{peer:>11}")
     verdict = "within" if result["within_limit"] else "OVER"
     lines.append(f"every job {verdict} the limit of {result['limit']:.1f}x its time alone")
+    lines.append("peer: the same pair with every core per job and spinning OpenMP waits (jobs before avatar3d "
+                 "managed its threads)")
     return "\n".join(lines)
 
 
@@ -131,7 +157,7 @@ def run_contention_bench(cfg: BenchContentionConfig, say=print) -> dict:
         raise InputError("--jobs is empty; give demo and/or train")
     cfg.out.mkdir(parents=True, exist_ok=True)
     setup = cfg.out / "setup"
-    if "train" in cfg.jobs:
+    if "train" in cfg.jobs and not (setup / "avatar" / "gaussians.safetensors").is_file():
         say("making the avatar the train jobs copy (one demo run, not timed)")
         _prepare("demo", setup, setup)
         _run_together([_command("demo", cfg, setup, setup)], [cfg.out / "setup.log"])
