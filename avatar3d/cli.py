@@ -91,6 +91,34 @@ def _sub_usage(name: str, subs: dict[str, Verb]) -> str:
     return "\n".join(lines)
 
 
+def _plain_warnings(prog: str) -> None:
+    """Warnings as one line of ours ("avatar3d train gaussians: warning: ..."), not Python's file, line and
+    source (kept with --verbose)."""
+    import warnings
+
+    from avatar3d.runtime import verbose
+
+    if verbose():
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"{prog}: warning: {message}", file=file or sys.stderr, flush=True)
+
+    warnings.showwarning = show
+
+
+def _interrupted_advice(prog: str, args: list[str], config) -> str:
+    """What to type after Ctrl-C: the same command with --resume where the verb can resume (outputs only
+    appear once complete, so nothing half-written is left either way)."""
+    import shlex
+
+    if hasattr(config, "resume"):
+        again = [*prog.split(), *[a for a in args if a not in ("--resume", "--restart")], "--resume"]
+        return (f"interrupted; the finished stages and the last checkpoint are kept. Continue with: "
+                f"{shlex.join(again)}")
+    return "interrupted; nothing half-written was left (outputs appear only when complete). Run it again to redo it."
+
+
 def run(argv: Sequence[str]) -> int:
     """Parse `argv` (without the program name), run the verb, return the exit code."""
     from avatar3d.runtime import VERBOSE_ENV, configure_process
@@ -128,6 +156,7 @@ def run(argv: Sequence[str]) -> int:
             return 2
         prog, verb, rest = f"{prog} {rest[0]}", sub, rest[1:]
 
+    _plain_warnings(prog)
     module = importlib.import_module(verb.module)
     config_cls = getattr(module, verb.config)
     config = tyro.cli(config_cls, args=rest, prog=prog, description=verb.summary)
@@ -143,7 +172,7 @@ def run(argv: Sequence[str]) -> int:
         print(f"{prog}: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"\n{prog}: interrupted; re-run the same command to resume where supported.", file=sys.stderr)
+        print(f"\n{prog}: {_interrupted_advice(prog, rest, config)}", file=sys.stderr)
         return 130
     return int(result) if isinstance(result, int) else 0
 

@@ -13,7 +13,8 @@ from avatar3d.io.atomic import (AtomicFile, atomic_dir, atomic_path, atomic_writ
 
 
 def names(folder):
-    return sorted(p.name for p in folder.iterdir())
+    """The folder's entries, without the marker every atomic_dir output carries (tests/test_ownership.py)."""
+    return sorted(p.name for p in folder.iterdir() if p.name != ".avatar3d-output")
 
 
 def current_umask() -> int:

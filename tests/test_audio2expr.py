@@ -133,6 +133,14 @@ def test_bad_audio_gives_clear_errors(tmp_path):
         load_audio(np.zeros(100, np.float32))
     with pytest.raises(InputError, match="NaN"):
         load_audio(np.full(100, np.nan, np.float32), 16000)
+    import soundfile
+
+    nan_wav = tmp_path / "speech_nan.wav"  # a float wav with NaN samples: the error names the file
+    samples = np.sin(np.arange(16000) / 10.0).astype(np.float32)
+    samples[100:110] = np.nan
+    soundfile.write(nan_wav, samples, 16000, subtype="FLOAT")
+    with pytest.raises(MediaError, match=r"speech_nan.wav has 10 NaN or infinite samples"):
+        load_audio(nan_wav)
 
 
 # ------------------------------------------------------------------------------------------ offset

@@ -101,3 +101,25 @@ def test_an_unwritable_output_folder_is_a_message_not_a_traceback(capsys, tmp_pa
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err and ".tmp-" not in err
     assert f"cannot write in {tmp_path / 'ro'}: permission denied" in err
+
+
+def test_warnings_print_as_one_plain_line(monkeypatch, capsys):
+    import warnings
+
+    from avatar3d.training import command
+
+    def warns(cfg):
+        warnings.warn("checkpoint step-2000 is truncated — resuming from the older step-1000 instead", RuntimeWarning)
+        return 0
+
+    from avatar3d import runtime
+
+    monkeypatch.delenv(runtime.VERBOSE_ENV, raising=False)
+    monkeypatch.setattr(command, "main_train_gaussians", warns)
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # restored after the test
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        assert cli.run(["train", "gaussians", "somewhere"]) == 0
+    err = capsys.readouterr().err
+    assert "avatar3d train gaussians: warning: checkpoint step-2000 is truncated" in err
+    assert "RuntimeWarning" not in err and "warnings.warn" not in err

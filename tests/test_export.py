@@ -342,7 +342,7 @@ def test_alpha_writer_refuses_bad_input_and_leaves_nothing_behind(tmp_path):
     folder = tmp_path / "seq"
     with AlphaWriter(folder, 25, 4, 4) as writer:
         writer.write(np.zeros((4, 4, 3), np.float32), np.ones((4, 4, 1), np.float32))  # float input, [H,W,1] alpha
-    assert [f.name for f in folder.iterdir()] == ["000000.png"]
+    assert sorted(f.name for f in folder.iterdir()) == [".avatar3d-output", "000000.png"]  # the frames + our marker
     assert next(read_alpha(folder))[..., 3].min() == 255
 
 

@@ -230,3 +230,14 @@ def test_plain_data_pickles_of_every_protocol(seed, protocol):
     assert sp.issparse(out["csr"]) and np.array_equal(out["csr"].toarray(), data["csr"].toarray())
     assert np.array_equal(out["coo"].toarray(), np.eye(3)) and out["scalar"] == data["scalar"]
     assert out["nested"] == data["nested"]
+
+
+def test_a_deeply_nested_pickle_is_refused_with_a_message(tmp_path):
+    from avatar3d.head.unpickle import safe_load_pickle
+
+    # 200,000 nested lists, written by hand (pickle.dumps itself would recurse): MARK '(' ... ']' closes each
+    data = b"\x80\x02" + b"]" * 1 + b"(" * 200_000 + b"l" * 200_000 + b"."
+    path = tmp_path / "deep.pkl"
+    path.write_bytes(data)
+    with pytest.raises(HeadModelError, match="nests its contents far deeper"):
+        safe_load_pickle(path)

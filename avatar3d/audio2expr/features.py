@@ -54,6 +54,10 @@ def load_audio(audio: Union[str, Path, np.ndarray, Tensor], sample_rate: Optiona
                              "pass a wav/mp3/m4a/mp4 file") from err
         if wave.size == 0:
             raise MediaError(f"{path} holds no audio samples; pass a file with a non-empty sound track")
+        if not np.isfinite(wave).all():
+            bad = int((~np.isfinite(wave)).sum())
+            raise MediaError(f"{path} has {bad} NaN or infinite samples (a damaged floating-point wav?); export "
+                             "it again, e.g. as 16-bit PCM wav")
         return wave
     if sample_rate is None or int(sample_rate) <= 0:
         raise InputError("an audio array needs its sample rate: pass sample_rate=... (Hz), e.g. 16000")

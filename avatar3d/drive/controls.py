@@ -148,4 +148,4 @@ def check_expression_name(name: str, names: list[str]) -> int:
     hint = f"; did you mean {', '.join(close)}?" if close else f"; known names: {', '.join(names[:12])}..."
     if not names:
         hint = "; this head model has no named expressions"
-    raise InputError(f"unknown expression {name!r}{hint}")
+    raise InputError(f"unknown expression {name!r}{hint} (every name: `avatar3d models list --expressions MODEL`)")

@@ -78,7 +78,7 @@ def build_avatar_dir(subject: SyntheticSubject, avatar_dir: Path, *, video: Opti
         writer = Mp4Writer(video, fps=subject.fps, audio=subject.audio, audio_rate=AUDIO_RATE, crf=12,
                            metadata={"comment": f"made by avatar3d (synthetic subject, seed {subject.seed})"})
     try:
-        with atomic_dir(avatar_dir) as tmp:
+        with atomic_dir(avatar_dir, kind="avatar") as tmp:
             paths = AvatarPaths(tmp)
             paths.frames.mkdir(parents=True)
             paths.masks.mkdir(parents=True)

@@ -528,7 +528,7 @@ def write_subject(out_dir: str | Path, subject: SyntheticSubject,
     say = progress or (lambda msg: None)
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, kind="synthetic subject") as tmp:
         masks = []
         say(f"rendering {subject.num_frames} training frames at {subject.resolution}x{subject.resolution}")
         with Mp4Writer(tmp / "train.mp4", fps=subject.fps, audio=subject.audio, audio_rate=AUDIO_RATE, crf=12,

@@ -67,7 +67,8 @@ def _as_uint8(x: Any, shape: tuple, name: str) -> np.ndarray:
 class AlphaWriter(CloseOrAbort):
     """Streaming RGBA writer: `write(rgb [H,W,3], alpha [H,W])` per frame; the output appears on close."""
 
-    def __init__(self, path: str | os.PathLike, fps: Any, width: int, height: int, *, codec: str | None = None):
+    def __init__(self, path: str | os.PathLike, fps: Any, width: int, height: int, *, codec: str | None = None,
+                 force: bool = False):
         self.path = Path(path)
         self.kind = alpha_kind(self.path)
         self.width, self.height = int(width), int(height)
@@ -85,7 +86,8 @@ class AlphaWriter(CloseOrAbort):
         if self.kind == "png":
             if self.path.exists() and not self.path.is_dir():
                 raise MediaError(f"{self.path} exists and is not a folder; remove it or pick another --alpha path")
-            self._dir_ctx = atomic_dir(self.path)
+            # an existing folder is replaced only when avatar3d made it, or with force (--force)
+            self._dir_ctx = atomic_dir(self.path, kind="alpha frames", force=force)
             self._tmp_dir = self._dir_ctx.__enter__()
             return
         allowed = VIDEO_KINDS["." + self.kind]

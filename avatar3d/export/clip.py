@@ -173,15 +173,15 @@ class ClipResult:
         return self.frames / max(self.seconds, 1e-9)
 
 
-def alpha_writer(path: Path, fps: float, width: int, height: int):
-    """The alpha output: the shared `AlphaWriter` (PNG folder, .mov or .webm)."""
+def alpha_writer(path: Path, fps: float, width: int, height: int, force: bool = False):
+    """The alpha output: the shared `AlphaWriter` (PNG folder, .mov or .webm); `force`: see AlphaWriter."""
     from avatar3d.export.alpha import AlphaWriter
 
-    return AlphaWriter(path, fps, width, height)
+    return AlphaWriter(path, fps, width, height, force=force)
 
 
 def write_clip(out: Path, frames: Iterable, fps: float, num_frames: int, audio: Optional[np.ndarray] = None, *,
-               metadata: Optional[dict] = None, alpha_path: Optional[Path] = None,
+               metadata: Optional[dict] = None, alpha_path: Optional[Path] = None, alpha_force: bool = False,
                side: Optional[Iterator[np.ndarray]] = None, progress: bool = True, crf: int = 18,
                preset: str = "veryfast") -> ClipResult:
     """Encode rendered `frames` (objects with `.image` uint8 [H,W,3] and `.alpha` uint8 [H,W]) and the mono
@@ -201,7 +201,7 @@ def write_clip(out: Path, frames: Iterable, fps: float, num_frames: int, audio: 
         image, alpha = item
         if alpha_path is not None:
             if alpha_out is None:
-                alpha_out = alpha_writer(alpha_path, fps, image.shape[1], image.shape[0])
+                alpha_out = alpha_writer(alpha_path, fps, image.shape[1], image.shape[0], alpha_force)
             alpha_out.write(image, alpha)
         writer.write(image if side is None else np.concatenate([next(side), image], axis=1))
 
@@ -234,7 +234,8 @@ def write_clip(out: Path, frames: Iterable, fps: float, num_frames: int, audio: 
 
 def render_clip(avatar, params: DriveParams, out: Path, *, controls=None, fps: Optional[float] = None,
                 resolution: Optional[int] = None, background=(1.0, 1.0, 1.0), alpha_path: Optional[Path] = None,
-                side_by_side: bool = False, metadata: Optional[dict] = None, progress: bool = True) -> ClipResult:
+                alpha_force: bool = False, side_by_side: bool = False, metadata: Optional[dict] = None,
+                progress: bool = True) -> ClipResult:
     """The Python form of `avatar3d render`: `avatar` (an `Avatar`) performs `params` under `controls` into
     `out` (mp4 with the driver's audio); returns the frame count and the achieved speed."""
     fps = float(fps or params.fps)
@@ -245,8 +246,8 @@ def render_clip(avatar, params: DriveParams, out: Path, *, controls=None, fps: O
     meta = provenance(avatar, params)
     meta.update(metadata or {})
     frames = avatar.render(driven, controls, res, background)
-    return write_clip(out, frames, fps, n, driven.audio, metadata=meta, alpha_path=alpha_path, side=side,
-                      progress=progress)
+    return write_clip(out, frames, fps, n, driven.audio, metadata=meta, alpha_path=alpha_path,
+                      alpha_force=alpha_force, side=side, progress=progress)
 
 
 def provenance(avatar, params: DriveParams) -> dict:

@@ -47,7 +47,9 @@ class RenderConfig:
     gaze: Optional[str] = None
     """`yaw,pitch` degrees, or `camera` to look at the camera."""
     expression: tyro.conf.UseAppendAction[list[str]] = field(default_factory=list)
-    """Expression edit `NAME=VALUE` added on top of the driven expression (repeat the option for more)."""
+    """Expression edit `NAME=VALUE` added on top of the driven expression (repeat the option for more). The
+    names are the avatar's head model's: `avatar3d models list --expressions MODEL` prints them (ICT-FaceKit's
+    are ARKit-style, e.g. jawOpen, mouthSmile_L, eyeBlink_R); an unknown name is refused with the list."""
     expressiveness: float = 1.0
     """Scale of the driven expression."""
     blink: Literal["auto", "off"] = "auto"
@@ -59,6 +61,9 @@ class RenderConfig:
     alpha_out: Optional[Path] = None
     """Where --alpha writes: a folder (PNG sequence), a .mov (ProRes 4444) or a .webm (VP9); default:
     OUT's name + `_alpha/` beside the clip."""
+    force: bool = False
+    """Let --alpha's PNG folder replace an existing folder that avatar3d did not make (its files are deleted);
+    without it such a folder is refused and left as it is."""
     side_by_side: bool = False
     """With --tracking: the real enrollment frames next to the render."""
     seconds: Optional[float] = None
@@ -130,11 +135,18 @@ def drive(avatar, cfg: RenderConfig, driver: str, wave=None):
 
 def main(cfg: RenderConfig) -> int:
     from avatar3d.api import Avatar
+    from avatar3d.export.alpha import alpha_kind
     from avatar3d.export.clip import parse_background, render_clip
+    from avatar3d.io.ownership import check_replaceable
 
     started = time.perf_counter()
     driver = check_drivers(cfg)
     background = parse_background(cfg.background)
+    alpha_path = None
+    if cfg.alpha or cfg.alpha_out is not None:
+        alpha_path = cfg.alpha_out or Path(cfg.out).with_name(Path(cfg.out).stem + "_alpha")
+        if alpha_kind(alpha_path) == "png" and not cfg.force:  # refuse someone else's folder before any work
+            check_replaceable(alpha_path)
     wave = None
     if driver == "audio":  # read the speech before the (slower) avatar: a wrong file fails at once
         from avatar3d.audio2expr.features import load_audio
@@ -150,11 +162,9 @@ def main(cfg: RenderConfig) -> int:
     params = drive(avatar, cfg, driver, wave)
     if cfg.seconds is not None and cfg.seconds < params.duration:
         params = params.slice(0, min(len(params), max(1, int(round(cfg.seconds * params.fps)))))
-    alpha_path = None
-    if cfg.alpha or cfg.alpha_out is not None:
-        alpha_path = cfg.alpha_out or Path(cfg.out).with_name(Path(cfg.out).stem + "_alpha")
     result = render_clip(avatar, params, cfg.out, controls=controls, fps=cfg.fps, resolution=cfg.resolution,
-                         background=background, alpha_path=alpha_path, side_by_side=cfg.side_by_side,
+                         background=background, alpha_path=alpha_path, alpha_force=cfg.force,
+                         side_by_side=cfg.side_by_side,
                          progress=cfg.progress)
     total = time.perf_counter() - started
     print(f"clip: {result.path} ({result.frames} frames, {result.frames / result.fps:.2f} s at {result.fps:g} fps, "

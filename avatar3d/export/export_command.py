@@ -34,6 +34,9 @@ class ExportConfig:
     """Write the rigged form (mesh, binding, local parameters, per-frame rig parameters) to this folder."""
     compress: bool = True
     """Compress the rig bundle's .npz files (smaller; --no-compress writes faster)."""
+    force: bool = False
+    """Let --rig replace an existing folder that avatar3d did not make (its files are deleted); without it such
+    a folder is refused and left as it is."""
 
 
 def main_export(cfg: ExportConfig) -> int:
@@ -78,7 +81,7 @@ def main_export(cfg: ExportConfig) -> int:
         tic = time.perf_counter()
         write_rig_bundle(Path(cfg.rig), gaussians, rig, faces, tracked, best, refined, train, K=seq.K,
                          viewmat=seq.viewmat, resolution=seq.resolution, fps=seq.fps, timestamps=seq.timestamps,
-                         avatar_id=manifest.avatar_id, compress=cfg.compress)
+                         avatar_id=manifest.avatar_id, compress=cfg.compress, force=cfg.force)
         size = sum(f.stat().st_size for f in Path(cfg.rig).iterdir() if f.is_file())
         print(f"wrote {cfg.rig}/: rig bundle of {gaussians.num_gaussians} Gaussians on {faces.shape[0]} triangles, "
               f"{seq.num_frames} frames; {size / 1e6:.1f} MB in {time.perf_counter() - tic:.1f} s (see its README.md)")

@@ -145,9 +145,10 @@ def _f32(x: Tensor) -> np.ndarray:
 def write_rig_bundle(folder: Path, gaussians: BoundGaussians, rig: HeadRig, faces: Tensor, tracked: RigParams,
                      best: RigParams, refined: RigParams, frames_train: list[int], *, K: np.ndarray,
                      viewmat: np.ndarray, resolution: int, fps: float, timestamps: np.ndarray,
-                     avatar_id: Optional[str] = None, compress: bool = True) -> dict:
+                     avatar_id: Optional[str] = None, compress: bool = True, force: bool = False) -> dict:
     # faces: [F',3] binding triangles (gaussians.parent indexes them); tracked/best/refined: RigParams, batch T
-    """Write the bundle into a temp folder beside `folder` and swap it in; returns bundle.json's contents."""
+    """Write the bundle into a temp folder beside `folder` and swap it in; returns bundle.json's contents.
+    An existing `folder` is replaced only when avatar3d made it, or with `force`."""
     with torch.no_grad():
         identity = shaped_vertices(rig, tracked.shape.reshape(-1), tracked.expr.new_zeros(1, rig.num_expr))[0]
     rig_arrays = {
@@ -189,7 +190,7 @@ def write_rig_bundle(folder: Path, gaussians: BoundGaussians, rig: HeadRig, face
     }
     header = f"# avatar3d rig bundle: neutral mesh of avatar {avatar_id or '?'} (rig {rig.name}); see README.md\n"
     folder = Path(folder)
-    with atomic_dir(folder) as tmp:
+    with atomic_dir(folder, kind="rig bundle", force=force) as tmp:
         (tmp / "README.md").write_text(README, encoding="utf-8")
         (tmp / "bundle.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         (tmp / "mesh.obj").write_text(_obj_text(rig_arrays["identity_vertices"], rig_arrays["faces"],

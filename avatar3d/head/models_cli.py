@@ -37,6 +37,9 @@ class ModelsListConfig:
 
     json: bool = False
     """Print the list as JSON instead of a table."""
+    expressions: Optional[str] = None
+    """Print the expression names (the NAMEs of `render --expression NAME=VALUE`) of this model instead, e.g.
+    `--expressions ict` (or `synthetic`)."""
 
 
 def main_install(cfg: ModelsInstallConfig) -> int:
@@ -95,6 +98,10 @@ def main_list(cfg: ModelsListConfig) -> int:
 
     from avatar3d.head import registry
 
+    if cfg.expressions is not None:
+        names = list(registry.load_rig(cfg.expressions, device="cpu").expr_names)
+        print(json.dumps(names) if cfg.json else "\n".join(names))
+        return 0
     rows = registry.list_models()
     if cfg.json:
         print(json.dumps(rows, indent=2))

@@ -260,17 +260,18 @@ def safe_load_pickle(source: Union[str, os.PathLike, bytes, bytearray], *, allow
         raise HeadModelError(f"{label} is empty; download the model file again")
     try:
         raw = _RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
+        return _rebuild_allowing_objects(raw) if allow_object_arrays else _rebuild(raw)
     except HeadModelError:
         raise
+    except RecursionError as exc:
+        raise HeadModelError(f"{label} nests its contents far deeper than a head model does, so it was not read; "
+                             "pass the original model .pkl file") from exc
     except EOFError as exc:
         raise HeadModelError(f"{label} ends too early (truncated download?); download the model file again") from exc
     except (pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError, KeyError,
             UnicodeDecodeError, MemoryError, OverflowError) as exc:
         raise HeadModelError(f"{label} is not a readable pickle ({type(exc).__name__}: {exc}); pass the original "
                              "model .pkl file") from exc
-    if allow_object_arrays:
-        return _rebuild_allowing_objects(raw)
-    return _rebuild(raw)
 
 
 def _rebuild_allowing_objects(value):

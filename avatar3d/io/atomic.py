@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from avatar3d.errors import InputError
+from avatar3d.io.ownership import check_replaceable, write_marker
 
 TMP_TAG = ".tmp-"
 
@@ -136,8 +137,13 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Pat
 
 
 @contextmanager
-def atomic_dir(final_dir: str | os.PathLike, copy_existing: bool = False) -> Iterator[Path]:
+def atomic_dir(final_dir: str | os.PathLike, copy_existing: bool = False, kind: str = "output",
+               force: bool = False, force_hint: str = "--force") -> Iterator[Path]:
     """Yield a temp folder beside `final_dir`; on success it takes `final_dir`'s place, on error it is removed.
+
+    Only a folder avatar3d made (or an empty one) is replaced: another existing folder is refused before
+    anything is written, unless `force` (see avatar3d/io/ownership.py; `force_hint` is the option named in
+    the refusal). The new folder is marked as an avatar3d output of `kind`.
 
     A failed run therefore never damages an existing directory (e.g. a good avatar). With
     `copy_existing=True` the temp folder starts as a copy of the current `final_dir`, for updates that
@@ -145,10 +151,9 @@ def atomic_dir(final_dir: str | os.PathLike, copy_existing: bool = False) -> Ite
     one fails the old folder is put back.
     """
     final = Path(final_dir)
-    if final.exists() and not final.is_dir():
-        raise InputError(f"{final} exists and is not a folder; remove it or choose another output folder")
     parent = _parent_of(final)
     recover_dir(final)
+    check_replaceable(final, force, force_hint)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}{TMP_TAG}", dir=parent))
     try:
         if copy_existing and final.is_dir():
@@ -157,6 +162,7 @@ def atomic_dir(final_dir: str | os.PathLike, copy_existing: bool = False) -> Ite
         else:
             os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would surprise users
         yield tmp
+        write_marker(tmp, kind)
         old = None
         if final.exists():
             old = parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"

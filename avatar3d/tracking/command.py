@@ -25,6 +25,9 @@ class TrackConfig:
     """Also write overlay.mp4 (fitted mesh wireframe, detected/fitted landmarks, pupils) to judge the fit."""
     max_frames: Optional[int] = None
     """Track only the first N frames (a quick look at a long clip)."""
+    force: bool = False
+    """Let OUT replace an existing folder that avatar3d did not make (its files are deleted); without it such
+    a folder is refused and left as it is. A folder avatar3d made is always replaced, atomically."""
 
 
 def main(cfg: TrackConfig) -> int:
@@ -32,6 +35,7 @@ def main(cfg: TrackConfig) -> int:
 
     Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
     result = track_video(cfg.video, cfg.out, head_model=cfg.head_model, resolution=cfg.resolution,
-                         device=cfg.device, overlay=cfg.overlay, max_frames=cfg.max_frames)
+                         device=cfg.device, overlay=cfg.overlay, max_frames=cfg.max_frames,
+                         force=cfg.force)
     print_summary(result)
     return 0

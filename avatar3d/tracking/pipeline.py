@@ -19,6 +19,7 @@ import torch
 from avatar3d.progress import progress_bar
 
 from avatar3d.errors import InputError
+from avatar3d.io.ownership import check_replaceable
 from avatar3d.head.lbs import pose_vertices
 from avatar3d.head.registry import load_rig
 from avatar3d.io.atomic import atomic_dir, atomic_write_json
@@ -28,7 +29,7 @@ from avatar3d.tracking.fit import FitConfig, fit_sequence
 from avatar3d.tracking.landmarks import detect_video
 from avatar3d.tracking.metrics import cv_mask, tracking_metrics
 from avatar3d.tracking.overlay import overlay_frame
-from avatar3d.tracking.sequence import TrackedSequence
+from avatar3d.tracking.sequence import TrackedSequence, describe_frames
 
 IRIS_CENTRES = (468, 473)
 FRAME_PATTERN = "{:06d}.png"
@@ -88,11 +89,15 @@ def _write_overlay(path: Path, frames_dir: Path, rig, seq: TrackedSequence, fps:
 
 def track_video(video: Path, out: Path, *, head_model: Optional[str] = None, resolution: int = 512,
                 device: str = "cpu", fit_config: Optional[FitConfig] = None, overlay: bool = True,
-                max_frames: Optional[int] = None) -> TrackOutputs:
+                max_frames: Optional[int] = None, force: bool = False) -> TrackOutputs:
     """Track `video` (its first `max_frames` frames when given) into the folder `out`.
+
+    An existing `out` is replaced only when avatar3d made it (or with `force`): checked before any work.
 
     See `TrackedSequence` for the schema of `tracking.npz`.
     """
+    if not force:
+        check_replaceable(Path(out))
     if max_frames is not None and max_frames < 2:
         raise InputError(f"max_frames={max_frames} is too small; track at least 2 frames (better: a few seconds)")
     video, out = Path(video), Path(out)
@@ -120,7 +125,7 @@ def track_video(video: Path, out: Path, *, head_model: Optional[str] = None, res
     points = crop_landmarks(track.points, box, resolution).astype(np.float32)
     held = cv_mask()
 
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, kind="tracking", force=force) as tmp:
         tmp = Path(tmp)
         _write_frames(video, box, resolution, tmp / "frames", track.num_frames)
         with _bar(1, "fit rig") as bar:
@@ -174,3 +179,8 @@ def print_summary(result: TrackOutputs) -> None:
     print(json.dumps({k: v for k, v in r.items() if k != "failed_frames"} | {"failed_frames": len(r["failed_frames"])},
                      indent=2))
     print(f"tracked {r['frames']} frames in {r['seconds']:.1f} s ({r['ms_per_frame']:.1f} ms/frame) -> {result.folder}")
+    faceless = result.sequence.faceless_frames()
+    if faceless:
+        print(f"warning: no face detected in {describe_frames(faceless, r['frames'], result.sequence.fps)}; their "
+              "parameters are interpolated, and enrollment leaves those frames out of training and evaluation",
+              file=sys.stderr)

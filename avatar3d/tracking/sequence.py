@@ -73,6 +73,10 @@ class TrackedSequence:
     def num_frames(self) -> int:
         return int(self.expr.shape[0])
 
+    def faceless_frames(self) -> list[int]:
+        """Frames where no face was detected (their parameters are interpolated, their images show no face)."""
+        return [int(i) for i in np.flatnonzero(~np.asarray(self.detected, bool))]
+
     def params(self, device=None, dtype=torch.float32) -> RigParams:
         """The per-frame rig parameters as a batched `RigParams` (shape shared)."""
         return RigParams(**{k: torch.as_tensor(getattr(self, k), dtype=dtype, device=device) for k in PARAM_KEYS})
@@ -94,15 +98,15 @@ class TrackedSequence:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
         except Exception as err:  # zip/npz damage surfaces as several exception types
-            raise InputError(f"{path} is damaged or not a tracking file ({err}); re-run `avatar3d track`") from err
+            raise InputError(f"{path} is damaged or not a tracking file ({err}); {_repair_hint(path)}") from err
         version = int(arrays.pop("format_version", -1))
         if version != FORMAT_VERSION:
             raise InputError(f"{path} has tracking format {version}, this avatar3d reads {FORMAT_VERSION}; "
-                             "re-run `avatar3d track` to regenerate it")
+                             f"{_repair_hint(path)}")
         names = {f.name for f in fields(cls)}
         missing = sorted(names - set(arrays) - {"audio", "audio_rate"})
         if missing:
-            raise InputError(f"{path} lacks {', '.join(missing)}; re-run `avatar3d track`")
+            raise InputError(f"{path} lacks {', '.join(missing)}; {_repair_hint(path)}")
         values = {k: v for k, v in arrays.items() if k in names}
         for key in ("rig_name", "rig_checksum"):
             values[key] = str(values[key])
@@ -111,3 +115,27 @@ class TrackedSequence:
         if "audio_rate" in values:
             values["audio_rate"] = int(values["audio_rate"])
         return cls(**values)
+
+
+def describe_frames(frames: list[int], total: int, fps: float) -> str:
+    """`frames` in words: how many, the share of `total`, and where (time spans, the first few)."""
+    if not frames:
+        return "no frames"
+    spans, start = [], frames[0]
+    for prev, cur in zip(frames, frames[1:] + [None]):
+        if cur is None or cur != prev + 1:
+            spans.append((start, prev))
+            start = cur
+    where = ", ".join(f"{a / fps:.1f}-{(b + 1) / fps:.1f} s" for a, b in spans[:4])
+    more = f" and {len(spans) - 4} more spans" if len(spans) > 4 else ""
+    return f"{len(frames)} of {total} frames ({100.0 * len(frames) / max(total, 1):.0f} %) at {where}{more}"
+
+
+def _repair_hint(path: Path) -> str:
+    """The command that regenerates `path`: inside an avatar, enrolling again (tracking alone does not repair
+    an avatar); in a tracking folder, tracking again."""
+    folder = Path(path).parent
+    if (folder / "avatar.json").is_file():
+        return (f"this avatar's tracking cannot be repaired in place: enroll again with "
+                f"`avatar3d enroll VIDEO --out {folder}` (the enrollment video)")
+    return f"regenerate it with `avatar3d track VIDEO --out {folder}`"

@@ -56,17 +56,26 @@ def save_checkpoint(folder: Path, step: int, tensors: dict[str, Tensor], optim: 
         f"{stem}.safetensors": {"bytes": len(blob), "sha256": _sha(blob)},
         f"{stem}.optim.pt": {"bytes": len(optim_blob), "sha256": _sha(optim_blob)}})
     path = atomic_write_json(folder / f"{stem}.json", record)
+    if info.get("run") is not None:  # another run's checkpoints go once this run has one of its own
+        clear_checkpoints(folder, keep_run=info["run"])
     for old in list_checkpoints(folder)[:-KEEP]:
         for name in (old.name, old.with_suffix(".safetensors").name, old.with_suffix(".optim.pt").name):
             (folder / name).unlink(missing_ok=True)
     return path
 
 
-def clear_checkpoints(folder: Path) -> int:
-    """Delete every checkpoint in `folder` (a fresh run starts: an earlier run's higher steps would otherwise
-    outrank the new ones, so the new ones would be pruned and `--resume` would pick the stale run); returns how
-    many were removed."""
-    records = list_checkpoints(folder)
+def _run_of(record: Path) -> str | None:
+    try:
+        return json.loads(record.read_text()).get("run")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def clear_checkpoints(folder: Path, keep_run: str | None = None) -> int:
+    """Delete the checkpoints in `folder`, except those of the run `keep_run` (an earlier run's higher steps
+    would otherwise outrank the new ones, so the new ones would be pruned and `--resume` would pick the stale
+    run); returns how many were removed."""
+    records = [r for r in list_checkpoints(folder) if keep_run is None or _run_of(r) != keep_run]
     for old in records:
         for name in (old.with_suffix(".safetensors").name, old.with_suffix(".optim.pt").name, old.name):
             (Path(folder) / name).unlink(missing_ok=True)

@@ -26,9 +26,16 @@ class EnrollConfig:
     device: Literal["cpu", "cuda"] = "cpu"
     """Compute device for tracking and training."""
     resume: bool = False
-    """Continue an interrupted run from its last checkpoint."""
+    """Continue an interrupted run from its last finished stage and checkpoint. A run of the same video and
+    settings continues it anyway; one of another video or settings is refused, naming both commands."""
+    restart: bool = False
+    """Discard an interrupted run of OUT (its finished stages and checkpoints) and start from the beginning."""
     audio2expr: bool = True
     """Train the speech-to-expression model (lip sync) from the video's own audio; --no-audio2expr skips it."""
+    force: bool = False
+    """Let OUT replace an existing folder that is not an avatar (its files are deleted once the new avatar is
+    complete); without it such a folder is refused before any work. An existing avatar is always replaced,
+    only when the new one is complete."""
 
 
 @dataclass
@@ -50,7 +57,8 @@ def main(cfg: EnrollConfig) -> int:
     from avatar3d.training.enroll import enroll, print_summary
 
     summary = enroll(cfg.video, cfg.out, preset=cfg.preset, holdout=cfg.holdout, head_model=cfg.head_model,
-                     device=cfg.device, resume=cfg.resume, audio2expr=cfg.audio2expr)
+                     device=cfg.device, resume=cfg.resume, audio2expr=cfg.audio2expr,
+                     force=cfg.force, restart=cfg.restart)
     print_summary(summary, cfg.out)
     return 0
 

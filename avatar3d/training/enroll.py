@@ -23,8 +23,10 @@ import torch
 from avatar3d.config import preset_section
 from avatar3d.errors import InputError
 from avatar3d.io.atomic import atomic_write_json
+from avatar3d.io.ownership import check_replaceable, write_marker
 from avatar3d.io.avatar_dir import AvatarManifest, AvatarPaths, read_manifest, write_manifest
 from avatar3d.training.config import TrainConfig
+from avatar3d.training.resume import differences, refuse_mismatch, run_inputs
 
 STAGES = ("check", "track", "segment", "train", "audio2expr", "eval")
 
@@ -37,17 +39,45 @@ def _say(text: str) -> None:
     print(f"[enroll] {text}", file=sys.stderr, flush=True)
 
 
+def _decide_resume(stage_dir: Path, paths: AvatarPaths, video: Path, out: Path, inputs: Optional[dict],
+                   resume: bool, restart: bool) -> bool:
+    """Continue the interrupted run in `stage_dir` when its inputs are these, refuse when they differ
+    (unless `restart`), start afresh when there is none. Returns whether the run resumes."""
+    if not stage_dir.exists():
+        if resume:
+            _say("--resume: no interrupted enrollment to continue; starting from the beginning")
+        return False
+    if inputs is None:  # no readable video: the video check says so, and the staging folder stays
+        return False
+    if restart or not paths.manifest.is_file():
+        # no manifest: killed before tracking finished, nothing resumable
+        if restart:
+            _say(f"--restart: discarding the interrupted enrollment of {out}")
+        shutil.rmtree(stage_dir)
+        return False
+    recorded = read_manifest(stage_dir)
+    found = differences(recorded, inputs)
+    if found:
+        raise refuse_mismatch(found, recorded, video, out)
+    done = ", ".join(s for s, v in recorded.stages.items() if v == "done") or "none"
+    _say(f"continuing the interrupted enrollment of {video.name} (stages done: {done}; --restart starts over)")
+    return True
+
+
 def enroll(video: Path, out: Path, *, preset: str = "default", holdout: float = 0.2,
            head_model: Optional[str] = None, device: str = "cpu", resume: bool = False,
-           audio2expr: bool = True) -> dict:
-    """Run every stage; returns the summary (also in AVATAR/eval.json)."""
+           audio2expr: bool = True, force: bool = False, restart: bool = False) -> dict:
+    """Run every stage; returns the summary (also in AVATAR/eval.json). An existing `out` is replaced only
+    when it is an avatar (or empty), or with `force`; that is checked before any work. An interrupted run of the
+    same inputs (video, preset, holdout, head model) is continued, with or without `resume`; one of other inputs
+    is refused (see avatar3d/training/resume.py) unless `restart`, which discards it."""
     from avatar3d.eval.holdout import evaluate_holdout
     from avatar3d.head.registry import load_rig
     from avatar3d.training.checks import check_video, format_report
     from avatar3d.training.masks import compute_masks
-    from avatar3d.training.trainer import default_split, train_gaussians
+    from avatar3d.training.trainer import face_split, train_gaussians
     from avatar3d.tracking.pipeline import track_video
-    from avatar3d.tracking.sequence import TrackedSequence
+    from avatar3d.tracking.sequence import TrackedSequence, describe_frames
 
     video, out = Path(video), Path(out)
     if not 0.0 <= holdout < 0.9:
@@ -55,14 +85,15 @@ def enroll(video: Path, out: Path, *, preset: str = "default", holdout: float = 
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda was asked for but CUDA is not available; use --device cpu")
     train_cfg = preset_section(preset, "train", TrainConfig)
+    check_replaceable(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage_dir = _staging(out)
-    if stage_dir.exists() and not resume:
-        shutil.rmtree(stage_dir)
     paths = AvatarPaths(stage_dir)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     rig = load_rig(head_model, device="cpu")
+    inputs = run_inputs(video, preset, holdout, rig.checksum()) if video.is_file() else None
+    resume = _decide_resume(stage_dir, paths, video, out, inputs, resume, restart)
 
     # 1. check the input (always: cheap, and its advice belongs in every run's output)
     tic = time.perf_counter()
@@ -92,7 +123,7 @@ def enroll(video: Path, out: Path, *, preset: str = "default", holdout: float = 
         shutil.rmtree(track_dir, ignore_errors=True)
         seq = result.sequence
         manifest = AvatarManifest(rig_name=seq.rig_name, rig_checksum=seq.rig_checksum, source_video=video.name,
-                                  settings={"preset": preset, "holdout": holdout, "train": asdict(train_cfg)})
+                                  settings={**inputs, "train": asdict(train_cfg)})
         manifest.stages["track"] = "done"
         write_manifest(stage_dir, manifest)
     seq = TrackedSequence.load(paths.tracking)
@@ -112,10 +143,13 @@ def enroll(video: Path, out: Path, *, preset: str = "default", holdout: float = 
 
     # 4. train (resumes from its own checkpoints)
     tic = time.perf_counter()
-    frames_train = default_split(seq.num_frames, holdout)
+    frames_train, frames_eval = face_split(seq, holdout)
+    faceless = seq.faceless_frames()
+    if faceless:
+        _say(f"no face detected in {describe_frames(faceless, seq.num_frames, seq.fps)}: those frames are left out "
+             "of training and evaluation")
     if manifest.stages.get("train") != "done":
-        _say(f"stage train: preset {preset}, {len(frames_train)} training frames, "
-             f"{seq.num_frames - len(frames_train)} held out")
+        _say(f"stage train: preset {preset}, {len(frames_train)} training frames, {len(frames_eval)} held out")
         train_result = train_gaussians(stage_dir, train_cfg, device=device, resume=resume,
                                        frames_train=frames_train, rig=rig)
         manifest = read_manifest(stage_dir)
@@ -133,7 +167,6 @@ def enroll(video: Path, out: Path, *, preset: str = "default", holdout: float = 
 
     # 6. evaluate the held-out tail
     tic = time.perf_counter()
-    frames_eval = [i for i in range(seq.num_frames) if i not in set(frames_train)]
     metrics = {}
     if frames_eval:
         _say(f"stage eval: {len(frames_eval)} held-out frames")
@@ -157,6 +190,7 @@ def enroll(video: Path, out: Path, *, preset: str = "default", holdout: float = 
     write_manifest(stage_dir, manifest)
 
     # 7. swap the finished avatar in (the old one goes only once the new one is complete)
+    write_marker(stage_dir, "avatar")
     if out.exists():
         old = out.parent / f".{out.name}.old"
         shutil.rmtree(old, ignore_errors=True)

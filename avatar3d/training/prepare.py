@@ -22,7 +22,7 @@ def prepare_avatar_dir(track_dir: Path, avatar_dir: Path, *, masks_dir: Optional
     frames = track_dir / "frames"
     if not frames.is_dir():
         raise InputError(f"{frames} is missing; re-run `avatar3d track VIDEO --out {track_dir}`")
-    with atomic_dir(avatar_dir) as tmp:
+    with atomic_dir(avatar_dir, kind="avatar") as tmp:
         paths = AvatarPaths(tmp)
         paths.frames.parent.mkdir(parents=True)
         (shutil.move if move else shutil.copytree)(str(frames), str(paths.frames))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +106,19 @@ def default_split(num_frames: int, holdout: float) -> list[int]:
     """The first (1 - holdout) of the frames: the last `holdout` fraction is kept for evaluation."""
     n_train = max(1, min(num_frames, int(math.floor(num_frames * (1.0 - holdout) + 1e-9))))
     return list(range(n_train))
+
+
+def face_split(seq: TrackedSequence, holdout: float) -> tuple[list[int], list[int]]:
+    """(training frames, held-out frames) of `default_split`, both without the frames where no face was
+    detected: their images show no face, and training on them paints the head from interpolated guesses."""
+    train = default_split(seq.num_frames, holdout)
+    faceless = set(seq.faceless_frames())
+    held = [i for i in range(len(train), seq.num_frames) if i not in faceless]
+    train = [i for i in train if i not in faceless]
+    if not train:
+        raise InputError(f"no face was detected in any of the first {len(default_split(seq.num_frames, holdout))} "
+                         "frames, so there is nothing to train on; use a video where the face is visible")
+    return train, held
 
 
 # ---------------------------------------------------------------------------------------------- setup
@@ -237,7 +251,7 @@ def train_gaussians(avatar_dir: Path, config: TrainConfig, *, device="cpu", resu
     rig = rig.to(device)
     seq = TrackedSequence.load(paths.tracking)
     if frames_train is None:
-        frames_train = _previous_split(paths) or default_split(seq.num_frames, holdout)
+        frames_train = _previous_split(paths) or face_split(seq, holdout)[0]
     frames_train = sorted(int(i) for i in frames_train)
     if not frames_train or frames_train[0] < 0 or frames_train[-1] >= seq.num_frames:
         raise InputError(f"frames_train must be frame numbers in 0..{seq.num_frames - 1} (got {len(frames_train)} "
@@ -279,7 +293,6 @@ def train_gaussians(avatar_dir: Path, config: TrainConfig, *, device="cpu", resu
             raise InputError(f"the checkpoint in {paths.checkpoints} was trained on other frames; resume with the "
                              "same split or train from scratch without --resume")
     else:
-        ckpt_io.clear_checkpoints(paths.checkpoints)  # an earlier run's: never mixed with this one's
         init_gen = torch.Generator(device=device).manual_seed(config.seed)
         colours = _initial_colours(rig, faces, frame_params, frames, config.init_views)
         gaussians = BoundGaussians.on_surface(rest_vertices, faces, config.init_gaussians,
@@ -306,7 +319,10 @@ def train_gaussians(avatar_dir: Path, config: TrainConfig, *, device="cpu", resu
     bar = progress_bar(config.iterations, "train gaussians", unit="step", initial=start_step, disable=not progress,
                        dynamic_ncols=True)
     loop_start = time.time()
-    info = {"frames_train": frames_train, "config": dataclasses.asdict(config)}
+    # A fresh run leaves an earlier run's checkpoints in place (still resumable after a kill) until it has
+    # written one of its own; then they go, so they are never mixed with this run's (ckpt_io.save_checkpoint).
+    run_id = checkpoint.info.get("run") if checkpoint is not None else None
+    info = {"frames_train": frames_train, "config": dataclasses.asdict(config), "run": run_id or uuid.uuid4().hex}
     for step in range(start_step + 1, config.iterations + 1):
         pick = int(torch.randint(len(frames_train), (1,), generator=generator))
         t = frames_train[pick]

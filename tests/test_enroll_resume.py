@@ -1,0 +1,84 @@
+"""An interrupted enrollment is continued only with the inputs it was started with; Ctrl-C says what to type."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from avatar3d import cli
+from avatar3d.errors import InputError
+from avatar3d.head.registry import load_rig
+from avatar3d.io.avatar_dir import AvatarManifest, AvatarPaths, write_manifest
+from avatar3d.training import enroll as enroll_module
+from avatar3d.training.resume import run_inputs
+
+
+def _interrupted(tmp_path: Path, video: Path, preset: str = "fast") -> tuple[Path, Path]:
+    """An output `me` whose staging folder holds a run of `video` killed after tracking and segmentation."""
+    rig = load_rig("synthetic")
+    out = tmp_path / "me"
+    stage = enroll_module._staging(out)
+    stage.mkdir()
+    manifest = AvatarManifest(rig_name=rig.name, rig_checksum=rig.checksum(), source_video=video.name,
+                              settings=run_inputs(video, preset, 0.2, rig.checksum()),
+                              stages={"track": "done", "segment": "done"})
+    write_manifest(stage, manifest)
+    (stage / "checkpoint-marker").write_text("work worth keeping")
+    return out, stage
+
+
+def _videos(tmp_path: Path) -> tuple[Path, Path]:
+    first, other = tmp_path / "first.mp4", tmp_path / "other.mp4"
+    first.write_bytes(b"the first video's bytes")
+    other.write_bytes(b"another video's bytes")
+    return first, other
+
+
+@pytest.mark.parametrize("resume", [True, False])
+def test_another_video_is_refused_and_the_staging_kept(tmp_path, resume):
+    first, other = _videos(tmp_path)
+    out, stage = _interrupted(tmp_path, first)
+    with pytest.raises(InputError) as err:
+        enroll_module.enroll(other, out, preset="fast", head_model="synthetic", resume=resume)
+    text = str(err.value)
+    assert "its video was first.mp4" in text and "stages done: track, segment" in text
+    assert f"avatar3d enroll first.mp4 --out {out} --resume --preset fast" in text
+    assert f"avatar3d enroll {other} --out {out} --restart" in text
+    assert (stage / "checkpoint-marker").read_text() == "work worth keeping"
+
+
+def test_other_settings_are_refused_too(tmp_path):
+    first, _ = _videos(tmp_path)
+    out, stage = _interrupted(tmp_path, first, preset="fast")
+    with pytest.raises(InputError, match="its preset was fast, not default"):
+        enroll_module.enroll(first, out, preset="default", head_model="synthetic", resume=True)
+    assert stage.is_dir()
+
+
+def test_the_same_inputs_continue_and_restart_discards(tmp_path, capsys):
+    first, _ = _videos(tmp_path)
+    out, stage = _interrupted(tmp_path, first)
+    inputs = run_inputs(first, "fast", 0.2, load_rig("synthetic").checksum())
+    assert enroll_module._decide_resume(stage, AvatarPaths(stage), first, out, inputs, False, False)
+    assert "continuing the interrupted enrollment of first.mp4" in capsys.readouterr().err
+    assert not enroll_module._decide_resume(stage, AvatarPaths(stage), first, out, inputs, True, True)
+    assert "--restart: discarding" in capsys.readouterr().err and not stage.exists()
+
+
+def test_a_missing_video_never_discards_the_staging(tmp_path):
+    first, _ = _videos(tmp_path)
+    out, stage = _interrupted(tmp_path, first)
+    with pytest.raises(InputError):
+        enroll_module.enroll(tmp_path / "typo.mp4", out, preset="fast", head_model="synthetic")
+    assert (stage / "checkpoint-marker").exists()
+
+
+def test_ctrl_c_names_the_command_that_resumes(tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(enroll_module, "enroll", interrupted)
+    video = tmp_path / "v.mp4"
+    assert cli.run(["enroll", str(video), "--out", str(tmp_path / "me"), "--preset", "fast"]) == 130
+    err = capsys.readouterr().err
+    assert f"Continue with: avatar3d enroll {video} --out {tmp_path / 'me'} --preset fast --resume" in err
