@@ -26,7 +26,7 @@ def _intact(folder: Path) -> bool:
 
 def test_a_users_folder_is_refused_and_kept(tmp_path):
     folder = _users_folder(tmp_path)
-    with pytest.raises(InputError, match=r"did not make \(sub/, thesis.txt\).*--force.*2 files in 1 sub-folders"):
+    with pytest.raises(InputError, match=r"did not make \(sub/, thesis.txt\).*--force.*2 files in 1 sub-folder\b"):
         with atomic_dir(folder) as tmp:
             (tmp / "x").write_text("new")
     assert _intact(folder)

@@ -33,6 +33,10 @@ def is_ours(folder: Path) -> bool:
     return any((folder / name).is_file() for name in (MARKER, *LEGACY_SIGNATURES))
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def _count_entries(folder: Path) -> tuple[int, int]:
     files = dirs = 0
     for _, dirnames, filenames in os.walk(folder):
@@ -57,6 +61,7 @@ def check_replaceable(final: Path, force: bool = False, force_hint: str = "--for
     if not force:
         raise InputError(f"{final} already holds files avatar3d did not make ({shown}); nothing was changed. "
                          f"Choose a new output folder (it is created), or pass {force_hint} to replace this one "
-                         f"and delete its {files} files in {dirs} sub-folders")
-    print(f"{force_hint}: {final} was not made by avatar3d; its {files} files in {dirs} sub-folders ({shown}) "
-          "will be deleted once the new output is complete", file=sys.stderr, flush=True)
+                         f"and delete its {_plural(files, 'file')} in {_plural(dirs, 'sub-folder')}")
+    print(f"{force_hint}: {final} was not made by avatar3d; its {_plural(files, 'file')} in "
+          f"{_plural(dirs, 'sub-folder')} ({shown}) will be deleted once the new output is complete",
+          file=sys.stderr, flush=True)

@@ -121,8 +121,9 @@ def analyse_landmarks(points: np.ndarray,  # [K,478,2] landmarks of the frames w
         report.errors.append(f"a face is visible in only {100 * fraction:.0f}% of the sampled frames; keep the "
                              f"whole face in view for the entire clip (trim the parts without it)")
     elif fraction < GOOD_FACE_FRACTION:
-        report.warnings.append(f"the face is lost in {100 * (1 - fraction):.0f}% of the sampled frames (those "
-                               f"frames are interpolated); keep the face in view and unobstructed throughout")
+        report.warnings.append(f"the face is lost in {100 * (1 - fraction):.0f}% of the sampled frames (frames "
+                               f"without a face are left out of training and evaluation); keep the face in view and "
+                               f"unobstructed throughout")
     iod = inter_ocular(points)  # [K]
     box = points.max(axis=1) - points.min(axis=1)  # [K,2]
     face_w = float(np.median(box[:, 0]))
