@@ -49,3 +49,18 @@ def test_a_damaged_tracking_file_names_the_command_that_repairs_it(tmp_path):
     (track / "tracking.npz").write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(InputError, match=r"avatar3d track VIDEO --out .*track`"):
         TrackedSequence.load(track / "tracking.npz")
+
+
+def test_the_audio_model_never_trains_on_faceless_frames():
+    import numpy as np
+    import torch
+
+    from avatar3d.audio2expr.train import Clip
+
+    clip = Clip(np.zeros(16000, np.float32), 25.0, 0.0, torch.zeros(100, 4), val_start=80)
+    assert clip.fit_spans() == [(0, 80)]
+    faceless = np.zeros(100, bool)
+    faceless[[10, 11, 12, 40, 90]] = True
+    clip.faceless = faceless
+    assert clip.fit_spans() == [(0, 10), (13, 40), (41, 80)]  # frame 90 is in the validation slice
+    assert not set(clip.fit_frames()) & {10, 11, 12, 40}

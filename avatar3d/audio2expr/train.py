@@ -120,15 +120,30 @@ class Clip:
     table: Optional[Tensor] = None  # [N,D] features of the whole wave at `rate` Hz (mel POWER for log-mel)
     rate: float = 100.0
     val_end: Optional[int] = None  # None: the end of the clip
+    faceless: Optional[np.ndarray] = None  # [T] bool: no face detected (the mouth unseen): never trained on
 
     @property
     def val_range(self) -> tuple[int, int]:
         return self.val_start, self.target.shape[0] if self.val_end is None else self.val_end
 
     def fit_spans(self) -> list[tuple[int, int]]:
-        """[(start, end)) runs of training frames: before and after the validation slice."""
+        """[(start, end)) runs of training frames: before and after the validation slice, split where no
+        face was detected (those frames' targets are interpolated guesses)."""
         lo, hi = self.val_range
-        return [(a, b) for a, b in ((0, lo), (hi, self.target.shape[0])) if b - a >= 2]
+        spans = [(a, b) for a, b in ((0, lo), (hi, self.target.shape[0])) if b - a >= 2]
+        if self.faceless is None or not self.faceless.any():
+            return spans
+        runs = []
+        for a, b in spans:
+            start = None
+            for i in range(a, b + 1):
+                seen = i < b and not self.faceless[i]
+                if seen and start is None:
+                    start = i
+                elif not seen and start is not None:
+                    runs.append((start, i))
+                    start = None
+        return [(a, b) for a, b in runs if b - a >= 2]
 
     def fit_frames(self) -> np.ndarray:  # [N] indices of the training frames
         return np.concatenate([np.arange(a, b) for a, b in self.fit_spans()] or [np.zeros(0, int)])
@@ -289,6 +304,10 @@ def prepare_clip(seq: TrackedSequence, n_train: int, stats: dict, cfg: A2ETrainC
     target = (raw_channels(seq)[:n_train] - stats["mean"]) / stats["std"]
     n_val = max(8, int(round(n_train * cfg.val_fraction)))
     clip = Clip(wave, fps, offset_s, torch.as_tensor(target, dtype=torch.float32), max(1, n_train - n_val))
+    faceless = ~np.asarray(seq.detected[:n_train], bool)
+    if faceless.any():
+        clip.faceless = faceless
+        say(f"audio2expr: no face in {int(faceless.sum())} of the {n_train} training-part frames: not trained on")
     if rig is not None:
         jac = lip_jacobian(rig, seq, stats["mean"], stats["std"])
         if jac is not None:
