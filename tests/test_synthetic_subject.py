@@ -207,7 +207,8 @@ def test_write_subject_writes_everything_atomically(rig, seed, tmp_path):
 
     subject = _subject(rig, seed, seconds=0.8, resolution=64, novel_frame_count=2)
     out = write_subject(tmp_path / "subject", subject)
-    assert sorted(p.name for p in out.iterdir()) == ["cameras.json", "masks.npz", "novel", "params.npz", "train.mp4"]
+    assert sorted(p.name for p in out.iterdir()) == [".avatar3d-output", "cameras.json", "masks.npz", "novel", "params.npz",
+                                                     "train.mp4"]
     video = VideoReader(out / "train.mp4")
     assert video.num_frames == 8 and (video.width, video.height) == (64, 64) and video.has_audio
     first = next(iter(video))

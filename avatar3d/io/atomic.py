@@ -138,12 +138,13 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Pat
 
 @contextmanager
 def atomic_dir(final_dir: str | os.PathLike, copy_existing: bool = False, kind: str = "output",
-               force: bool = False, force_hint: str = "--force") -> Iterator[Path]:
+               force: bool = False, force_hint: str = "--force", inside_ours: bool = False) -> Iterator[Path]:
     """Yield a temp folder beside `final_dir`; on success it takes `final_dir`'s place, on error it is removed.
 
     Only a folder avatar3d made (or an empty one) is replaced: another existing folder is refused before
     anything is written, unless `force` (see avatar3d/io/ownership.py; `force_hint` is the option named in
-    the refusal). The new folder is marked as an avatar3d output of `kind`.
+    the refusal); `inside_ours` skips that check for a folder inside one of our own outputs (an avatar's masks).
+    The new folder (unless `inside_ours`) is marked as an avatar3d output of `kind`.
 
     A failed run therefore never damages an existing directory (e.g. a good avatar). With
     `copy_existing=True` the temp folder starts as a copy of the current `final_dir`, for updates that
@@ -153,7 +154,8 @@ def atomic_dir(final_dir: str | os.PathLike, copy_existing: bool = False, kind: 
     final = Path(final_dir)
     parent = _parent_of(final)
     recover_dir(final)
-    check_replaceable(final, force, force_hint)
+    if not inside_ours:
+        check_replaceable(final, force, force_hint)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}{TMP_TAG}", dir=parent))
     try:
         if copy_existing and final.is_dir():
@@ -162,7 +164,8 @@ def atomic_dir(final_dir: str | os.PathLike, copy_existing: bool = False, kind: 
         else:
             os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would surprise users
         yield tmp
-        write_marker(tmp, kind)
+        if not inside_ours:  # the enclosing output carries the marker
+            write_marker(tmp, kind)
         old = None
         if final.exists():
             old = parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"

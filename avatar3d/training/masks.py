@@ -222,7 +222,7 @@ def compute_masks(frames_dir: os.PathLike, seq, rig, out_dir: os.PathLike, *,
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with atomic_dir(out_dir, kind="masks") as tmp:
+        with atomic_dir(out_dir, kind="masks", inside_ours=True) as tmp:
             tmp = Path(tmp)
             smoother = TemporalSmoother(cfg.temporal_radius)
             warp_points = head_point_indices(rig, drawn)  # [P]
