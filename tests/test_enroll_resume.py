@@ -82,3 +82,16 @@ def test_ctrl_c_names_the_command_that_resumes(tmp_path, monkeypatch, capsys):
     assert cli.run(["enroll", str(video), "--out", str(tmp_path / "me"), "--preset", "fast"]) == 130
     err = capsys.readouterr().err
     assert f"Continue with: avatar3d enroll {video} --out {tmp_path / 'me'} --preset fast --resume" in err
+
+
+def test_a_failed_run_says_where_its_finished_stages_are(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "me"
+
+    def fails_after_tracking(video, out_dir, **kwargs):
+        enroll_module._staging(out_dir).mkdir()
+        raise InputError("training diverged")
+
+    monkeypatch.setattr(enroll_module, "enroll", fails_after_tracking)
+    assert cli.run(["enroll", str(tmp_path / "v.mp4"), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "training diverged" in err and "kept in .me.staging beside" in err and "--restart discards" in err
