@@ -227,6 +227,17 @@ def test_fresh_run_replaces_an_earlier_runs_checkpoints(tmp_path, seed):
         f"step_0000{s}{ext}" for s in ("05", "10") for ext in (".json", ".safetensors", ".optim.pt"))
 
 
+def test_resume_under_other_settings_is_refused(tmp_path, seed):
+    root, _ = make_synthetic_avatar(tmp_path / "av", seed, n=2)
+    cfg = _config(iterations=20, checkpoint_every=10, init_gaussians=300, densify_from=1000)
+    with pytest.warns(RuntimeWarning):
+        train_gaussians(root, cfg, progress=False, frames_train=[0, 1])
+    other = _config(iterations=40, checkpoint_every=10, init_gaussians=300, densify_from=1000)
+    with pytest.warns(RuntimeWarning), pytest.raises(InputError, match=r"other training settings \(iterations 20 -> 40"):
+        train_gaussians(root, other, progress=False, frames_train=[0, 1], resume=True)
+    assert len(ckpt_io.list_checkpoints(root / "checkpoints")) == 2  # nothing was lost
+
+
 def test_truncated_checkpoint_is_refused(tmp_path, seed):
     root, _ = make_synthetic_avatar(tmp_path / "av", seed, n=2)
     cfg = _config(iterations=20, checkpoint_every=10, init_gaussians=300, densify_from=1000)

@@ -292,6 +292,7 @@ def train_gaussians(avatar_dir: Path, config: TrainConfig, *, device="cpu", resu
         if checkpoint.info.get("frames_train") not in (None, frames_train):
             raise InputError(f"the checkpoint in {paths.checkpoints} was trained on other frames; resume with the "
                              "same split or train from scratch without --resume")
+        _check_same_settings(checkpoint.info.get("config"), config, paths)
     else:
         init_gen = torch.Generator(device=device).manual_seed(config.seed)
         colours = _initial_colours(rig, faces, frame_params, frames, config.init_views)
@@ -396,6 +397,21 @@ def train_gaussians(avatar_dir: Path, config: TrainConfig, *, device="cpu", resu
     manifest.stages["train"] = "done"
     write_manifest(paths.root, manifest)
     return result
+
+
+def _check_same_settings(recorded: Optional[dict], config: TrainConfig, paths: AvatarPaths) -> None:
+    """A checkpoint continues only under the settings it was written with (another schedule or size would
+    silently mix two trainings); the difference is named with what to do."""
+    if not recorded:
+        return
+    now = dataclasses.asdict(config)
+    changed = [f"{k} {recorded[k]} -> {now[k]}" for k in sorted(now)
+               if k in recorded and k != "checkpoint_every" and recorded[k] != now[k]]
+    if changed:
+        raise InputError(f"the checkpoint in {paths.checkpoints} was written with other training settings "
+                         f"({'; '.join(changed[:6])}); resume with the preset (and --iterations) it was started "
+                         "with, or train from scratch without --resume (the old checkpoints stay until the new "
+                         "run writes one)")
 
 
 def _previous_split(paths: AvatarPaths) -> Optional[list[int]]:
