@@ -38,8 +38,8 @@ CUTOFF_FRAC = 0.01  # at most this share of pixels may sit on a cut-off (a bug c
 GRAD_TOL = 1e-3
 # Seeds that once failed (each explained in cuda_ext/README.md): near-camera projection (1868087538, 2047050122),
 # a 1/255 alpha flip with SH colours (1155337546), an edge-on antialiased opacity (106150557), an SH view
-# direction 1 cm from the camera (8163839).
-REGRESSION_SEEDS = (1868087538, 2047050122, 1155337546, 106150557, 8163839)
+# direction 1 cm from the camera (8163839), a 1/255 flip in the float64-dtype test (1862640148).
+REGRESSION_SEEDS = (1868087538, 2047050122, 1155337546, 106150557, 8163839, 1862640148)
 
 
 def _loss_weights(image: torch.Tensor, alpha: torch.Tensor, seed: int):
@@ -238,11 +238,15 @@ def test_cpu_projection_matches_oracle_including_depth_gradient(seed):
 
 
 def test_cpu_backend_keeps_float64_dtype(seed):
-    scene = random_scene(300, 48, 40, seed=seed, dtype=torch.float64)
+    # float64 in, float64 out (the kernels compute in float32); the values compared as everywhere else: within
+    # 1e-5 away from cut-offs (seed 1862640148: one pixel's 1/255 flip differed by 1.7e-3), against the oracle
+    # on the inputs as the kernels see them (rounded to float32: 1 cm from the camera that rounding alone moves
+    # pixels by 5e-5)
+    scene = random_scene(300, 48, 40, seed=seed, dtype=torch.float64).to(dtype=torch.float32).to(dtype=torch.float64)
     img_r, _, _, grads_r = _render(scene, "torch", False, seed)
-    img_n, _, _, grads_n = _render(scene, "cpu", False, seed)
+    img_n, _, meta_n, grads_n = _render(scene, "cpu", False, seed)
     assert img_n.dtype == torch.float64 and grads_n["means"].dtype == torch.float64
-    assert (img_n - img_r).abs().max() < 1e-3
+    _assert_forward_close(img_r, img_n, _cutoff_spread(scene, False, meta_n["radii"]), "image")
 
 
 def test_missing_extension_says_how_to_build(monkeypatch):
