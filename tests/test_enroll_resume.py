@@ -17,7 +17,7 @@ def _interrupted(tmp_path: Path, video: Path, preset: str = "fast") -> tuple[Pat
     """An output `me` whose staging folder holds a run of `video` killed after tracking and segmentation."""
     rig = load_rig("synthetic")
     out = tmp_path / "me"
-    stage = enroll_module._staging(out)
+    stage = enroll_module.staging_dir(out)
     stage.mkdir()
     manifest = AvatarManifest(rig_name=rig.name, rig_checksum=rig.checksum(), source_video=video.name,
                               settings=run_inputs(video, preset, 0.2, rig.checksum()),
@@ -88,7 +88,7 @@ def test_a_failed_run_says_where_its_finished_stages_are(tmp_path, monkeypatch, 
     out = tmp_path / "me"
 
     def fails_after_tracking(video, out_dir, **kwargs):
-        enroll_module._staging(out_dir).mkdir()
+        enroll_module.staging_dir(out_dir).mkdir()
         raise InputError("training diverged")
 
     monkeypatch.setattr(enroll_module, "enroll", fails_after_tracking)

@@ -55,16 +55,16 @@ class TrainGaussiansConfig:
 
 def main(cfg: EnrollConfig) -> int:
     from avatar3d.errors import Avatar3DError
-    from avatar3d.training.enroll import _staging, enroll, print_summary
+    from avatar3d.training.enroll import enroll, staging_dir, print_summary
 
-    had_staging = _staging(cfg.out).exists()
+    had_staging = staging_dir(cfg.out).exists()
     try:
         summary = enroll(cfg.video, cfg.out, preset=cfg.preset, holdout=cfg.holdout, head_model=cfg.head_model,
                          device=cfg.device, resume=cfg.resume, audio2expr=cfg.audio2expr,
                          force=cfg.force, restart=cfg.restart)
     except Avatar3DError as err:
-        if _staging(cfg.out).exists() and not had_staging:  # never leave a hidden folder unmentioned
-            raise type(err)(f"{err}\nThe stages that finished are kept in {_staging(cfg.out).name} beside "
+        if staging_dir(cfg.out).exists() and not had_staging:  # never leave a hidden folder unmentioned
+            raise type(err)(f"{err}\nThe stages that finished are kept in {staging_dir(cfg.out).name} beside "
                             f"{cfg.out}: once fixed, the same command continues them; --restart discards "
                             "them") from err
         raise

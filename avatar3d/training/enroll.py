@@ -31,7 +31,8 @@ from avatar3d.training.resume import differences, refuse_mismatch, run_inputs
 STAGES = ("check", "track", "segment", "train", "audio2expr", "eval")
 
 
-def _staging(out: Path) -> Path:
+def staging_dir(out: Path) -> Path:
+    """Where an enrollment of `out` works until it has finished (`.NAME.staging` beside it)."""
     return out.parent / f".{out.name}.staging"
 
 
@@ -87,7 +88,7 @@ def enroll(video: Path, out: Path, *, preset: str = "default", holdout: float = 
     train_cfg = preset_section(preset, "train", TrainConfig)
     check_replaceable(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
-    stage_dir = _staging(out)
+    stage_dir = staging_dir(out)
     paths = AvatarPaths(stage_dir)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
