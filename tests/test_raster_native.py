@@ -38,8 +38,9 @@ CUTOFF_FRAC = 0.01  # at most this share of pixels may sit on a cut-off (a bug c
 GRAD_TOL = 1e-3
 # Seeds that once failed (each explained in cuda_ext/README.md): near-camera projection (1868087538, 2047050122),
 # a 1/255 alpha flip with SH colours (1155337546), an edge-on antialiased opacity (106150557), an SH view
-# direction 1 cm from the camera (8163839), a 1/255 flip in the float64-dtype test (1862640148).
-REGRESSION_SEEDS = (1868087538, 2047050122, 1155337546, 106150557, 8163839, 1862640148)
+# direction 1 cm from the camera (8163839), a 1/255 flip in the float64-dtype test (1862640148), a flip just
+# under 1e-5 (1510110721).
+REGRESSION_SEEDS = (1868087538, 2047050122, 1155337546, 106150557, 8163839, 1862640148, 1510110721)
 
 
 def _loss_weights(image: torch.Tensor, alpha: torch.Tensor, seed: int):
@@ -98,14 +99,16 @@ def _assert_forward_close(ref: torch.Tensor, out: torch.Tensor, spread: torch.Te
     assert ref.shape == out.shape, f"{what}: shape {tuple(out.shape)} != {tuple(ref.shape)}"
     assert torch.isfinite(out).all(), f"{what}: non-finite values"
     diff = (ref.double().cpu() - out.double().cpu()).abs().amax(dim=-1)  # per pixel, worst channel
+    # The allowance grows with the spread everywhere, not only past FWD_TOL: a flip worth 0.99e-5 (a Gaussian at
+    # 1/255 behind 99.7 % alpha) plus 1e-8 of rounding must not fail where one worth 1.01e-5 passes.
+    excess = diff - (FWD_TOL + 2.0 * spread)
     on_cutoff = spread > FWD_TOL
-    elsewhere = diff[~on_cutoff]
-    worst = elsewhere.max().item() if elsewhere.numel() else 0.0
-    assert worst <= FWD_TOL, (f"{what}: {int((elsewhere > FWD_TOL).sum())} pixels away from any cut-off differ by "
-                              f"more than {FWD_TOL} (worst {worst:.3g})")
-    over = diff[on_cutoff] - (2.0 * spread[on_cutoff] + FWD_TOL)
-    assert not (over > 0).any(), (f"{what}: a pixel on a cut-off differs by more than moving the cut-off changes "
-                                  f"(excess {over.max().item():.3g})")
+    away = excess[~on_cutoff]
+    assert not (away > 0).any(), (f"{what}: {int((away > 0).sum())} pixels away from any cut-off differ by more "
+                                  f"than {FWD_TOL} (+ twice what moving a cut-off changes; worst excess "
+                                  f"{away.max().item():.3g})")
+    assert not (excess[on_cutoff] > 0).any(), (f"{what}: a pixel on a cut-off differs by more than moving the "
+                                               f"cut-off changes (excess {excess[on_cutoff].max().item():.3g})")
     allowed = max(2, math.floor(CUTOFF_FRAC * diff.numel()))
     assert int(on_cutoff.sum()) <= allowed, f"{what}: {int(on_cutoff.sum())} pixels sit on a cut-off (allowed {allowed})"
 
