@@ -58,13 +58,15 @@ def project(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, vie
     cov2d = jac @ cov_c @ jac.transpose(-1, -2)  # [N,2,2], before dilation
     a0, b0, c0 = cov2d[:, 0, 0], cov2d[:, 0, 1], cov2d[:, 1, 1]
     a, b, c = a0 + EPS2D, b0, c0 + EPS2D
-    det = a * c - b * b
+    # a c - b² expanded into terms that are all >= 0 (README step 4): it cancels for a thin-line footprint
+    pdet = _projected_det(jac @ m_cam)
+    det = pdet + EPS2D * (a0 + c0) + EPS2D * EPS2D
     det_ok = det > 0
     det_safe = torch.where(det_ok, det, torch.ones_like(det))
 
     opac = opacities
     if antialiased:
-        ratio = _projected_det(jac @ m_cam) / det_safe
+        ratio = pdet / det_safe
         ratio_ok = ratio > 0
         rho = torch.sqrt(torch.where(ratio_ok, ratio, torch.ones_like(ratio)))
         opac = opacities * torch.where(ratio_ok, rho, torch.zeros_like(rho))

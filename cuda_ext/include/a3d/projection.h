@@ -159,13 +159,16 @@ A3D_HD bool project_gaussian(const Camera& cam, const float* mean, const float* 
     st.b0 = B[0] * st.J[3] + B[1] * st.J[4] + B[2] * st.J[5];
     st.c0 = B[3] * st.J[3] + B[4] * st.J[4] + B[5] * st.J[5];
     st.a = st.a0 + EPS2D; st.b = st.b0; st.c = st.c0 + EPS2D;
-    st.det = st.a * st.c - st.b * st.b;
+    // det = a c - b² expanded into terms that are all >= 0: a c - b² cancels for a Gaussian whose 2D footprint is
+    // a thin line (flat and edge-on: the dilation is then most of det, 1e-5 relative error in float32)
+    const float pdet = projected_det(cam.R, st.M, st.J);
+    st.det = pdet + EPS2D * (st.a0 + st.c0) + EPS2D * EPS2D;
     if (!(st.det > 0.f)) return false;
 
     float opac = opacity;
     st.ratio = 0.f;
     if (cam.antialiased) {
-        st.ratio = projected_det(cam.R, st.M, st.J) / st.det;
+        st.ratio = pdet / st.det;
         opac = st.ratio > 0.f ? opacity * sqrtf(st.ratio) : 0.f;
     }
     const float mx = cam.fx * st.t[0] / z + cam.cx;
