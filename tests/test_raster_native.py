@@ -42,8 +42,10 @@ GRAD_TOL = 1e-3
 # Seeds that once failed (each explained in cuda_ext/README.md): near-camera projection (1868087538, 2047050122),
 # a 1/255 alpha flip with SH colours (1155337546), an edge-on antialiased opacity (106150557), an SH view
 # direction 1 cm from the camera (8163839), a 1/255 flip in the float64-dtype test (1862640148), a flip just
-# under 1e-5 (1510110721), two Gaussians 1e-8 apart in depth (2113180022).
-REGRESSION_SEEDS = (1868087538, 2047050122, 1155337546, 106150557, 8163839, 1862640148, 1510110721, 2113180022)
+# under 1e-5 (1510110721), two Gaussians 1e-8 apart in depth (2113180022), the gradient of an edge-on flat Gaussian's
+# antialiased opacity (2056048090).
+REGRESSION_SEEDS = (1868087538, 2047050122, 1155337546, 106150557, 8163839, 1862640148, 1510110721, 2113180022,
+                    2056048090)
 
 
 def _loss_weights(image: torch.Tensor, alpha: torch.Tensor, seed: int):

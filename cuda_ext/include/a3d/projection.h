@@ -96,7 +96,8 @@ struct ProjState {
 // det(J covc Jᵀ) before the dilation, as the sum of the squared 2x2 minors of N = J R M (Cauchy-Binet; covc =
 // (R M)(R M)ᵀ). a0 c0 - b0² cancels to nothing for a flat Gaussian seen nearly edge-on (float32 lost all of it:
 // a 1 % error in the antialiased opacity); the minors keep the relative precision and the sum cannot go negative.
-// Used for the value only: its gradient is that of a0 c0 - b0² (the same function), see project_gaussian_vjp.
+// Its gradient goes through the minors too (projected_det_vjp): through a0 c0 - b0² it is a sum of large terms
+// that cancel for the same Gaussians (1e-3 relative error in the gradient of a flat Gaussian's rotation).
 A3D_HD float projected_det(const float* R, const float* M, const float* J) {
     float RM[9], N[6];
     mm3(R, M, RM);
@@ -107,6 +108,31 @@ A3D_HD float projected_det(const float* R, const float* M, const float* J) {
     const float m02 = N[0] * N[5] - N[2] * N[3];
     const float m12 = N[1] * N[5] - N[2] * N[4];
     return m01 * m01 + m02 * m02 + m12 * m12;
+}
+
+// v_J [6] += d(projected_det)/dJ * v_pd, v_M [9] += d(projected_det)/dM * v_pd (N = J RM, RM = R M).
+A3D_HD void projected_det_vjp(const float* R, const float* M, const float* J, float v_pd, float* v_J, float* v_M) {
+    float RM[9], N[6];
+    mm3(R, M, RM);
+    for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < 3; ++j)
+            N[3 * i + j] = J[3 * i] * RM[j] + J[3 * i + 1] * RM[3 + j] + J[3 * i + 2] * RM[6 + j];
+    const float m01 = N[0] * N[4] - N[1] * N[3];
+    const float m02 = N[0] * N[5] - N[2] * N[3];
+    const float m12 = N[1] * N[5] - N[2] * N[4];
+    const float k = 2.f * v_pd;
+    const float v_N[6] = {k * (m01 * N[4] + m02 * N[5]), k * (-m01 * N[3] + m12 * N[5]), k * (-m02 * N[3] - m12 * N[4]),
+                          k * (-m01 * N[1] - m02 * N[2]), k * (m01 * N[0] - m12 * N[2]), k * (m02 * N[0] + m12 * N[1])};
+    // N = J RM: v_J = v_N RMᵀ, v_RM = Jᵀ v_N, v_M = Rᵀ v_RM
+    float v_RM[9];
+    for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < 3; ++j)
+            v_J[3 * i + j] += v_N[3 * i] * RM[3 * j] + v_N[3 * i + 1] * RM[3 * j + 1] + v_N[3 * i + 2] * RM[3 * j + 2];
+    for (int i = 0; i < 3; ++i)
+        for (int j = 0; j < 3; ++j) v_RM[3 * i + j] = J[i] * v_N[j] + J[3 + i] * v_N[3 + j];
+    for (int i = 0; i < 3; ++i)
+        for (int j = 0; j < 3; ++j)
+            v_M[3 * i + j] += R[i] * v_RM[j] + R[3 + i] * v_RM[3 + j] + R[6 + i] * v_RM[6 + j];
 }
 
 // Full forward of one Gaussian. Returns false when culled (outputs then hold the oracle's zeros).
@@ -206,19 +232,21 @@ A3D_HD void project_gaussian_vjp(const Camera& cam, const float* scale, float op
     // conic = (c, -b, a) / det  ->  gradients on the dilated (a, b, c)
     const float inv_det = 1.f / st.det;
     const float ca = st.c * inv_det, cb = -st.b * inv_det, cc = st.a * inv_det;
-    const float v_det = -(v_conic[0] * ca + v_conic[1] * cb + v_conic[2] * cc) * inv_det;
-    float v_a = v_conic[2] * inv_det + v_det * st.c;
-    float v_c = v_conic[0] * inv_det + v_det * st.a;
-    float v_b = -v_conic[1] * inv_det - 2.f * v_det * st.b;
+    float v_det = -(v_conic[0] * ca + v_conic[1] * cb + v_conic[2] * cc) * inv_det;
+    float v_a = v_conic[2] * inv_det;
+    float v_c = v_conic[0] * inv_det;
+    float v_b = -v_conic[1] * inv_det;
+    float v_pd = 0.f;  // gradient on projected_det = det(J covc Jᵀ), taken through the minors below
     if (cam.antialiased && st.ratio > 0.f) {
-        // ratio = (a0 c0 - b0²) / det (its numerator's value from projected_det)
+        // ratio = pd / det
         const float v_ratio = v_rho * 0.5f / rho;
-        const float v_num = v_ratio * inv_det;
-        const float v_den = -v_ratio * st.ratio * inv_det;
-        v_a += v_num * st.c0 + v_den * st.c;
-        v_c += v_num * st.a0 + v_den * st.a;
-        v_b += -2.f * st.b0 * v_num - 2.f * st.b * v_den;
+        v_pd += v_ratio * inv_det;
+        v_det += -v_ratio * st.ratio * inv_det;
     }
+    // det = pd + eps (a0 + c0) + eps²
+    v_pd += v_det;
+    v_a += v_det * EPS2D;
+    v_c += v_det * EPS2D;
     // cov2d = J covc Jᵀ: G symmetric (off-diagonal shared)
     const float G[4] = {v_a, 0.5f * v_b, 0.5f * v_b, v_c};
     // v_covc = Jᵀ G J
@@ -233,6 +261,9 @@ A3D_HD void project_gaussian_vjp(const Camera& cam, const float* scale, float op
     for (int i = 0; i < 2; ++i)
         for (int j = 0; j < 3; ++j)
             v_J[3 * i + j] = 2.f * (GJ[3 * i] * st.covc[j] + GJ[3 * i + 1] * st.covc[3 + j] + GJ[3 * i + 2] * st.covc[6 + j]);
+
+    float v_M[9] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};  // the minors' part; the covariance's added below
+    projected_det_vjp(cam.R, st.M, st.J, v_pd, v_J, v_M);
 
     // J -> camera-space mean
     float v_t[3] = {0.f, 0.f, v_depth};
@@ -253,11 +284,11 @@ A3D_HD void project_gaussian_vjp(const Camera& cam, const float* scale, float op
     for (int j = 0; j < 3; ++j) v_mean[j] = R[j] * v_t[0] + R[3 + j] * v_t[1] + R[6 + j] * v_t[2];
 
     // covc = R cov Rᵀ -> v_cov = Rᵀ v_covc R; cov = M Mᵀ -> v_M = 2 v_cov M (v_cov symmetric)
-    float tmp[9], v_cov[9], v_M[9];
+    float tmp[9], v_cov[9], v_M_cov[9];
     mm3_at(R, v_covc, tmp);
     mm3(tmp, R, v_cov);
-    mm3(v_cov, st.M, v_M);
-    for (int i = 0; i < 9; ++i) v_M[i] *= 2.f;
+    mm3(v_cov, st.M, v_M_cov);
+    for (int i = 0; i < 9; ++i) v_M[i] += 2.f * v_M_cov[i];
     // M = Rq diag(s)
     float v_Rq[9];
     for (int i = 0; i < 3; ++i)
