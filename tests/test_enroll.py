@@ -71,6 +71,20 @@ def test_eval_json_and_split(enrolled):
     assert a2e["frames_train"] == summary["frames_train"]  # trained on the same split, tail unseen
 
 
+def test_phonetic_path_is_fitted_and_scored_across_speakers(enrolled, tmp_path):
+    out, _ = enrolled
+    a2e = json.loads((out / "audio2expr" / "config.json").read_text())
+    assert "visemes" in a2e and a2e["phonetic"]["phones"]["reliable"]
+    assert 0.0 <= a2e["phonetic_share"] <= 1.0 and 0.0 <= a2e["phonetic_share_other_voice"] <= 1.0
+    assert 100.0 < a2e["voice_f0_hz"] < 300.0
+    report = tmp_path / "lipsync.json"
+    # the avatar's own folder is a tracked video too: its audio drives it, its tracked mouth is the reference
+    assert cli.run(["eval", "lipsync", str(out), "--drive-video", str(out), "--json", str(report)]) == 0
+    cross = json.loads(report.read_text())["cross_speaker"]
+    assert cross["frames"] == 125 and cross["mouth_open_corr"] is not None and cross["mouth_open_corr"] > 0.2
+    assert cross["silence"]["rest_mm"] > 0.0 and cross["lve_mm"] > 0.0
+
+
 def test_failed_rerun_keeps_the_avatar(enrolled, tmp_path):
     out, _ = enrolled
     before = (out / "gaussians.safetensors").read_bytes()

@@ -37,7 +37,10 @@ def main(cfg: TrainAudio2ExprConfig) -> int:
                  f"{report.get('params', 0) / 1e6:.2f} M parameters in all, lip regressor share "
                  f"{report.get('blend', 0.0):.2f}")
     else:
-        extra = " (lip regressor only)" if report["kind"] == "ridge" else " (energy fallback)"
+        extra = {"ridge": " (lip regressor only)", "phonetic": " (phones and visemes only)"}.get(report["kind"],
+                                                                                              " (energy fallback)")
+    if report.get("phonetic_share"):
+        extra += f", phonetic share {report['phonetic_share']:.2f}"
     print(f"audio2expr: {report['kind']} model in {report['seconds']:.0f} s{extra}; "
           f"offset {report.get('av_offset_ms', 0.0):+.0f} ms; saved to {report['out']}")
     return 0

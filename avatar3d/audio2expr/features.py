@@ -85,6 +85,16 @@ def loudness_reference(wave: np.ndarray) -> float:  # wave: [A] 16 kHz
     return float(max(np.percentile(rms, 90), 1e-4))
 
 
+def speech_seconds(wave: np.ndarray) -> float:
+    """Seconds of 20 ms frames loud enough to be speech (above -50 dBFS and 12 dB over the noise floor)."""
+    n = len(wave) // 320
+    if n == 0:
+        return 0.0
+    rms = np.sqrt(np.mean(np.asarray(wave[: n * 320], np.float64).reshape(n, 320) ** 2, axis=1) + 1e-12)
+    floor = np.percentile(rms, 10)
+    return float(np.sum((rms > 0.003) & (rms > floor * 4.0)) * 0.02)
+
+
 def sub_frame_times(fps: float, num_frames: int, per_frame: int, t0: float = 0.0) -> Tensor:
     """[num_frames, per_frame] seconds at which each frame's features are taken."""
     i = torch.arange(num_frames, dtype=torch.float64)[:, None]

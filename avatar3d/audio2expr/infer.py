@@ -12,6 +12,8 @@ and slow idle head motion that grows in pauses.
 from __future__ import annotations
 
 import json
+import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -24,7 +26,10 @@ from torch import Tensor
 from avatar3d.audio2expr.features import (SAMPLE_RATE, FeatureExtractor, frame_energy, load_audio,
                                           loudness_reference, make_extractor)
 from avatar3d.audio2expr.model import Audio2Expr, ModelConfig
+from avatar3d.audio2expr.phonetic import speech_features
+from avatar3d.audio2expr.prosody import median_f0
 from avatar3d.audio2expr.ridge import LipRidge
+from avatar3d.audio2expr.visemes import VisemeModel
 from avatar3d.errors import InputError
 
 MIN_REF = 0.01  # same loudness floor as training
@@ -42,6 +47,7 @@ class LoadedModel:
     extractor: Optional[FeatureExtractor]
     ridge: Optional[LipRidge] = None
     ridge_extractor: Optional[FeatureExtractor] = None
+    visemes: Optional[VisemeModel] = None  # the phonetic path (phones -> the person's visemes)
 
 
 _CACHE: dict[tuple, LoadedModel] = {}
@@ -83,7 +89,9 @@ def load_model(model_dir: Union[str, Path], audio_encoder: Optional[Path] = None
     if "ridge" in config and "ridge.weight" in tensors:
         ridge = LipRidge.from_tensors(config["ridge"], tensors)
         ridge_ex = make_extractor(config.get("ridge_features"))
-    loaded = LoadedModel(config, tensors["mean"], tensors["std"], tensors["eyes_mean"], nets, extractor, ridge, ridge_ex)
+    visemes = VisemeModel.from_tensors(config["visemes"], tensors) if "visemes" in config else None
+    loaded = LoadedModel(config, tensors["mean"], tensors["std"], tensors["eyes_mean"], nets, extractor, ridge, ridge_ex,
+                         visemes)
     _CACHE.clear()
     _CACHE[key] = loaded
     return loaded
@@ -101,7 +109,57 @@ def _chunks(total: int, chunk: int, overlap: int):
 
 
 def predict_normalised(model: LoadedModel, wave: np.ndarray, fps: float, num_frames: int, chunk: int = 512) -> Tensor:
-    """[T,C] normalised channels: the transformers' mean, the lip regressor, or their blend (share from training)."""
+    """[T,C] normalised channels: the acoustic path (the transformers' mean, the lip regressor, or their blend)
+    and the phonetic path, blended by the shares training chose. Raises PhonesUnreliable when only the phonetic
+    path exists and this audio's phones cannot be trusted."""
+    share = phonetic_share(model, wave) if model.visemes is not None else 0.0
+    phonetic = None
+    if share > 0.0:
+        features, judged = speech_features(wave, fps, num_frames)
+        if judged.reliable:
+            phonetic = model.visemes.predict(features)
+        elif model.nets or model.ridge is not None:
+            warnings.warn(f"the phones of this audio are not reliable ({judged.reason}); the lips follow the "
+                          "acoustic model alone", AudioWarning)
+            share = 0.0
+        else:
+            raise PhonesUnreliable(judged.reason)
+    acoustic = None if share >= 1.0 else predict_acoustic(model, wave, fps, num_frames, chunk)
+    if phonetic is None:
+        out = acoustic
+    elif acoustic is None:
+        out = phonetic
+    else:
+        out = share * phonetic + (1.0 - share) * acoustic
+    return smooth_frames(out, SMOOTH_S * fps)
+
+
+VOICE_STEP = math.log(1.15)  # a pitch this far from the enrollment voice's counts as another voice
+
+
+def phonetic_share(model: LoadedModel, wave: np.ndarray) -> float:
+    """The phonetic path's share for this audio: training's choice for the enrollment voice, moving to its choice
+    for other voices as the audio's median pitch departs from the enrollment's (a full step at 15 %)."""
+    cfg = model.config
+    same = float(cfg.get("phonetic_share", 0.0))
+    other = float(cfg.get("phonetic_share_other_voice", same))
+    f0_train, f0 = cfg.get("voice_f0_hz"), median_f0(wave)
+    if f0_train is None or f0 is None:
+        return max(same, other)  # unknown voice: the safer choice for a stranger's
+    w = min(1.0, abs(math.log(f0 / f0_train)) / VOICE_STEP)
+    return (1.0 - w) * same + w * other
+
+
+class AudioWarning(UserWarning):
+    """Something about the driving audio that makes the animation less good than it could be."""
+
+
+class PhonesUnreliable(Exception):
+    """The phonetic-only model met audio whose phones cannot be trusted (the energy fallback takes over)."""
+
+
+def predict_acoustic(model: LoadedModel, wave: np.ndarray, fps: float, num_frames: int, chunk: int = 512) -> Tensor:
+    """[T,C] the acoustic path: the transformers' mean, the lip regressor, or their blend (share from training)."""
     blend = float(model.config.get("blend", 0.0)) if model.ridge is not None else 0.0
     if not model.nets and model.ridge is None:
         raise InputError("this audio-to-expression model has neither a network nor a regressor; re-run "
@@ -112,7 +170,7 @@ def predict_normalised(model: LoadedModel, wave: np.ndarray, fps: float, num_fra
     if model.ridge is not None and (blend > 0.0 or not model.nets):
         r = model.ridge.predict(model.ridge_extractor, wave, fps, num_frames, 0.0, chunk=max(chunk, 256))
         out = r * (blend if model.nets else 1.0) + (0.0 if out is None else out)
-    return smooth_frames(out, SMOOTH_S * fps)
+    return out
 
 
 def smooth_frames(x: Tensor, sigma: float) -> Tensor:
@@ -238,8 +296,14 @@ def animate(model_dir: Union[str, Path], audio, fps: Optional[float] = None, see
                 mean[sl] = np.asarray(tracked_mean[key], np.float64).reshape(-1)
         if "eyes" in tracked_mean:
             eyes_mean = np.asarray(tracked_mean["eyes"], np.float64).reshape(2, 3)
-    if cfg.get("kind") in ("transformer", "ridge"):
-        z = predict_normalised(model, wave, fps, num_frames, chunk=chunk).double().numpy()
+    z = None
+    if cfg.get("kind") in ("transformer", "ridge", "phonetic"):
+        try:
+            z = predict_normalised(model, wave, fps, num_frames, chunk=chunk).double().numpy()
+        except PhonesUnreliable as err:
+            warnings.warn(f"the phones of this audio are not reliable ({err}); the jaw follows its loudness "
+                          "instead", AudioWarning)
+    if z is not None:
         values = mean + z * std
     else:  # energy fallback: the jaw follows the loudness, the rest stays at the person's mean
         energy = frame_energy(wave, fps, num_frames, 0.0, 1.0).numpy().astype(np.float64)

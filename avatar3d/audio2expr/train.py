@@ -35,9 +35,14 @@ from safetensors.torch import save as st_save
 from torch import Tensor
 
 from avatar3d.audio2expr.features import (SAMPLE_RATE, FeatureExtractor, LogMel, frame_energy,
-                                          interp_rows, loudness_reference, make_extractor)
+                                          interp_rows, loudness_reference, make_extractor, speech_seconds)
 from avatar3d.audio2expr.model import Audio2Expr, ExpressionPrior, ModelConfig
+from avatar3d.audio2expr.phonetic import speech_features
+from avatar3d.audio2expr.prosody import median_f0
 from avatar3d.audio2expr.ridge import LipRidge, RidgeConfig, band_frames
+from avatar3d.audio2expr.visemes import VisemeConfig, VisemeModel
+from avatar3d.audio2expr import viseme_fit
+from avatar3d.audio2expr.voices import heard_timing, resample_voice
 from avatar3d.errors import InputError
 from avatar3d.io.atomic import atomic_write_bytes, atomic_write_json
 from avatar3d.tracking.sequence import TrackedSequence
@@ -91,18 +96,33 @@ class A2ETrainConfig:
     on both lip figures than the five-network runs on average, in each of the 12 settings tried (averaging
     removes what depends on the seed)."""
     network: bool = True
+    phonetic: bool = True
+    """Fit the phonetic path (pocketsphinx phones -> the person's visemes + a phonetic regressor) and blend it
+    with the acoustic one by out-of-fold lip error; off: the acoustic path alone."""
+    voice_factors: tuple = (1.0, 0.85, 1.15)
+    """Voices the evidence is heard in: the enrollment audio resampled by these factors (pitch and formants scaled
+    together, as another speaker's; voices.py). The phonetic share is chosen twice on out-of-fold lip error: in the
+    enrollment voice (1.0) and in the others; inference uses the first for a voice like the enrollment's and moves
+    to the second as the driving voice's pitch departs from it (the acoustic path learns the voice)."""
+    min_phonetic_speech_s: float = 1.0
+    """With less speech than `min_speech_s` (no networks) but at least this much, the phonetic path alone
+    drives the lips (shrunk towards generic visemes); below it, the energy fallback."""
     """Train the transformer; off: the closed-form lip regressor alone (seconds instead of minutes)."""
     blend_grid: tuple = (0.0, 0.25, 0.5, 0.75, 1.0)
     """Shares of the lip regressor tried on the validation slice (the rest is the transformer's)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     ridge: RidgeConfig = field(default_factory=RidgeConfig)
+    visemes: VisemeConfig = field(default_factory=VisemeConfig)
 
     def __post_init__(self):  # presets give plain dicts for the nested sections
         if isinstance(self.model, dict):
             self.model = ModelConfig(**self.model)
         if isinstance(self.ridge, dict):
             self.ridge = RidgeConfig(**self.ridge)
+        if isinstance(self.visemes, dict):
+            self.visemes = VisemeConfig(**self.visemes)
         self.snr_db, self.blend_grid = tuple(self.snr_db), tuple(self.blend_grid)
+        self.voice_factors = tuple(float(f) for f in self.voice_factors)
 
 
 @dataclass
@@ -210,16 +230,6 @@ def estimate_offset(mouth: np.ndarray, wave: np.ndarray, fps: float, max_ms: flo
         den = a - 2 * b + c
         frac = float(np.clip(0.5 * (a - c) / den, -0.5, 0.5)) if den < 0 else 0.0
     return float((lags[best] + frac) * 10.0), float(corr[best])
-
-
-def speech_seconds(wave: np.ndarray) -> float:
-    """Seconds of 20 ms frames loud enough to be speech (above -50 dBFS and 12 dB over the noise floor)."""
-    n = len(wave) // 320
-    if n == 0:
-        return 0.0
-    rms = np.sqrt(np.mean(np.asarray(wave[: n * 320], np.float64).reshape(n, 320) ** 2, axis=1) + 1e-12)
-    floor = np.percentile(rms, 10)
-    return float(np.sum((rms > 0.003) & (rms > floor * 4.0)) * 0.02)
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -549,6 +559,121 @@ def fit_energy_jaw(seq: TrackedSequence, n_train: int, offset_s: float = 0.0) ->
     return {"a": coef[0].tolist(), "b": coef[1].tolist(), "fitted": True}
 
 
+# ------------------------------------------------------------------------------------------ phonetic path
+def _all_seen_frames(clip: Clip) -> np.ndarray:  # [N] every training frame with a detected face
+    frames = np.arange(clip.target.shape[0])
+    return frames if clip.faceless is None else frames[~clip.faceless]
+
+
+def voice_clip(clip: Clip, factor: float) -> Clip:
+    """The clip heard in another voice (voices.py): its audio resampled, read at the matching rate and offset."""
+    if factor == 1.0:
+        return clip
+    fps, offset = heard_timing(clip.fps, clip.offset_s, factor)
+    return dataclasses.replace(clip, wave=resample_voice(clip.wave, factor), fps=fps, offset_s=offset, table=None)
+
+
+def acoustic_voices_oof(nets: list[Audio2Expr], members: list[Clip], ex: FeatureExtractor, ridge_cfg: RidgeConfig,
+                        ridge_ex: LogMel, blend: float, factors: tuple) -> list[Tensor]:
+    """[N,C] per voice: the acoustic path's out-of-fold predictions over the folds of `members` (networks
+    validated on each fold, a regressor fitted without it, blended), from the audio heard in each voice."""
+    out = []
+    for factor in factors:
+        rows = []
+        for fold in viseme_fit.folds_of(members):
+            lo, hi = fold.val_range
+            heard = voice_clip(fold, factor)
+            pred = 0.0
+            if blend > 0.0 or not nets:
+                ridge = fit_ridge(fold, ridge_cfg, fold.fit_frames(), ridge_ex)
+                r = ridge.predict(ridge_ex, heard.wave, heard.fps, hi - lo, heard.offset_s + lo / heard.fps)
+                pred = r * (blend if nets else 1.0)
+            own = [net for net, m in zip(nets, members) if m.val_range == fold.val_range]
+            if own and blend < 1.0:
+                f, _ = _window(heard, ex, float(lo), hi - lo, 1.0, 1.0, None, np.random.default_rng(0))
+                with torch.no_grad():
+                    pred = pred + (1.0 - blend) * torch.stack([net(f[None])[0] for net in own]).mean(0)
+            rows.append(pred)
+        out.append(torch.cat(rows))
+    return out
+
+
+def _voice_features(clip: Clip, factor: float) -> np.ndarray:  # -> [T,F] the clip's phonetic features in a voice
+    heard = voice_clip(clip, factor)
+    return speech_features(heard.wave, heard.fps, clip.target.shape[0], heard.offset_s)[0]
+
+
+def fit_phonetic(clip: Clip, members: list[Clip], cfg: A2ETrainConfig, acoustic: Optional[list[Tensor]],
+                 say: Callable[[str], None]) -> Optional[dict]:
+    """The phonetic path on the clip: {"model", "share", "report"}, or None when the phones are not trusted.
+
+    acoustic: [N,C] per voice of cfg.voice_factors, the acoustic path's out-of-fold predictions over the folds of
+    `members` (None: no acoustic path, the share is 1)."""
+    n = clip.target.shape[0]
+    features, judged = speech_features(clip.wave, clip.fps, n, clip.offset_s)
+    report = {"phones": judged.to_json(), "voice_factors": list(cfg.voice_factors)}
+    if not judged.reliable:
+        say(f"phonetic lip sync: not used ({judged.reason}); the acoustic path drives the lips")
+        return None
+    error = lambda pred, target: lip_error(pred, target, clip)  # noqa: E731
+    folds = viseme_fit.folds_of(members)
+    vcfg, share = cfg.visemes, 1.0
+    if folds:
+        heard = [features if f == 1.0 else _voice_features(clip, f) for f in cfg.voice_factors]
+        vcfg, phon_oof, alpha_scores = viseme_fit.choose_alpha(features, heard, folds, cfg.visemes, error)
+        report["alpha_scores"] = alpha_scores
+        if acoustic is not None:
+            target = torch.cat([f.target[slice(*f.val_range)] for f in folds])
+            same = [k for k, f in enumerate(cfg.voice_factors) if f == 1.0]
+            other = [k for k, f in enumerate(cfg.voice_factors) if f != 1.0]
+            pick = lambda ks: viseme_fit.choose_share([phon_oof[k] for k in ks], [acoustic[k] for k in ks],  # noqa: E731
+                                                      target, error) if ks else (None, {})
+            share, share_scores = pick(same)
+            other_share, other_scores = pick(other)
+            by_voice = {f"{f:g}": {"acoustic": round(error(a, target), 4), "phonetic": round(error(p, target), 4)}
+                        for f, a, p in zip(cfg.voice_factors, acoustic, phon_oof)}
+            report.update(share_scores=share_scores, other_voice_share=other_share,
+                          other_voice_share_scores=other_scores, oof_error_by_voice=by_voice)
+            share = 1.0 if share is None else share
+    frames = _all_seen_frames(clip)
+    model = VisemeModel.fit(vcfg, features[frames], clip.target[frames], clip.lip_jacobian, clip.opening_grad)
+    report.update(share=share, alpha=vcfg.alpha, voice_f0_hz=median_f0(clip.wave))
+    other = report.get("other_voice_share")
+    say(f"phonetic lip sync: {judged.phones} phones in {judged.speech_s:.1f} s of speech; share {share:.2f} in the "
+        f"enrollment voice" + (f", {other:.2f} in other voices" if other is not None else "")
+        + (f" (out-of-fold lip error by voice: {report['oof_error_by_voice']})" if "oof_error_by_voice" in report else ""))
+    return {"model": model, "share": share, "other_voice_share": share if other is None else other, "report": report}
+
+
+def _phonetic_entries(phon: Optional[dict]) -> tuple[dict, dict]:
+    """(tensors, config entries) that save the phonetic path (empty when there is none)."""
+    if phon is None:
+        return {}, {"phonetic_share": 0.0}
+    return phon["model"].tensors(), {"visemes": phon["model"].cfg.to_json(), "phonetic_share": phon["share"],
+                                     "phonetic_share_other_voice": phon["other_voice_share"],
+                                     "voice_f0_hz": phon["report"]["voice_f0_hz"], "phonetic": phon["report"]}
+
+
+def _train_phonetic_only(seq: TrackedSequence, out_dir: Path, n_train: int, stats: dict, cfg: A2ETrainConfig,
+                         rig, common: dict, base_tensors: dict, report: dict, started: float,
+                         say: Callable[[str], None]) -> Optional[dict]:
+    """Too little speech for the networks: the phonetic path alone (the visemes shrunk towards generic ones)."""
+    if not cfg.phonetic or report["speech_s"] < cfg.min_phonetic_speech_s:
+        return None
+    clip, found = prepare_clip(seq, n_train, stats, cfg, rig, say)
+    phon = fit_phonetic(clip, fold_clips(clip, cfg.folds), cfg, None, say)
+    if phon is None:
+        return None
+    tensors, entries = _phonetic_entries(phon)
+    energy = fit_energy_jaw(seq, n_train, clip.offset_s)
+    report.update(found, kind="phonetic", seconds=round(time.perf_counter() - started, 1), out=str(out_dir),
+                  phonetic_share=1.0)
+    save_model(out_dir, {**base_tensors, **tensors},
+               {**common, **entries, "kind": "phonetic", "energy": energy, "av_offset_ms": found["av_offset_applied_ms"],
+                "av_offset_estimate_ms": found["av_offset_ms"], "report": report})
+    return report
+
+
 # ------------------------------------------------------------------------------------------ entry point
 def _load_source(source: Path) -> TrackedSequence:
     source = Path(source)
@@ -647,6 +772,12 @@ def train_audio2expr(source: Path, out_dir: Optional[Path] = None, *, audio_enco
     speech = speech_seconds(train_audio) if train_audio.size else 0.0
     report = {"speech_s": round(speech, 2), "frames_train": n_train}
     if speech < cfg.min_speech_s:
+        short = _train_phonetic_only(seq, out_dir, n_train, stats, cfg, rig, common, base_tensors, report, started,
+                                     say)
+        if short is not None:
+            say(f"note: the training part of {source} has only {speech:.1f} s of speech (the lip networks need "
+                f"{cfg.min_speech_s:.0f} s); its phones and the person's visemes drive the lips alone")
+            return short
         say(f"WARNING: the training part of {source} has only {speech:.1f} s of speech (at least "
             f"{cfg.min_speech_s:.0f} s are needed to learn lip sync); using the fallback that opens the jaw with "
             "the audio energy. Enroll a video in which the person talks for longer to get real lip sync.")
@@ -667,8 +798,12 @@ def train_audio2expr(source: Path, out_dir: Optional[Path] = None, *, audio_enco
     e3 = cfg.model.num_expr + 3
     ridge_ex = make_extractor(RIDGE_FEATURES)
     if not cfg.network:
+        members = fold_clips(clip, cfg.folds)
+        phon = fit_phonetic(clip, members, cfg, acoustic_voices_oof([], members, None, cfg.ridge, ridge_ex, 1.0,
+                                                                    cfg.voice_factors), say) if cfg.phonetic else None
         ridge = fit_ridge(clip, cfg.ridge, np.arange(n_train), ridge_ex)
-        return _save_ridge_only(out_dir, base_tensors, common, ridge, clip, found, report, seq, n_train, started)
+        return _save_ridge_only(out_dir, base_tensors, common, ridge, clip, found, report, seq, n_train, started,
+                                phon)
     _ensure_table(clip, ex)  # once, shared by the members
     members = fold_clips(clip, cfg.folds) * max(1, cfg.repeats)
     member_cfg = dataclasses.replace(cfg, max_seconds=cfg.max_seconds / len(members))
@@ -693,17 +828,23 @@ def train_audio2expr(source: Path, out_dir: Optional[Path] = None, *, audio_enco
     net_oof, ridge_oof, target_oof = out_of_fold(nets, members, ex, cfg.ridge, ridge_ex)
     blend, blend_scores = choose_blend(net_oof, ridge_oof, target_oof, clip, cfg.blend_grid)
     say(f"lip regressor share {blend:.2f} (out-of-fold lip error by share: {blend_scores})")
+    phon = None
+    if cfg.phonetic:
+        acoustic = acoustic_voices_oof(nets, members, ex, cfg.ridge, ridge_ex, blend, cfg.voice_factors)
+        phon = fit_phonetic(clip, members, cfg, acoustic, say)
+    phon_tensors, phon_entries = _phonetic_entries(phon)
     ridge = fit_ridge(clip, cfg.ridge, np.arange(n_train), ridge_ex)
     prior = ExpressionPrior.fit(clip.target[:, :e3])
     energy = fit_energy_jaw(seq, n_train, clip.offset_s)
     tensors = {**base_tensors, **{f"net{m}.{k}": v for m, net in enumerate(nets) for k, v in net.state_dict().items()},
-               **{f"prior.{k}": v for k, v in prior.state_dict().items()}, **ridge.tensors()}
+               **{f"prior.{k}": v for k, v in prior.state_dict().items()}, **ridge.tensors(), **phon_tensors}
     seconds = time.perf_counter() - started
     report.update(kind="transformer", members=len(nets), steps=[f["steps"] for f in fits],
                   best_val=[f["best_val"] for f in fits], seconds=round(seconds, 1),
-                  params=sum(net.num_params() for net in nets), out=str(out_dir), blend=blend)
+                  params=sum(net.num_params() for net in nets), out=str(out_dir), blend=blend,
+                  phonetic_share=phon_entries["phonetic_share"])
     features = ex.config() if hasattr(ex, "config") else {"kind": ex.kind}
-    save_model(out_dir, tensors, {**common, "kind": "transformer", "model": cfg.model.to_json(), "features": features,
+    save_model(out_dir, tensors, {**common, **phon_entries, "kind": "transformer", "model": cfg.model.to_json(), "features": features,
                                   "ridge": cfg.ridge.to_json(), "ridge_features": RIDGE_FEATURES, "blend": blend,
                                   "energy": energy, "av_offset_ms": found["av_offset_applied_ms"],
                                   "av_offset_estimate_ms": found["av_offset_ms"],
@@ -714,12 +855,14 @@ def train_audio2expr(source: Path, out_dir: Optional[Path] = None, *, audio_enco
 
 
 def _save_ridge_only(out_dir: Path, base_tensors: dict, common: dict, ridge: LipRidge, clip: Clip, found: dict,
-                     report: dict, seq: TrackedSequence, n_train: int, started: float) -> dict:
+                     report: dict, seq: TrackedSequence, n_train: int, started: float, phon: Optional[dict]) -> dict:
     energy = fit_energy_jaw(seq, n_train, clip.offset_s)
+    phon_tensors, phon_entries = _phonetic_entries(phon)
     report.update(kind="ridge", steps=0, seconds=round(time.perf_counter() - started, 1),
-                  params=int(ridge.weight.numel()), out=str(out_dir), blend=1.0)
-    save_model(out_dir, {**base_tensors, **ridge.tensors()},
-               {**common, "kind": "ridge", "ridge": ridge.cfg.to_json(), "ridge_features": RIDGE_FEATURES,
+                  params=int(ridge.weight.numel()), out=str(out_dir), blend=1.0,
+                  phonetic_share=phon_entries["phonetic_share"])
+    save_model(out_dir, {**base_tensors, **ridge.tensors(), **phon_tensors},
+               {**common, **phon_entries, "kind": "ridge", "ridge": ridge.cfg.to_json(), "ridge_features": RIDGE_FEATURES,
                 "blend": 1.0, "energy": energy, "av_offset_ms": found["av_offset_applied_ms"],
                 "av_offset_estimate_ms": found["av_offset_ms"], "report": report})
     return report

@@ -19,6 +19,11 @@ class EvalLipsyncConfig:
     stretches and jitter of the mouth (added to the JSON under `long_audio`)."""
     plot: Optional[Path] = None
     """With --long-audio: save a PNG of the mouth opening and jaw angle over time next to the audio envelope."""
+    drive_video: Optional[Path] = None
+    """Also drive the avatar with the audio of another person's video (a video file, tracked here, or its
+    `avatar3d track` folder) and score the mouth against that video's own tracked mouth: correlation, lip error
+    after per-person normalisation, and the mouth in the driver's pauses against the rest pose (added to the JSON
+    under `cross_speaker`). Phones come from an English recogniser: for other languages they are approximate."""
 
 
 @dataclass
@@ -67,6 +72,12 @@ def main(cfg: EvalLipsyncConfig) -> int:
               f"correlation with the envelope {long['corr_with_envelope']:.2f}"
               + (f"; plot {long['plot']}" if "plot" in long else ""))
         print("\n".join(long["chart"]))
+    if cfg.drive_video is not None:
+        from avatar3d.audio2expr.cross_speaker import evaluate_cross_speaker, format_cross_table
+
+        result["cross_speaker"] = evaluate_cross_speaker(cfg.avatar, cfg.drive_video)
+        result["cross_speaker"]["drive"] = cfg.drive_video.name
+        print(format_cross_table(result["cross_speaker"], cfg.drive_video.name))
     if cfg.json is not None:
         write_json(cfg.json, result)
         print(f"wrote {cfg.json}")

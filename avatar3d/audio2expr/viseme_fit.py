@@ -1,0 +1,75 @@
+"""Fitting the phonetic path on an enrollment clip, and choosing it against the acoustic one on evidence.
+
+Every choice is made on out-of-fold predictions: each fold's block of training frames is predicted by a
+viseme model fitted on the other blocks only (the same blocks the acoustic networks are early-stopped on), so
+the regressor's strength and the phonetic share are picked by how well they predict frames they never saw,
+heard in the enrollment voice and in the same audio resampled into other voices (voices.py): the main use is
+another person's voice, and a model that learned this voice rather than the words loses there.
+The clips passed in are train.py's `Clip`s (its fold copies): `val_range`, `fit_frames()`, `target`,
+`lip_jacobian`, `opening_grad`; `error(pred, target)` is the lip error the acoustic path is chosen by.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from avatar3d.audio2expr.visemes import VisemeConfig, VisemeModel
+
+ALPHA_GRID = (3.0, 10.0, 30.0, 100.0)
+SHARE_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def folds_of(members: list) -> list:
+    """One clip per distinct validation block, in order (the ensemble repeats each block)."""
+    seen, out = set(), []
+    for m in members:
+        if m.val_range not in seen and m.val_range[1] - m.val_range[0] >= 2:
+            seen.add(m.val_range)
+            out.append(m)
+    return out
+
+
+def out_of_fold(features: np.ndarray, heard: list[np.ndarray], folds: list,
+                cfg: VisemeConfig) -> tuple[list[Tensor], Tensor]:
+    """Each fold's block predicted by a model fitted on the other blocks of `features` (the enrollment voice),
+    from each of `heard` (the same frames' features in other voices, voices.py): ([N,C] per voice, target [N,C])."""
+    preds, targets = [[] for _ in heard], []
+    for clip in folds:
+        lo, hi = clip.val_range
+        fit = clip.fit_frames()
+        model = VisemeModel.fit(cfg, features[fit], clip.target[fit], clip.lip_jacobian, clip.opening_grad)
+        for rows, feats in zip(preds, heard):
+            rows.append(model.predict(feats[lo:hi]))
+        targets.append(clip.target[lo:hi])
+    return [torch.cat(rows) for rows in preds], torch.cat(targets)
+
+
+def mean_error(preds: list[Tensor], target: Tensor, error: Callable[[Tensor, Tensor], float]) -> float:
+    return float(np.mean([error(p, target) for p in preds]))
+
+
+def choose_alpha(features: np.ndarray, heard: list[np.ndarray], folds: list, cfg: VisemeConfig,
+                 error: Callable[[Tensor, Tensor], float]) -> tuple[VisemeConfig, list[Tensor], dict]:
+    """The regressor strength with the smallest out-of-fold lip error over the voices: (config, its OOF
+    predictions per voice, scores)."""
+    best, scores = None, {}
+    for alpha in ALPHA_GRID:
+        trial = dataclasses.replace(cfg, alpha=alpha)
+        preds, target = out_of_fold(features, heard, folds, trial)
+        scores[alpha] = round(mean_error(preds, target, error), 4)
+        if best is None or scores[alpha] < scores[best[0].alpha]:
+            best = (trial, preds)
+    return best[0], best[1], scores
+
+
+def choose_share(phonetic: list[Tensor], acoustic: list[Tensor], target: Tensor,
+                 error: Callable[[Tensor, Tensor], float]) -> tuple[float, dict]:
+    """The phonetic path's share of the output (the rest is the acoustic path's) with the smallest out-of-fold lip
+    error averaged over the voices given; each list holds [N,C] per voice, in the same order."""
+    scores = {w: round(float(np.mean([error(w * p + (1 - w) * a, target) for p, a in zip(phonetic, acoustic)])), 4)
+              for w in SHARE_GRID}
+    return min(scores, key=scores.get), scores
