@@ -39,13 +39,14 @@ FWD_TOL = 1e-5
 CUTOFF_NUDGE = 1e-4  # relative move of ALPHA_MIN and T_MIN that marks a pixel as sitting on a cut-off
 CUTOFF_FRAC = 0.01  # at most this share of pixels may sit on a cut-off (a bug cannot hide there)
 GRAD_TOL = 1e-3
+CANCEL_TOL = 1e-6  # of the summed terms' size: float32 accumulation, far below any wrong formula
 # Seeds that once failed (each explained in cuda_ext/README.md): near-camera projection (1868087538, 2047050122),
 # a 1/255 alpha flip with SH colours (1155337546), an edge-on antialiased opacity (106150557), an SH view
 # direction 1 cm from the camera (8163839), a 1/255 flip in the float64-dtype test (1862640148), a flip just
 # under 1e-5 (1510110721), two Gaussians 1e-8 apart in depth (2113180022), the gradient of an edge-on flat Gaussian's
-# antialiased opacity (2056048090).
+# antialiased opacity (2056048090), a single Gaussian's opacity gradient cancelling to 1e-5 of its terms (317524258).
 REGRESSION_SEEDS = (1868087538, 2047050122, 1155337546, 106150557, 8163839, 1862640148, 1510110721, 2113180022,
-                    2056048090)
+                    2056048090, 317524258)
 
 
 def _loss_weights(image: torch.Tensor, alpha: torch.Tensor, seed: int):
@@ -57,12 +58,16 @@ def _loss_weights(image: torch.Tensor, alpha: torch.Tensor, seed: int):
     return w_img, w_alpha
 
 
-def _render(scene: Scene, backend: str, antialiased: bool, seed: int, keep: torch.Tensor | None = None):
+def _render(scene: Scene, backend: str, antialiased: bool, seed: int, keep: torch.Tensor | None = None,
+            magnitude: bool = False):
     # keep: [H,W] bool, the pixels the loss covers (default all)
-    # Returns (image [H,W,C], alpha [H,W,1], meta, {name: gradient}) for a fixed random linear loss.
+    # Returns (image [H,W,C], alpha [H,W,1], meta, {name: gradient}) for a fixed random linear loss (`magnitude`:
+    # the same loss with |weights|, whose gradients show how large the summed terms are).
     sc = scene.clone().requires_grad_()
     image, alpha, meta = rasterize(**sc.rasterize_kwargs(), backend=backend, antialiased=antialiased)
     w_img, w_alpha = _loss_weights(image, alpha, seed)
+    if magnitude:
+        w_img, w_alpha = w_img.abs(), w_alpha.abs()
     if keep is not None:
         keep = keep.to(image.device).unsqueeze(-1)
         w_img, w_alpha = w_img * keep, w_alpha * keep
@@ -153,7 +158,10 @@ def _assert_background_grad(g_ref, g_out, alpha_ref, alpha_out, w_img) -> None:
     assert bool((err <= bound).all()), f"gradient of background: error {err.tolist()} > bound {bound.tolist()}"
 
 
-def _assert_grads_close(ref: dict, out: dict, skip: tuple = ()) -> None:
+def _assert_grads_close(ref: dict, out: dict, skip: tuple = (), magnitude: dict | None = None) -> None:
+    """||g - g_ref|| <= GRAD_TOL ||g_ref||, plus CANCEL_TOL times the gradient of the |weights| loss when given: a
+    gradient that is a sum of terms cancelling to 1e-5 of their size (a Gaussian's opacity seen against colours on
+    both sides) is otherwise held to the rounding of the cancellation."""
     for name, g_ref in ref.items():
         if name in skip:
             continue
@@ -165,10 +173,12 @@ def _assert_grads_close(ref: dict, out: dict, skip: tuple = ()) -> None:
         assert torch.isfinite(g_out).all(), f"gradient of {name} is not finite"
         ref_norm = g_ref.double().norm().item()
         err = (g_out.double().cpu() - g_ref.double().cpu()).norm().item()
+        size = 0.0 if magnitude is None or magnitude.get(name) is None else magnitude[name].double().norm().item()
         if ref_norm == 0.0:
-            assert err <= 1e-6, f"gradient of {name}: reference is 0 but native has norm {err:.3g}"
+            assert err <= 1e-6 + CANCEL_TOL * size, f"gradient of {name}: reference is 0 but native has norm {err:.3g}"
         else:
-            assert err / ref_norm <= GRAD_TOL, f"gradient of {name}: relative error {err / ref_norm:.3g}"
+            assert err <= GRAD_TOL * ref_norm + CANCEL_TOL * size, (
+                f"gradient of {name}: relative error {err / ref_norm:.3g} (terms of size {size:.3g})")
 
 
 def _compare(scene: Scene, seed: int, antialiased: bool = False, backend: str = "cpu",
@@ -188,12 +198,13 @@ def _compare(scene: Scene, seed: int, antialiased: bool = False, backend: str = 
     keep = spread.total <= FWD_TOL
     img_r, alpha_r, meta_r, grads_r = _render(scene64, "torch", antialiased, seed, keep)
     img_n, alpha_n, meta_n, grads_n = _render(scene, backend, antialiased, seed, keep)
+    grads_size = _render(scene64, "torch", antialiased, seed, keep, magnitude=True)[3]
     assert meta_n["backend"] == backend
     _assert_forward_close(img_r, img_n, spread, "image")
     _assert_forward_close(alpha_r, alpha_n, spread, "alpha")
     mismatched = (meta_r["radii"] != meta_n["radii"]).sum().item()
     assert mismatched <= max(1, scene.n // 1000), f"{mismatched} radii differ from the oracle"
-    _assert_grads_close(grads_r, grads_n, skip=("background",))
+    _assert_grads_close(grads_r, grads_n, skip=("background",), magnitude=grads_size)
     w_img = _loss_weights(img_r, alpha_r, seed)[0] * keep.to(img_r.device).unsqueeze(-1)
     _assert_background_grad(grads_r["background"], grads_n["background"], alpha_r, alpha_n, w_img)
     return {"radii": meta_n["radii"], "grads": grads_n}
