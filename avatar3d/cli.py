@@ -36,7 +36,8 @@ VERBS: dict[str, Verb | dict[str, Verb]] = {
                           "Re-run Gaussian training of an avatar from its stored frames.",
                           main="main_train_gaussians"),
         "audio2expr": Verb("avatar3d.audio2expr.command", "TrainAudio2ExprConfig",
-                           "Train the audio-to-expression model of an avatar."),
+                           "Train the audio-to-expression model of an avatar (its voice and its phones; phones "
+                           "come from an English recogniser, approximate for other languages)."),
     },
     "render": Verb("avatar3d.export.command", "RenderConfig",
                    "Render a clip of an avatar driven by speech, its own tracking or another video."),
@@ -45,7 +46,8 @@ VERBS: dict[str, Verb | dict[str, Verb]] = {
                    "Export an avatar as a 3DGS PLY or as a rigged bundle.", main="main_export"),
     "eval": {
         "lipsync": Verb("avatar3d.eval.command", "EvalLipsyncConfig",
-                        "Lip-sync metrics on the held-out tail of the enrollment video."),
+                        "Lip-sync metrics on the held-out tail of the enrollment video, and across speakers "
+                        "(--drive-video)."),
         "synthetic": Verb("avatar3d.eval.command", "EvalSyntheticConfig",
                           "Train on the synthetic subject and score novel views against ground truth.",
                           main="main_synthetic"),
@@ -55,6 +57,8 @@ VERBS: dict[str, Verb | dict[str, Verb]] = {
                        "Benchmark the rasterizer backends (table + JSON)."),
         "contention": Verb("avatar3d.benchmarks.contention", "BenchContentionConfig",
                            "Time two jobs at once against one alone: how jobs share the cores (table + JSON)."),
+        "lipsync": Verb("avatar3d.benchmarks.lipsync", "BenchLipsyncConfig",
+                        "Time an avatar's audio drive stage by stage on one core (table + JSON)."),
     },
     "models": {
         "install": Verb("avatar3d.head.models_cli", "ModelsInstallConfig",

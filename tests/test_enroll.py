@@ -85,6 +85,20 @@ def test_phonetic_path_is_fitted_and_scored_across_speakers(enrolled, tmp_path):
     assert cross["silence"]["rest_mm"] > 0.0 and cross["lve_mm"] > 0.0
 
 
+def test_lipsync_benchmark_times_each_stage(enrolled, tmp_path):
+    from avatar3d.paths import shared_dir
+
+    out, _ = enrolled
+    report = tmp_path / "bench.json"
+    audio = shared_dir() / "data" / "audio" / "RD_Radio31_000.wav"
+    assert cli.run(["bench", "lipsync", str(out), "--audio", str(audio), "--repeats", "1", "--json", str(report)]) == 0
+    result = json.loads(report.read_text())
+    assert result["threads"] == 1 and abs(result["audio_s"] - 8.0) < 0.1
+    stages = result["stages"]
+    assert {"phone decoding (one decode)", "phonetic front-end (all decodes)", "animate (everything)"} <= set(stages)
+    assert all(r["median_s"] > 0 and r["realtime"] > 0 for r in stages.values())
+
+
 def test_failed_rerun_keeps_the_avatar(enrolled, tmp_path):
     out, _ = enrolled
     before = (out / "gaussians.safetensors").read_bytes()

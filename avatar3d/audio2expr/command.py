@@ -1,5 +1,9 @@
 """`avatar3d train audio2expr`: fit the speech-to-expression model of an avatar (CPU: the networks are small,
-about 0.1 M parameters each, and train in a minute or two; a GPU would not pay for its start-up)."""
+about 0.1 M parameters each, and train in a minute or two; a GPU would not pay for its start-up).
+
+Two paths are fitted and blended on out-of-fold evidence: the acoustic one (log-mel networks + a lip regressor,
+which learn this voice) and the phonetic one (English phones from pocketsphinx -> this person's visemes; for
+speech in other languages the phones are approximate, their timing still holds)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

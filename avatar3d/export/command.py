@@ -19,7 +19,9 @@ class RenderConfig:
     out: Path = Path("outputs/clip.mp4")
     """Output mp4 (H.264 + AAC)."""
     audio: Optional[Path] = None
-    """Driver: a speech file (wav/mp3/m4a/mp4) fed to the audio-to-expression model."""
+    """Driver: a speech file (wav/mp3/m4a/mp4, any rate, mono or stereo) fed to the audio-to-expression model. Its
+    phones come from an English recogniser: speech in other languages gets approximate phones (their timing, where
+    the mouth opens and closes, still holds)."""
     tracking: bool = False
     """Driver: replay the enrolled video's own tracked parameters (self-reenactment)."""
     drive_video: Optional[Path] = None
