@@ -221,3 +221,26 @@ def test_viseme_model_round_trips_through_its_tensors(seed):
     model = VisemeModel.fit(VisemeConfig(), feats, target, None, None)
     again = VisemeModel.from_tensors(model.cfg.to_json(), model.tensors())
     assert torch.allclose(model.predict(feats), again.predict(feats), atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ using it
+def test_the_phonetic_share_follows_the_driving_voice():
+    from avatar3d.audio2expr.infer import LoadedModel, phonetic_share
+
+    config = {"phonetic_share": 0.25, "phonetic_share_other_voice": 0.75, "voice_f0_hz": 140.0}
+    model = LoadedModel(config, torch.zeros(1), torch.ones(1), torch.zeros(2, 3), [], None)
+    assert np.isclose(phonetic_share(model, tone(140.0, 1.0)), 0.25, atol=0.02)  # the enrollment voice
+    assert np.isclose(phonetic_share(model, tone(220.0, 1.0)), 0.75)  # another voice
+    assert 0.3 < phonetic_share(model, tone(148.0, 1.0)) < 0.7  # in between
+    assert phonetic_share(model, np.zeros(SAMPLE_RATE, np.float32)) == 0.75  # no pitch: the stranger's choice
+
+
+def test_pauses_are_the_long_quiet_stretches(seed):
+    from avatar3d.audio2expr.cross_speaker import pause_frames
+
+    rng = np.random.default_rng(seed)
+    wave = (rng.standard_normal(4 * SAMPLE_RATE) * 0.1).astype(np.float32)
+    wave[int(1.0 * SAMPLE_RATE): int(1.6 * SAMPLE_RATE)] = 0.0  # a 0.6 s pause
+    wave[int(3.0 * SAMPLE_RATE): int(3.12 * SAMPLE_RATE)] = 0.0  # a 0.12 s gap: not a pause
+    pauses = pause_frames(wave, 25.0, 100)
+    assert pauses[27:38].all() and not pauses[:24].any() and not pauses[42:].any()

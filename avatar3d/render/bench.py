@@ -9,11 +9,9 @@ forward+backward time over `repeats` runs after a warm-up. Prints a table and op
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Callable, Literal, Optional
 import torch
 
 from avatar3d.errors import BackendUnavailableError, InputError
+from avatar3d.io.atomic import atomic_write_json
 from avatar3d.render.rasterize import available_backends, rasterize
 from avatar3d.render.scenes import Scene, head_scene
 
@@ -138,21 +137,6 @@ def _ratio(num: dict | None, den: dict | None, key: str) -> float | None:
     return num[key] / den[key]
 
 
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def format_table(result: dict, notes: list[str]) -> str:
     """The benchmark results as a fixed-width text table."""
     lines = [f"device: {result['device']}   threads: {result['threads']}",
@@ -215,7 +199,8 @@ def run_raster_bench(device: str = "cpu", json_path: Path | str | None = None, s
     if print_fn is not None:
         print_fn(format_table(result, notes))
     if json_path is not None:
-        _write_json_atomic(Path(json_path), result)
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(json_path, result)
     return result
 
 
