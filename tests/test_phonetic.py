@@ -224,15 +224,16 @@ def test_viseme_model_round_trips_through_its_tensors(seed):
 
 
 # ------------------------------------------------------------------------------------------ using it
-def test_the_phonetic_share_follows_the_driving_voice():
-    from avatar3d.audio2expr.infer import LoadedModel, phonetic_share
+def test_the_phonetic_share_and_gain_follow_the_driving_voice():
+    from avatar3d.audio2expr.infer import LoadedModel, voice_mix
 
-    config = {"phonetic_share": 0.25, "phonetic_share_other_voice": 0.75, "voice_f0_hz": 140.0}
+    config = {"phonetic_share": 0.25, "phonetic_share_other_voice": 0.75, "gain": 1.2, "gain_other_voice": 1.7,
+              "voice_f0_hz": 140.0}
     model = LoadedModel(config, torch.zeros(1), torch.ones(1), torch.zeros(2, 3), [], None)
-    assert np.isclose(phonetic_share(model, tone(140.0, 1.0)), 0.25, atol=0.02)  # the enrollment voice
-    assert np.isclose(phonetic_share(model, tone(220.0, 1.0)), 0.75)  # another voice
-    assert 0.3 < phonetic_share(model, tone(148.0, 1.0)) < 0.7  # in between
-    assert phonetic_share(model, np.zeros(SAMPLE_RATE, np.float32)) == 0.75  # no pitch: the stranger's choice
+    assert np.allclose(voice_mix(model, tone(140.0, 1.0)), (0.25, 1.2), atol=0.03)  # the enrollment voice
+    assert np.allclose(voice_mix(model, tone(220.0, 1.0)), (0.75, 1.7))  # another voice
+    assert 0.3 < voice_mix(model, tone(148.0, 1.0))[0] < 0.7  # in between
+    assert voice_mix(model, np.zeros(SAMPLE_RATE, np.float32)) == (0.75, 1.7)  # no pitch: the stranger's choice
 
 
 def test_pauses_are_the_long_quiet_stretches(seed):

@@ -112,7 +112,7 @@ def predict_normalised(model: LoadedModel, wave: np.ndarray, fps: float, num_fra
     """[T,C] normalised channels: the acoustic path (the transformers' mean, the lip regressor, or their blend)
     and the phonetic path, blended by the shares training chose. Raises PhonesUnreliable when only the phonetic
     path exists and this audio's phones cannot be trusted."""
-    share = phonetic_share(model, wave) if model.visemes is not None else 0.0
+    share, gain = voice_mix(model, wave) if model.visemes is not None else (0.0, 1.0)
     phonetic = None
     if share > 0.0:
         features, judged = speech_features(wave, fps, num_frames)
@@ -121,7 +121,7 @@ def predict_normalised(model: LoadedModel, wave: np.ndarray, fps: float, num_fra
         elif model.nets or model.ridge is not None:
             warnings.warn(f"the phones of this audio are not reliable ({judged.reason}); the lips follow the "
                           "acoustic model alone", AudioWarning)
-            share = 0.0
+            share, gain = 0.0, 1.0  # the gain was chosen for the blend
         else:
             raise PhonesUnreliable(judged.reason)
     acoustic = None if share >= 1.0 else predict_acoustic(model, wave, fps, num_frames, chunk)
@@ -131,23 +131,21 @@ def predict_normalised(model: LoadedModel, wave: np.ndarray, fps: float, num_fra
         out = phonetic
     else:
         out = share * phonetic + (1.0 - share) * acoustic
-    return smooth_frames(out, SMOOTH_S * fps)
+    return smooth_frames(out * gain, SMOOTH_S * fps)
 
 
 VOICE_STEP = math.log(1.15)  # a pitch this far from the enrollment voice's counts as another voice
 
 
-def phonetic_share(model: LoadedModel, wave: np.ndarray) -> float:
-    """The phonetic path's share for this audio: training's choice for the enrollment voice, moving to its choice
-    for other voices as the audio's median pitch departs from the enrollment's (a full step at 15 %)."""
+def voice_mix(model: LoadedModel, wave: np.ndarray) -> tuple[float, float]:
+    """(phonetic share, output gain) for this audio: training's choices for the enrollment voice, moving to its
+    choices for other voices as the audio's median pitch departs from the enrollment's (a full step at 15 %)."""
     cfg = model.config
-    same = float(cfg.get("phonetic_share", 0.0))
-    other = float(cfg.get("phonetic_share_other_voice", same))
+    same = float(cfg.get("phonetic_share", 0.0)), float(cfg.get("gain", 1.0))
+    other = float(cfg.get("phonetic_share_other_voice", same[0])), float(cfg.get("gain_other_voice", same[1]))
     f0_train, f0 = cfg.get("voice_f0_hz"), median_f0(wave)
-    if f0_train is None or f0 is None:
-        return max(same, other)  # unknown voice: the safer choice for a stranger's
-    w = min(1.0, abs(math.log(f0 / f0_train)) / VOICE_STEP)
-    return (1.0 - w) * same + w * other
+    w = 1.0 if f0_train is None or f0 is None else min(1.0, abs(math.log(f0 / f0_train)) / VOICE_STEP)
+    return (1.0 - w) * same[0] + w * other[0], (1.0 - w) * same[1] + w * other[1]  # unknown voice: a stranger's
 
 
 class AudioWarning(UserWarning):

@@ -617,41 +617,37 @@ def fit_phonetic(clip: Clip, members: list[Clip], cfg: A2ETrainConfig, acoustic:
         return None
     error = lambda pred, target: lip_error(pred, target, clip)  # noqa: E731
     folds = viseme_fit.folds_of(members)
-    vcfg, share = cfg.visemes, 1.0
+    vcfg = cfg.visemes
+    mix = {v: {"share": 1.0, "gain": 1.0} for v in ("enrollment_voice", "other_voices")}
     if folds:
         heard = [features if f == 1.0 else _voice_features(clip, f) for f in cfg.voice_factors]
         vcfg, phon_oof, alpha_scores = viseme_fit.choose_alpha(features, heard, folds, cfg.visemes, error)
-        report["alpha_scores"] = alpha_scores
-        if acoustic is not None:
-            target = torch.cat([f.target[slice(*f.val_range)] for f in folds])
-            same = [k for k, f in enumerate(cfg.voice_factors) if f == 1.0]
-            other = [k for k, f in enumerate(cfg.voice_factors) if f != 1.0]
-            pick = lambda ks: viseme_fit.choose_share([phon_oof[k] for k in ks], [acoustic[k] for k in ks],  # noqa: E731
-                                                      target, error) if ks else (None, {})
-            share, share_scores = pick(same)
-            other_share, other_scores = pick(other)
-            by_voice = {f"{f:g}": {"acoustic": round(error(a, target), 4), "phonetic": round(error(p, target), 4)}
-                        for f, a, p in zip(cfg.voice_factors, acoustic, phon_oof)}
-            report.update(share_scores=share_scores, other_voice_share=other_share,
-                          other_voice_share_scores=other_scores, oof_error_by_voice=by_voice)
-            share = 1.0 if share is None else share
+        target = torch.cat([f.target[slice(*f.val_range)] for f in folds])
+        mix = viseme_fit.choose_mix(phon_oof, acoustic, target, cfg.voice_factors, error)
+        report.update(alpha_scores=alpha_scores, oof_error_by_voice={
+            f"{f:g}": {"phonetic": round(error(p, target), 4),
+                       **({} if acoustic is None else {"acoustic": round(error(acoustic[k], target), 4)})}
+            for k, (f, p) in enumerate(zip(cfg.voice_factors, phon_oof))})
     frames = _all_seen_frames(clip)
     model = VisemeModel.fit(vcfg, features[frames], clip.target[frames], clip.lip_jacobian, clip.opening_grad)
-    report.update(share=share, alpha=vcfg.alpha, voice_f0_hz=median_f0(clip.wave))
-    other = report.get("other_voice_share")
-    say(f"phonetic lip sync: {judged.phones} phones in {judged.speech_s:.1f} s of speech; share {share:.2f} in the "
-        f"enrollment voice" + (f", {other:.2f} in other voices" if other is not None else "")
-        + (f" (out-of-fold lip error by voice: {report['oof_error_by_voice']})" if "oof_error_by_voice" in report else ""))
-    return {"model": model, "share": share, "other_voice_share": share if other is None else other, "report": report}
+    report.update(mix=mix, alpha=vcfg.alpha, voice_f0_hz=median_f0(clip.wave))
+    same, other = mix["enrollment_voice"], mix["other_voices"]
+    say(f"phonetic lip sync: {judged.phones} phones in {judged.speech_s:.1f} s of speech; share {same['share']:.2f}, "
+        f"gain {same['gain']:.1f} in the enrollment voice; share {other['share']:.2f}, gain {other['gain']:.1f} in "
+        f"other voices" + (f" (out-of-fold lip error by voice: {report['oof_error_by_voice']})"
+                           if "oof_error_by_voice" in report else ""))
+    return {"model": model, "mix": mix, "report": report}
 
 
 def _phonetic_entries(phon: Optional[dict]) -> tuple[dict, dict]:
     """(tensors, config entries) that save the phonetic path (empty when there is none)."""
     if phon is None:
         return {}, {"phonetic_share": 0.0}
-    return phon["model"].tensors(), {"visemes": phon["model"].cfg.to_json(), "phonetic_share": phon["share"],
-                                     "phonetic_share_other_voice": phon["other_voice_share"],
-                                     "voice_f0_hz": phon["report"]["voice_f0_hz"], "phonetic": phon["report"]}
+    same, other = phon["mix"]["enrollment_voice"], phon["mix"]["other_voices"]
+    return phon["model"].tensors(), {"visemes": phon["model"].cfg.to_json(), "phonetic_share": same["share"],
+                                     "phonetic_share_other_voice": other["share"], "gain": same["gain"],
+                                     "gain_other_voice": other["gain"], "voice_f0_hz": phon["report"]["voice_f0_hz"],
+                                     "phonetic": phon["report"]}
 
 
 def _train_phonetic_only(seq: TrackedSequence, out_dir: Path, n_train: int, stats: dict, cfg: A2ETrainConfig,

@@ -11,7 +11,7 @@ The clips passed in are train.py's `Clip`s (its fold copies): `val_range`, `fit_
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from torch import Tensor
 
 from avatar3d.audio2expr.visemes import VisemeConfig, VisemeModel
 
-ALPHA_GRID = (3.0, 10.0, 30.0, 100.0)
+ALPHA_GRID = (3.0, 10.0, 30.0, 100.0)  # out of fold on German_20s: flat beyond 100
 SHARE_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
@@ -73,3 +73,39 @@ def choose_share(phonetic: list[Tensor], acoustic: list[Tensor], target: Tensor,
     scores = {w: round(float(np.mean([error(w * p + (1 - w) * a, target) for p, a in zip(phonetic, acoustic)])), 4)
               for w in SHARE_GRID}
     return min(scores, key=scores.get), scores
+
+
+GAIN_GRID = (1.0, 1.2, 1.4, 1.7, 2.0)
+"""Gains on the blended output (its deviation from the person's mean) tried out of fold: averaging networks, two
+paths and decodes damps the motion below what the least-squares fit of each would give."""
+
+
+def choose_gain(preds: list[Tensor], target: Tensor, error: Callable[[Tensor, Tensor], float]) -> tuple[float, dict]:
+    """The gain on [N,C] predictions (one per voice) with the smallest out-of-fold lip error averaged over them."""
+    scores = {g: round(float(np.mean([error(g * p, target) for p in preds])), 4) for g in GAIN_GRID}
+    return min(scores, key=scores.get), scores
+
+
+def choose_mix(phonetic: list[Tensor], acoustic: Optional[list[Tensor]], target: Tensor, factors: tuple,
+               error: Callable[[Tensor, Tensor], float]) -> dict:
+    """The phonetic share and the output gain, chosen once for the enrollment voice (factor 1) and once for the
+    other voices: {"enrollment_voice": {...}, "other_voices": {...}}, each {"share", "gain", "share_scores",
+    "gain_scores"}. Without an acoustic path the share is 1. Lists hold [N,C] per factor, in `factors` order."""
+    groups = {"enrollment_voice": [k for k, f in enumerate(factors) if f == 1.0],
+              "other_voices": [k for k, f in enumerate(factors) if f != 1.0]}
+    out = {}
+    for name, ks in groups.items():
+        if not ks:
+            continue
+        phon = [phonetic[k] for k in ks]
+        share, share_scores = 1.0, {}
+        mixed = phon
+        if acoustic is not None:
+            ac = [acoustic[k] for k in ks]
+            share, share_scores = choose_share(phon, ac, target, error)
+            mixed = [share * p + (1 - share) * a for p, a in zip(phon, ac)]
+        gain, gain_scores = choose_gain(mixed, target, error)
+        out[name] = {"share": share, "gain": gain, "share_scores": share_scores, "gain_scores": gain_scores}
+    for name, other in (("enrollment_voice", "other_voices"), ("other_voices", "enrollment_voice")):
+        out.setdefault(name, out.get(other))
+    return out
