@@ -9,13 +9,17 @@
    and trained on the rest; inference averages them (with ~15 s of speech one network's output depends
    much on its seed and its validation slice; their mean is steadier and closer). `folds: 1`: networks
    validated on the last `val_fraction`.
-3. Too little speech: a clear message, and a fallback model (audio energy -> jaw opening regression)
+3. Too little speech for the networks (under `min_speech_s`): the phonetic path alone (6.) when there are
+   1 s of trusted phones, else a clear message and a fallback model (audio energy -> jaw opening regression)
    that still animates.
 4. `pretrain`: first train on every other tracked clip under a folder (same head model), then fine-tune.
 5. A closed-form lip regressor (ridge.py) fitted beside the transformers; its share of the output is the
    one with the smallest lip error on the out-of-fold predictions (every training frame predicted by the
    networks that never saw it, and by a regressor fitted without its block). `network: false` keeps the
    regressor only (seconds of training).
+6. The phonetic path (phonetic.py, visemes.py, viseme_fit.py): pocketsphinx phones -> the person's visemes + a
+   phonetic regressor, blended with the acoustic path (1.-5.) by a share and a gain chosen out of fold, once in
+   the enrollment voice and once in that audio resampled into other voices (voices.py).
 
 Writes `OUT/audio2expr/model.safetensors` + `config.json` (atomically; config.json last, as the commit
 point). Deterministic for a seed (up to the optional wall-clock cap, which is a safety net).
@@ -605,7 +609,8 @@ def _voice_features(clip: Clip, factor: float) -> np.ndarray:  # -> [T,F] the cl
 
 def fit_phonetic(clip: Clip, members: list[Clip], cfg: A2ETrainConfig, acoustic: Optional[list[Tensor]],
                  say: Callable[[str], None]) -> Optional[dict]:
-    """The phonetic path on the clip: {"model", "share", "report"}, or None when the phones are not trusted.
+    """The phonetic path on the clip: {"model", "mix", "report"} ("mix": the share and gain chosen per voice, see
+    viseme_fit.choose_mix), or None when the phones are not trusted.
 
     acoustic: [N,C] per voice of cfg.voice_factors, the acoustic path's out-of-fold predictions over the folds of
     `members` (None: no acoustic path, the share is 1)."""
