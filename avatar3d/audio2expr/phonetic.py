@@ -117,10 +117,12 @@ def feature_names() -> list[str]:
 
 
 def phonetic_frames(seg: PhoneSegments, wave: np.ndarray, fps: float, num_frames: int, t0: float = 0.0,
-                    chunk: int = 4096) -> np.ndarray:
+                    chunk: int = 4096, prosody: np.ndarray | None = None) -> np.ndarray:
     # wave: [A] 16 kHz of the same clip as seg -> [T,F] float32 for frames at t0 + i/fps
+    # prosody: [T,3] energy_pitch of these frames when already computed (it depends on the audio, not the phones)
     """The phonetic features of `num_frames` frames (module doc), computed in chunks (constant memory)."""
-    prosody = energy_pitch(wave, fps, num_frames, t0)  # [T,3]
+    if prosody is None:
+        prosody = energy_pitch(wave, fps, num_frames, t0)
     out = []
     for s in range(0, num_frames, chunk):
         times = t0 + (np.arange(s, min(num_frames, s + chunk)) / fps)
@@ -176,13 +178,14 @@ def speech_features(wave: np.ndarray, fps: float, num_frames: int, t0: float = 0
     from avatar3d.audio2expr.phones import decode_phones
 
     wave = np.asarray(wave, np.float32)
+    prosody = energy_pitch(wave, fps, num_frames, t0)  # once: the decodes differ, the audio does not
     total, report = None, None
     for shift in shifts:
         pad = int(round(shift * SAMPLE_RATE))
         seg = decode_phones(np.concatenate([np.zeros(pad, np.float32), wave]))
         seg = PhoneSegments(seg.phones, seg.starts - pad / SAMPLE_RATE, seg.ends - pad / SAMPLE_RATE,
                             len(wave) / SAMPLE_RATE)
-        feats = phonetic_frames(seg, wave, fps, num_frames, t0)
+        feats = phonetic_frames(seg, wave, fps, num_frames, t0, prosody=prosody)
         total = feats if total is None else total + feats
         if report is None:
             report = judge(seg, speech_seconds(wave))

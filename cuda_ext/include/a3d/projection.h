@@ -98,28 +98,28 @@ struct ProjState {
 // a 1 % error in the antialiased opacity); the minors keep the relative precision and the sum cannot go negative.
 // Its gradient goes through the minors too (projected_det_vjp): through a0 c0 - b0² it is a sum of large terms
 // that cancel for the same Gaussians (1e-3 relative error in the gradient of a flat Gaussian's rotation).
-A3D_HD float projected_det(const float* R, const float* M, const float* J) {
-    float RM[9], N[6];
+// N = J (R M) [2x3] (RM [3x3] kept for the backward) and its three 2x2 minors m = (m01, m02, m12).
+A3D_HD void projected_minors(const float* R, const float* M, const float* J, float* RM, float* N, float* m) {
     mm3(R, M, RM);
     for (int i = 0; i < 2; ++i)
         for (int j = 0; j < 3; ++j)
             N[3 * i + j] = J[3 * i] * RM[j] + J[3 * i + 1] * RM[3 + j] + J[3 * i + 2] * RM[6 + j];
-    const float m01 = N[0] * N[4] - N[1] * N[3];
-    const float m02 = N[0] * N[5] - N[2] * N[3];
-    const float m12 = N[1] * N[5] - N[2] * N[4];
-    return m01 * m01 + m02 * m02 + m12 * m12;
+    m[0] = N[0] * N[4] - N[1] * N[3];
+    m[1] = N[0] * N[5] - N[2] * N[3];
+    m[2] = N[1] * N[5] - N[2] * N[4];
+}
+
+A3D_HD float projected_det(const float* R, const float* M, const float* J) {
+    float RM[9], N[6], m[3];
+    projected_minors(R, M, J, RM, N, m);
+    return m[0] * m[0] + m[1] * m[1] + m[2] * m[2];
 }
 
 // v_J [6] += d(projected_det)/dJ * v_pd, v_M [9] += d(projected_det)/dM * v_pd (N = J RM, RM = R M).
 A3D_HD void projected_det_vjp(const float* R, const float* M, const float* J, float v_pd, float* v_J, float* v_M) {
-    float RM[9], N[6];
-    mm3(R, M, RM);
-    for (int i = 0; i < 2; ++i)
-        for (int j = 0; j < 3; ++j)
-            N[3 * i + j] = J[3 * i] * RM[j] + J[3 * i + 1] * RM[3 + j] + J[3 * i + 2] * RM[6 + j];
-    const float m01 = N[0] * N[4] - N[1] * N[3];
-    const float m02 = N[0] * N[5] - N[2] * N[3];
-    const float m12 = N[1] * N[5] - N[2] * N[4];
+    float RM[9], N[6], m[3];
+    projected_minors(R, M, J, RM, N, m);
+    const float m01 = m[0], m02 = m[1], m12 = m[2];
     const float k = 2.f * v_pd;
     const float v_N[6] = {k * (m01 * N[4] + m02 * N[5]), k * (-m01 * N[3] + m12 * N[5]), k * (-m02 * N[3] - m12 * N[4]),
                           k * (-m01 * N[1] - m02 * N[2]), k * (m01 * N[0] - m12 * N[2]), k * (m02 * N[0] + m12 * N[1])};
