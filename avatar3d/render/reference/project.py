@@ -49,11 +49,16 @@ def project(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, vie
     lim_y_neg = cy / fy + CLIP_MARGIN * height / fy
     tx = zs * torch.clamp(x / zs, min=-lim_x_neg, max=lim_x_pos)  # gradient 0 outside the range
     ty = zs * torch.clamp(y / zs, min=-lim_y_neg, max=lim_y_pos)
-    zeros = torch.zeros_like(zs)
-    jac = torch.stack([fx / zs, zeros, -fx * tx / (zs * zs),
-                       zeros, fy / zs, -fy * ty / (zs * zs)], dim=-1).reshape(-1, 2, 3)  # [N,2,3]
+    # The footprint (steps 2-5) in float64 too, rounded once at the end: a flat Gaussian seen as a thin line has a
+    # near-singular conic whose quadratic form amplifies any error of the conic along the line (README step 5).
+    zw, txw, tyw = zs.to(wide), tx.to(wide), ty.to(wide)
+    zeros = torch.zeros_like(zw)
+    fx_w, fy_w = fx.to(wide), fy.to(wide)
+    jac = torch.stack([fx_w / zw, zeros, -fx_w * txw / (zw * zw),
+                       zeros, fy_w / zw, -fy_w * tyw / (zw * zw)], dim=-1).reshape(-1, 2, 3)  # [N,2,3]
 
-    m_cam = rot_cw @ (quat_to_rotmat(quats) * scales.unsqueeze(-2))  # [N,3,3], cov_c = m_cam m_camᵀ
+    rot_q = quat_to_rotmat(quats.to(wide))  # [N,3,3]
+    m_cam = rot_cw.to(wide) @ (rot_q * scales.to(wide).unsqueeze(-2))  # [N,3,3], cov_c = m_cam m_camᵀ
     cov_c = m_cam @ m_cam.transpose(-1, -2)
     cov2d = jac @ cov_c @ jac.transpose(-1, -2)  # [N,2,2], before dilation
     a0, b0, c0 = cov2d[:, 0, 0], cov2d[:, 0, 1], cov2d[:, 1, 1]
@@ -69,14 +74,14 @@ def project(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, vie
         ratio = pdet / det_safe
         ratio_ok = ratio > 0
         rho = torch.sqrt(torch.where(ratio_ok, ratio, torch.ones_like(ratio)))
-        opac = opacities * torch.where(ratio_ok, rho, torch.zeros_like(rho))
+        opac = opacities * torch.where(ratio_ok, rho, torch.zeros_like(rho)).to(opacities.dtype)
 
-    conics = torch.stack([c / det_safe, -b / det_safe, a / det_safe], dim=-1)
+    conics = torch.stack([c / det_safe, -b / det_safe, a / det_safe], dim=-1).to(means.dtype)
     means2d = torch.stack([fx * x / zs + cx, fy * y / zs + cy], dim=-1)
 
     with torch.no_grad():
         mid = 0.5 * (a + c)
-        lam = mid + torch.sqrt(torch.clamp_min(mid * mid - det, 0.1))
+        lam = (mid + torch.sqrt(torch.clamp_min(mid * mid - det, 0.1))).to(means.dtype)
         radius = torch.ceil(3.0 * torch.sqrt(lam))
         mx, my = means2d[:, 0], means2d[:, 1]
         off = (mx + radius <= 0) | (mx - radius >= width) | (my + radius <= 0) | (my - radius >= height)

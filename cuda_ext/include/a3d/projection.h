@@ -31,11 +31,12 @@ A3D_HD Camera make_camera(const float* viewmat, const float* K, int width, int h
 }
 
 // Rotation matrix of a normalised quaternion (w,x,y,z).
-A3D_HD void quat_to_rot(const float* q, float* R) {
-    const float w = q[0], x = q[1], y = q[2], z = q[3];
-    R[0] = 1.f - 2.f * (y * y + z * z); R[1] = 2.f * (x * y - w * z);       R[2] = 2.f * (x * z + w * y);
-    R[3] = 2.f * (x * y + w * z);       R[4] = 1.f - 2.f * (x * x + z * z); R[5] = 2.f * (y * z - w * x);
-    R[6] = 2.f * (x * z - w * y);       R[7] = 2.f * (y * z + w * x);       R[8] = 1.f - 2.f * (x * x + y * y);
+template <typename T>
+A3D_HD void quat_to_rot(const T* q, T* R) {
+    const T w = q[0], x = q[1], y = q[2], z = q[3];
+    R[0] = 1 - 2 * (y * y + z * z); R[1] = 2 * (x * y - w * z);     R[2] = 2 * (x * z + w * y);
+    R[3] = 2 * (x * y + w * z);     R[4] = 1 - 2 * (x * x + z * z); R[5] = 2 * (y * z - w * x);
+    R[6] = 2 * (x * z - w * y);     R[7] = 2 * (y * z + w * x);     R[8] = 1 - 2 * (x * x + y * y);
 }
 
 // VJP of quat_to_rot: v_R [9] -> v_q [4] (w.r.t. the normalised quaternion).
@@ -48,17 +49,20 @@ A3D_HD void quat_to_rot_vjp(const float* q, const float* G, float* v_q) {
 }
 
 // C = A B (3x3), C = A Bᵀ, C = Aᵀ B
-A3D_HD void mm3(const float* A, const float* B, float* C) {
+template <typename T>
+A3D_HD void mm3(const T* A, const T* B, T* C) {
     for (int i = 0; i < 3; ++i)
         for (int j = 0; j < 3; ++j)
             C[3 * i + j] = A[3 * i] * B[j] + A[3 * i + 1] * B[3 + j] + A[3 * i + 2] * B[6 + j];
 }
-A3D_HD void mm3_bt(const float* A, const float* B, float* C) {
+template <typename T>
+A3D_HD void mm3_bt(const T* A, const T* B, T* C) {
     for (int i = 0; i < 3; ++i)
         for (int j = 0; j < 3; ++j)
             C[3 * i + j] = A[3 * i] * B[3 * j] + A[3 * i + 1] * B[3 * j + 1] + A[3 * i + 2] * B[3 * j + 2];
 }
-A3D_HD void mm3_at(const float* A, const float* B, float* C) {
+template <typename T>
+A3D_HD void mm3_at(const T* A, const T* B, T* C) {
     for (int i = 0; i < 3; ++i)
         for (int j = 0; j < 3; ++j)
             C[3 * i + j] = A[i] * B[j] + A[3 + i] * B[3 + j] + A[6 + i] * B[6 + j];
@@ -99,7 +103,8 @@ struct ProjState {
 // Its gradient goes through the minors too (projected_det_vjp): through a0 c0 - b0² it is a sum of large terms
 // that cancel for the same Gaussians (1e-3 relative error in the gradient of a flat Gaussian's rotation).
 // N = J (R M) [2x3] (RM [3x3] kept for the backward) and its three 2x2 minors m = (m01, m02, m12).
-A3D_HD void projected_minors(const float* R, const float* M, const float* J, float* RM, float* N, float* m) {
+template <typename T>
+A3D_HD void projected_minors(const T* R, const T* M, const T* J, T* RM, T* N, T* m) {
     mm3(R, M, RM);
     for (int i = 0; i < 2; ++i)
         for (int j = 0; j < 3; ++j)
@@ -135,6 +140,54 @@ A3D_HD void projected_det_vjp(const float* R, const float* M, const float* J, fl
             v_M[3 * i + j] += R[i] * v_RM[j] + R[3 + i] * v_RM[3 + j] + R[6 + i] * v_RM[6 + j];
 }
 
+// The 2D footprint of one Gaussian (README steps 2-5), in float64 from the float32 inputs. Every value is later
+// rounded once to float32, so the conic carries only its own rounding (6e-8 relative): a flat Gaussian seen as a
+// thin line has a near-singular conic whose quadratic form cancels along the line, amplifying a conic error by
+// its condition number times the squared distance (a float32 chain's 1e-6 became a 1e-5 pixel error).
+// In double: 40 multiply-adds per Gaussian, next to the per-pixel work of compositing.
+constexpr double EPS2D_WIDE = 0.3;  // EPS2D (the float constant is 0.3 rounded to float32)
+
+struct Footprint {
+    double covc[9];        // camera-space covariance
+    double J[6];           // clamped projection Jacobian
+    double a0, b0, c0;     // J covc Jᵀ before the dilation
+    double pdet;           // det(J covc Jᵀ), from the minors
+    double det;            // det of the dilated footprint
+};
+
+// quat [4] (unnormalised), scale [3]; z the camera depth, (tx, ty) the clamped tangents times z.
+A3D_HD void footprint(const Camera& cam, const float* quat, const float* scale, float z, float tx, float ty,
+                      Footprint& fp) {
+    double q[4], Rq[9], M[9], R[9], cov[9], tmp[9];
+    const double qnorm = sqrt((double)quat[0] * quat[0] + (double)quat[1] * quat[1] + (double)quat[2] * quat[2] +
+                              (double)quat[3] * quat[3]);
+    for (int i = 0; i < 4; ++i) q[i] = quat[i] / qnorm;
+    quat_to_rot(q, Rq);
+    for (int i = 0; i < 3; ++i)
+        for (int j = 0; j < 3; ++j) {
+            M[3 * i + j] = Rq[3 * i + j] * (double)scale[j];
+            R[3 * i + j] = (double)cam.R[3 * i + j];
+        }
+    mm3_bt(M, M, cov);
+    mm3(R, cov, tmp);
+    mm3_bt(tmp, R, fp.covc);
+    const double zd = z, fx = cam.fx, fy = cam.fy;
+    fp.J[0] = fx / zd; fp.J[1] = 0.0; fp.J[2] = -fx * (double)tx / (zd * zd);
+    fp.J[3] = 0.0; fp.J[4] = fy / zd; fp.J[5] = -fy * (double)ty / (zd * zd);
+    double B[6];  // J covc
+    for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < 3; ++j)
+            B[3 * i + j] = fp.J[3 * i] * fp.covc[j] + fp.J[3 * i + 1] * fp.covc[3 + j] + fp.J[3 * i + 2] * fp.covc[6 + j];
+    fp.a0 = B[0] * fp.J[0] + B[1] * fp.J[1] + B[2] * fp.J[2];
+    fp.b0 = B[0] * fp.J[3] + B[1] * fp.J[4] + B[2] * fp.J[5];
+    fp.c0 = B[3] * fp.J[3] + B[4] * fp.J[4] + B[5] * fp.J[5];
+    double RM[9], N[6], m[3];
+    projected_minors(R, M, fp.J, RM, N, m);
+    fp.pdet = m[0] * m[0] + m[1] * m[1] + m[2] * m[2];
+    // every term >= 0: a c - b² cancels when the dilation makes most of det (a thin-line footprint)
+    fp.det = fp.pdet + EPS2D_WIDE * (fp.a0 + fp.c0) + EPS2D_WIDE * EPS2D_WIDE;
+}
+
 // Full forward of one Gaussian. Returns false when culled (outputs then hold the oracle's zeros).
 // mean [3], quat [4], scale [3]; outputs mean2d [2], conic [3].
 A3D_HD bool project_gaussian(const Camera& cam, const float* mean, const float* quat, const float* scale,
@@ -156,11 +209,6 @@ A3D_HD bool project_gaussian(const Camera& cam, const float* mean, const float* 
     quat_to_rot(st.qn, st.Rq);
     for (int i = 0; i < 3; ++i)
         for (int j = 0; j < 3; ++j) st.M[3 * i + j] = st.Rq[3 * i + j] * scale[j];
-    float cov[9], tmp[9];
-    mm3_bt(st.M, st.M, cov);
-    mm3(cam.R, cov, tmp);
-    mm3_bt(tmp, cam.R, st.covc);
-
     const float W = (float)cam.width, H = (float)cam.height;
     const float lim_x_pos = (W - cam.cx) / cam.fx + (CLIP_MARGIN * W) / cam.fx;
     const float lim_x_neg = cam.cx / cam.fx + (CLIP_MARGIN * W) / cam.fx;
@@ -172,41 +220,33 @@ A3D_HD bool project_gaussian(const Camera& cam, const float* mean, const float* 
     st.ryc = clampf(st.ry, -lim_y_neg, lim_y_pos);
     st.x_in = st.rx >= -lim_x_neg && st.rx <= lim_x_pos;
     st.y_in = st.ry >= -lim_y_neg && st.ry <= lim_y_pos;
-    const float tx = z * st.rxc, ty = z * st.ryc;
-    st.J[0] = cam.fx / z; st.J[1] = 0.f; st.J[2] = -cam.fx * tx / (z * z);
-    st.J[3] = 0.f; st.J[4] = cam.fy / z; st.J[5] = -cam.fy * ty / (z * z);
 
-    // B = J covc (2x3), then J covc Jᵀ
-    float B[6];
-    for (int i = 0; i < 2; ++i)
-        for (int j = 0; j < 3; ++j)
-            B[3 * i + j] = st.J[3 * i] * st.covc[j] + st.J[3 * i + 1] * st.covc[3 + j] + st.J[3 * i + 2] * st.covc[6 + j];
-    st.a0 = B[0] * st.J[0] + B[1] * st.J[1] + B[2] * st.J[2];
-    st.b0 = B[0] * st.J[3] + B[1] * st.J[4] + B[2] * st.J[5];
-    st.c0 = B[3] * st.J[3] + B[4] * st.J[4] + B[5] * st.J[5];
-    st.a = st.a0 + EPS2D; st.b = st.b0; st.c = st.c0 + EPS2D;
-    // det = a c - b² expanded into terms that are all >= 0: a c - b² cancels for a Gaussian whose 2D footprint is
-    // a thin line (flat and edge-on: the dilation is then most of det, 1e-5 relative error in float32)
-    const float pdet = projected_det(cam.R, st.M, st.J);
-    st.det = pdet + EPS2D * (st.a0 + st.c0) + EPS2D * EPS2D;
-    if (!(st.det > 0.f)) return false;
+    Footprint fp;
+    footprint(cam, quat, scale, z, z * st.rxc, z * st.ryc, fp);
+    for (int i = 0; i < 9; ++i) st.covc[i] = (float)fp.covc[i];
+    for (int i = 0; i < 6; ++i) st.J[i] = (float)fp.J[i];
+    st.a0 = (float)fp.a0; st.b0 = (float)fp.b0; st.c0 = (float)fp.c0;
+    const double a = fp.a0 + EPS2D_WIDE, c = fp.c0 + EPS2D_WIDE;
+    st.a = (float)a; st.b = st.b0; st.c = (float)c;
+    st.det = (float)fp.det;
+    if (!(fp.det > 0.0)) return false;
 
     float opac = opacity;
     st.ratio = 0.f;
     if (cam.antialiased) {
-        st.ratio = pdet / st.det;
+        st.ratio = (float)(fp.pdet / fp.det);
         opac = st.ratio > 0.f ? opacity * sqrtf(st.ratio) : 0.f;
     }
     const float mx = cam.fx * st.t[0] / z + cam.cx;
     const float my = cam.fy * st.t[1] / z + cam.cy;
-    const float mid = 0.5f * (st.a + st.c);
-    const float lam = mid + sqrtf(fmaxf(mid * mid - st.det, 0.1f));
+    const double mid = 0.5 * (a + c), spread = mid * mid - fp.det;
+    const float lam = (float)(mid + sqrt(spread > 0.1 ? spread : 0.1));
     const float r = ceilf(3.0f * sqrtf(lam));
     if (!(r > 0.f)) return false;
     if (mx + r <= 0.f || mx - r >= W || my + r <= 0.f || my - r >= H) return false;
 
     mean2d[0] = mx; mean2d[1] = my;
-    conic[0] = st.c / st.det; conic[1] = -st.b / st.det; conic[2] = st.a / st.det;
+    conic[0] = (float)(c / fp.det); conic[1] = (float)(-fp.b0 / fp.det); conic[2] = (float)(a / fp.det);
     radius = (int)r;
     opacity_eff = opac;
     return true;
