@@ -12,7 +12,7 @@ avatar.write_clip(params, "clip.mp4", Controls(orbit=30))  # or straight to an m
 ```
 
 Everything here is a thin layer over the modules that do the work: `drive` (controls, cameras, motion
-transfer), `audio2expr.infer` (speech → parameters), `training.render_frame` (the one render path training
+transfer), `audio2expr.infer` (speech → parameters), `gaussians.avatar_render` (the one render path training
 and evaluation use, so what was trained is exactly what is shown).
 """
 from __future__ import annotations
@@ -58,7 +58,7 @@ class Avatar:
     """An enrolled avatar: rig, Gaussians, the enrolled camera and the person's resting face."""
 
     def __init__(self, path: Path, *, device=None, backend: str = "auto"):
-        from avatar3d.eval.holdout import load_gaussians
+        from avatar3d.gaussians.store import load_gaussians
         from avatar3d.head.registry import load_rig
         from avatar3d.tracking.sequence import TrackedSequence
 
@@ -144,7 +144,7 @@ class Avatar:
         seq = self.sequence
         values = {k: np.asarray(getattr(seq, k)) for k in ("expr", "global_rot", "neck", "jaw", "eyes", "transl")}
         if refined and self.paths.refined.is_file():
-            from avatar3d.training.frame_params import load_refined
+            from avatar3d.head.refined import load_refined
 
             params, _ = load_refined(self.paths.refined)
             for key in values:
@@ -230,7 +230,7 @@ class Avatar:
                      progress: float = 0.0, camera: Optional[Camera] = None,
                      clip_seconds: Optional[float] = None) -> Frame:
         """Frame t of `params` under `controls`; `progress` in [0,1] drives --orbit and camera paths."""
-        from avatar3d.training.render_frame import render_avatar
+        from avatar3d.gaussians.avatar_render import render_avatar
 
         controls = controls or Controls()
         res = int(resolution or self.resolution)

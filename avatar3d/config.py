@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import dataclasses
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 
 from avatar3d.errors import InputError
 
 T = TypeVar("T")
+Preset = Literal["fast", "default", "quality"]  # the shipped presets (configs/<name>.yaml); a test keeps them in step
 
 
 def preset_names() -> list[str]:

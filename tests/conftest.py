@@ -123,7 +123,7 @@ SYNTHETIC_SUBJECT = dict(seconds=1.2, fps=10, resolution=SYNTHETIC_RES, seed=3, 
 
 def build_synthetic_avatar(root: Path) -> Path:
     """The test subject as an avatar folder in `root`/synthetic."""
-    from avatar3d.eval.synthetic_eval import build_avatar_dir, eval_subject
+    from avatar3d.pipeline.synthetic_eval import build_avatar_dir, eval_subject
     from avatar3d.training.config import TrainConfig
     from avatar3d.training.trainer import train_gaussians
 
@@ -141,3 +141,27 @@ def build_synthetic_avatar(root: Path) -> Path:
 def synthetic_avatar_dir(tmp_path_factory) -> Path:
     """A tiny avatar trained on the synthetic subject (30 steps, 3000 Gaussians, 64 px), shared by the session."""
     return build_synthetic_avatar(tmp_path_factory.mktemp("synthetic_avatar"))
+
+
+def make_tiny_avatar(root: Path, resolution: int = 64, iterations: int = 30, gaussians: int = 800) -> Path:
+    """Train a small Gaussian avatar on the synthetic subject (1 s at 10 fps, with its voice) in `root`/avatar."""
+    from avatar3d.pipeline.synthetic_eval import build_avatar_dir, eval_subject
+    from avatar3d.training.config import TrainConfig
+    from avatar3d.training.trainer import train_gaussians
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    subject = eval_subject(seconds=1.0, fps=10, resolution=resolution, seed=0, texture_size=256, supersample=1)
+    avatar = build_avatar_dir(subject, root / "avatar")
+    cfg = TrainConfig(iterations=iterations, resolution=resolution, init_gaussians=gaussians,
+                      max_gaussians=gaussians, sh_degree=0, densify_from=10**6, densify_until=10**6,
+                      densify_every=10**6, opacity_reset_every=0, checkpoint_every=0, refine_params=False, seed=1)
+    train_gaussians(avatar, cfg, device="cpu", progress=False, frames_train=list(range(subject.num_frames)),
+                    rig=subject.rig)
+    return avatar
+
+
+@pytest.fixture(scope="session")
+def tiny_avatar_factory():
+    """`make_tiny_avatar`: the viewer tests' small synthetic avatar (seconds to make on a CPU)."""
+    return make_tiny_avatar

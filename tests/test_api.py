@@ -169,7 +169,7 @@ def test_gaze_camera_follows_the_orbiting_camera(avatar):
 
 
 def test_cross_reenactment_keeps_identity_and_copies_the_jaw(avatar, tmp_path):
-    from avatar3d.eval.synthetic_eval import eval_subject, tracked_sequence
+    from avatar3d.pipeline.synthetic_eval import eval_subject, tracked_sequence
     from avatar3d.head.lbs import pose_vertices
 
     driver = eval_subject(**{**SYNTHETIC_SUBJECT, "seed": 11, "seconds": 1.5})

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from avatar3d.audio2expr.clips import Clip, estimate_offset, fold_clips
 from avatar3d.audio2expr.features import (SAMPLE_RATE, LogMel, PretrainedEncoder, frame_energy, load_audio,
                                           loudness_reference, sub_frame_times)
+from avatar3d.audio2expr.fit_network import fit_network, sample_batch
 from avatar3d.audio2expr.infer import LoadedModel, animate, load_model, run_network
 from avatar3d.audio2expr.model import Audio2Expr, ExpressionPrior, ModelConfig
-from avatar3d.audio2expr.train import (A2ETrainConfig, Clip, _sample_batch, estimate_offset, fit_network, fold_clips,
-                                       train_audio2expr)
+from avatar3d.audio2expr.train import train_audio2expr
+from avatar3d.audio2expr.train_config import A2ETrainConfig
 from avatar3d.errors import InputError, MediaError
 
 TINY = ModelConfig(in_dim=16, per_frame=2, num_expr=7, width=32, layers=2, heads=2, ff=64, radius=4, dropout=0.0)
@@ -205,7 +207,7 @@ def test_folds_partition_the_clip_and_training_windows_never_touch_their_validat
         assert set(member.fit_frames()) == set(range(t)) - set(range(lo, hi))
         seen = []
         for _ in range(12):
-            _, targets, _ = _sample_batch([member], ex, cfg, rng)
+            _, targets, _ = sample_batch([member], ex, cfg, rng)
             frames = targets[..., 0][~torch.isnan(targets[..., 0])]
             seen.append(frames)
         frames = torch.cat(seen)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from avatar3d.training.checks import canonical_face, check_video, head_angles
-from avatar3d.tracking.landmarks import FaceObservation
+from avatar3d.pipeline.checks import canonical_face, check_video, head_angles
+from avatar3d.tracking.faces import FaceObservation
 
 
 def _rot(yaw_deg: float, pitch_deg: float) -> np.ndarray:

@@ -106,7 +106,7 @@ def test_an_unwritable_output_folder_is_a_message_not_a_traceback(capsys, tmp_pa
 def test_warnings_print_as_one_plain_line(monkeypatch, capsys):
     import warnings
 
-    from avatar3d.training import command
+    from avatar3d.commands import train as command
 
     def warns(cfg):
         warnings.warn("checkpoint step-2000 is truncated — resuming from the older step-1000 instead", RuntimeWarning)
@@ -115,7 +115,7 @@ def test_warnings_print_as_one_plain_line(monkeypatch, capsys):
     from avatar3d import runtime
 
     monkeypatch.delenv(runtime.VERBOSE_ENV, raising=False)
-    monkeypatch.setattr(command, "main_train_gaussians", warns)
+    monkeypatch.setattr(command, "main_gaussians", warns)
     monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # restored after the test
     with warnings.catch_warnings():
         warnings.simplefilter("always")

@@ -10,8 +10,8 @@ import json
 import pytest
 
 from avatar3d import cli
-from avatar3d.audio2expr.train import A2ETrainConfig
-from avatar3d.training import enroll as enroll_module
+from avatar3d.audio2expr.train_config import A2ETrainConfig
+from avatar3d.pipeline import enroll as enroll_module
 from avatar3d.training.config import TrainConfig
 
 EVAL_KEYS = {"psnr", "ssim", "psnr_refined", "ssim_refined", "psnr_masked", "lpips", "frames_train", "frames_eval",

@@ -9,8 +9,8 @@ from avatar3d import cli
 from avatar3d.errors import InputError
 from avatar3d.head.registry import load_rig
 from avatar3d.io.avatar_dir import AvatarManifest, AvatarPaths, write_manifest
-from avatar3d.training import enroll as enroll_module
-from avatar3d.training.resume import run_inputs
+from avatar3d.pipeline import enroll as enroll_module
+from avatar3d.pipeline.resume import run_inputs
 
 
 def _interrupted(tmp_path: Path, video: Path, preset: str = "fast") -> tuple[Path, Path]:

@@ -16,22 +16,23 @@ from safetensors.torch import save_file
 
 from avatar3d import cli
 from avatar3d.camera import intrinsics
+from avatar3d.commands.export import ExportConfig, main_export
 from avatar3d.errors import InputError, MediaError
-from avatar3d.eval.holdout import load_gaussians
 from avatar3d.export import rig_bundle
 from avatar3d.export.alpha import AlphaWriter, read_alpha
-from avatar3d.export.export_command import ExportConfig, main_export
 from avatar3d.export.splat import UP_AXES
+from avatar3d.gaussians.avatar_render import binding_faces, pose_gaussians, render_avatar
 from avatar3d.gaussians.model import BoundGaussians
+from avatar3d.gaussians.store import load_gaussians
 from avatar3d.head.lbs import pose_vertices
+from avatar3d.head.refined import FREE_KEYS, load_refined, save_refined
 from avatar3d.head.registry import load_rig
 from avatar3d.head.rig import RigParams
 from avatar3d.io.avatar_dir import AvatarManifest, AvatarPaths, write_manifest
 from avatar3d.io.ply import read_ply
 from avatar3d.render.rasterize import rasterize
 from avatar3d.tracking.sequence import TrackedSequence
-from avatar3d.training.frame_params import FREE_KEYS, FrameParams, load_refined, save_refined
-from avatar3d.training.render_frame import binding_faces, pose_gaussians, render_avatar
+from avatar3d.training.frame_params import FrameParams
 
 FRAMES, TRAIN, RES, SH_DEGREE = 6, [0, 1, 2, 3], 64, 2
 DOCS = Path(__file__).resolve().parents[1] / "docs"

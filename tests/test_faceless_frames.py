@@ -7,7 +7,8 @@ import pytest
 
 from avatar3d.errors import InputError
 from avatar3d.tracking.sequence import describe_frames
-from avatar3d.training.trainer import default_split, face_split
+from avatar3d.io.avatar_dir import default_split
+from avatar3d.training.trainer import face_split
 
 
 def _seq(num_frames: int, faceless: list[int]):
@@ -55,7 +56,7 @@ def test_the_audio_model_never_trains_on_faceless_frames():
     import numpy as np
     import torch
 
-    from avatar3d.audio2expr.train import Clip
+    from avatar3d.audio2expr.clips import Clip
 
     clip = Clip(np.zeros(16000, np.float32), 25.0, 0.0, torch.zeros(100, 4), val_start=80)
     assert clip.fit_spans() == [(0, 80)]

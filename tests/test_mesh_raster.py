@@ -9,7 +9,7 @@ import torch
 
 from avatar3d.camera import Camera
 from avatar3d.errors import InputError
-from avatar3d.eval.mesh_raster import interpolate, rasterize_triangles, render_mesh, sample_texture
+from avatar3d.render.mesh_raster import interpolate, rasterize_triangles, render_mesh, sample_texture
 
 W, H = 48, 40
 F_PIX = 50.0

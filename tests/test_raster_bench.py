@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from avatar3d.errors import BackendUnavailableError, InputError
-from avatar3d.render.bench import BenchRasterConfig, main, run_raster_bench
+from avatar3d.benchmarks.raster import BenchRasterConfig, main, run_raster_bench
 from avatar3d.render.scenes import head_scene, random_scene
 
 

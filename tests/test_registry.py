@@ -10,7 +10,7 @@ import torch
 
 from avatar3d.errors import HeadModelError
 from avatar3d.head import registry
-from avatar3d.head.models_cli import ModelsInstallConfig, ModelsListConfig, main_install, main_list
+from avatar3d.commands.models import ModelsInstallConfig, ModelsListConfig, main_install, main_list
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 
 from avatar3d.errors import InputError
-from avatar3d.eval.synthetic_eval import (TRAIN_VIEW, VIEW_ORDER, _unpremultiply, build_avatar_dir, eval_subject,
+from avatar3d.pipeline.synthetic_eval import (TRAIN_VIEW, VIEW_ORDER, _unpremultiply, build_avatar_dir, eval_subject,
                                           format_table, run_synthetic_eval)
-from avatar3d.eval.synthetic_subject import NOVEL_VIEWS
+from avatar3d.head.synthetic_subject import NOVEL_VIEWS
 from avatar3d.head.synthetic import synthetic_rig
 from avatar3d.io.avatar_dir import AvatarPaths, read_manifest
 from avatar3d.tracking.sequence import TrackedSequence

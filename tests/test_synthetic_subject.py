@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from avatar3d.errors import InputError
-from avatar3d.eval.synthetic_subject import (NOVEL_VIEWS, make_params, make_subject, read_params, synth_voice,
+from avatar3d.head.synthetic_subject import (NOVEL_VIEWS, make_params, make_subject, read_params, synth_voice,
                                              write_subject)
 from avatar3d.head.lbs import pose_vertices
 from avatar3d.head.rig import RigParams

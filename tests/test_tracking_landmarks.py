@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from avatar3d.errors import InputError
+from avatar3d.head.embedding import NUM_LANDMARKS
 from avatar3d.tracking.crop import (CropBox, apply_crop, compute_crop, crop_intrinsics, crop_landmarks,
                                     default_intrinsics, uncrop_landmarks)
-from avatar3d.tracking.landmarks import (EYE_OUTER, NUM_LANDMARKS, FaceObservation, LandmarkTrack,
-                                         TrackingWarning, detect_video)
+from avatar3d.tracking.faces import EYE_OUTER, FaceObservation
+from avatar3d.tracking.landmarks import LandmarkTrack, TrackingWarning, detect_video
 from avatar3d.tracking.subject import interpolate_missing, select_subject
 
 # ----------------------------------------------------------------------------------------- helpers

@@ -17,9 +17,9 @@ from avatar3d.io.avatar_dir import AvatarManifest, AvatarPaths, write_manifest
 from avatar3d.tracking.sequence import TrackedSequence
 from avatar3d.training import checkpoint as ckpt_io
 from avatar3d.training.config import TrainConfig
-from avatar3d.training.frame_params import load_refined
+from avatar3d.head.refined import load_refined
 from avatar3d.training.losses import photometric_loss, ssim
-from avatar3d.training.render_frame import binding_faces, render_avatar
+from avatar3d.gaussians.avatar_render import binding_faces, render_avatar
 from avatar3d.training.trainer import train_gaussians
 
 RES = 64

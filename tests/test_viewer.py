@@ -26,11 +26,9 @@ RES = 64
 
 
 @pytest.fixture(scope="session")
-def tiny_avatar(tmp_path_factory) -> Path:
+def tiny_avatar(tmp_path_factory, tiny_avatar_factory) -> Path:
     """A synthetic avatar trained for a few dozen steps (seconds on a CPU): enough to render and compare."""
-    from avatar3d_viewer.testing import make_tiny_avatar
-
-    return make_tiny_avatar(tmp_path_factory.mktemp("viewer_avatar"), resolution=RES)
+    return tiny_avatar_factory(tmp_path_factory.mktemp("viewer_avatar"), resolution=RES)
 
 
 @pytest.fixture(scope="session")
@@ -76,7 +74,7 @@ def test_other_hosts_warn():
 
 
 def test_command_refuses_bad_options_before_starting(tiny_avatar):
-    from avatar3d_viewer.command import ViewConfig, main
+    from avatar3d.commands.view import ViewConfig, main
 
     with pytest.raises(InputError, match="preview"):
         main(ViewConfig(tiny_avatar, preview_resolution=1024, resolution=512))

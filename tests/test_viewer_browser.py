@@ -46,13 +46,11 @@ def _wait(predicate, what: str, timeout: float = TIMEOUT):
 
 
 @pytest.fixture(scope="module")
-def viewer(tmp_path_factory):
+def viewer(tmp_path_factory, tiny_avatar_factory):
     from avatar3d.api import Avatar
     from avatar3d_viewer.app import ViewerApp
     from avatar3d_viewer.session import RenderSettings
-    from avatar3d_viewer.testing import make_tiny_avatar
-
-    path = make_tiny_avatar(tmp_path_factory.mktemp("browser_avatar"), resolution=64)
+    path = tiny_avatar_factory(tmp_path_factory.mktemp("browser_avatar"), resolution=64)
     app = ViewerApp(Avatar.load(path, device="cpu"), path, port=0,
                     settings=RenderSettings(resolution=192, preview_resolution=96, settle=0.3))
     yield app

@@ -125,8 +125,8 @@ if [[ "${SKIP_BENCH:-0}" != "1" ]]; then
         "$PY" -c "import sys; from avatar3d.cli import entry; sys.argv[0] = 'avatar3d'; entry()" \
             bench raster --device cuda --json "$BENCH_JSON" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log"
     else
-        echo "(tyro is not installed: calling avatar3d.render.bench.run_raster_bench directly; BENCH_ARGS ignored)"
-        "$PY" -c "from avatar3d.render.bench import run_raster_bench; run_raster_bench(device='cuda', json_path='$BENCH_JSON')" \
+        echo "(tyro is not installed: calling avatar3d.benchmarks.raster.run_raster_bench directly; BENCH_ARGS ignored)"
+        "$PY" -c "from avatar3d.benchmarks.raster import run_raster_bench; run_raster_bench(device='cuda', json_path='$BENCH_JSON')" \
             2>&1 | tee "$OUT/bench.log"
     fi
     if [[ ${PIPESTATUS[0]} -eq 0 && -f "$BENCH_JSON" ]]; then STATUS[bench]="ok: $BENCH_JSON"; else STATUS[bench]="FAILED"; fi

@@ -16,13 +16,14 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import numpy as np
 
+from avatar3d.audio2expr.clips import MIN_REF, estimate_offset, training_frames
 from avatar3d.audio2expr.features import SAMPLE_RATE, frame_energy, loudness_reference
-from avatar3d.audio2expr.lipsync import block_bootstrap_ci, lip_geometry, pearson
-from avatar3d.audio2expr.train import MIN_REF, estimate_offset, mouth_opening_landmarks, training_frames
+from avatar3d.audio2expr.lips import lip_geometry, mouth_opening_landmarks
+from avatar3d.audio2expr.lipsync import block_bootstrap_ci, pearson
 from avatar3d.errors import InputError
 from avatar3d.tracking.sequence import TrackedSequence
 

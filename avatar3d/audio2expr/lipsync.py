@@ -21,40 +21,13 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
-import torch
 
+from avatar3d.audio2expr.clips import MIN_REF, training_frames
 from avatar3d.audio2expr.features import SAMPLE_RATE, frame_energy, loudness_reference
-from avatar3d.audio2expr.train import INNER_LIP_PAIRS, MIN_REF, training_frames
+from avatar3d.audio2expr.lips import lip_geometry
 from avatar3d.errors import InputError
 from avatar3d.io.atomic import atomic_write_json
 from avatar3d.tracking.sequence import TrackedSequence
-
-
-def lip_geometry(rig, shape: np.ndarray, expr: np.ndarray, jaw: np.ndarray, batch: int = 64):
-    """(lip vertices [T,L,3] metres, mouth opening [T] metres) posed from expression + jaw only."""
-    from avatar3d.head.lbs import pose_vertices
-    from avatar3d.head.rig import RigParams
-
-    lips = rig.region("lips")
-    if not bool(lips.any()):
-        raise InputError(f"head model {rig.name!r} defines no lip region; lip-sync metrics need one "
-                         "(use the ICT-FaceKit or FLAME model)")
-    if rig.landmarks_mp is None:
-        raise InputError(f"head model {rig.name!r} has no MediaPipe landmark embedding; re-install it")
-    pairs = torch.as_tensor(INNER_LIP_PAIRS)
-    verts, opening = [], []
-    with torch.no_grad():
-        for s in range(0, len(expr), batch):
-            e = torch.as_tensor(expr[s:s + batch], dtype=torch.float32)
-            n = e.shape[0]
-            p = RigParams(torch.as_tensor(shape, dtype=torch.float32), e, torch.zeros(n, 3), torch.zeros(n, 3),
-                          torch.as_tensor(jaw[s:s + batch], dtype=torch.float32), torch.zeros(n, 2, 3),
-                          torch.zeros(n, 3))
-            v = pose_vertices(rig, p)
-            lm = rig.landmarks_mp.points(v, rig.faces)  # [n,478,3]
-            opening.append((lm[:, pairs[:, 0]] - lm[:, pairs[:, 1]]).norm(dim=-1).mean(-1))
-            verts.append(v[:, lips])
-    return torch.cat(verts).numpy(), torch.cat(opening).numpy()
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> Optional[float]:
@@ -95,8 +68,8 @@ def _scores(lips: np.ndarray, opening: np.ndarray, lips_gt: np.ndarray, opening_
 
 def evaluate_lipsync(avatar_dir: Path, rig=None, seed: int = 0, say: Callable[[str], None] = print) -> dict:
     """Metrics of the avatar's audio-to-expression model on the held-out tail (see the module doc)."""
+    from avatar3d.audio2expr.fit_blend import fit_energy_jaw
     from avatar3d.audio2expr.infer import animate, load_model
-    from avatar3d.audio2expr.train import fit_energy_jaw
     from avatar3d.head.registry import load_rig
 
     avatar_dir = Path(avatar_dir)

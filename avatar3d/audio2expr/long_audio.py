@@ -16,7 +16,8 @@ import numpy as np
 
 from avatar3d.audio2expr.features import SAMPLE_RATE, frame_energy, load_audio, loudness_reference
 from avatar3d.audio2expr.infer import MIN_REF, animate
-from avatar3d.audio2expr.lipsync import lip_geometry, pearson
+from avatar3d.audio2expr.lips import lip_geometry
+from avatar3d.audio2expr.lipsync import pearson
 from avatar3d.tracking.sequence import TrackedSequence
 
 STILL_MM = 0.02  # a frame-to-frame change of the mouth opening below this counts as not moving

@@ -1,1 +1,1 @@
-"""Benchmarks that run whole avatar3d jobs (the rasterizer's own benchmark is avatar3d/render/bench.py)."""
+"""Benchmarks that run whole avatar3d jobs (the rasterizer's own benchmark is avatar3d/benchmarks/raster.py)."""

@@ -29,11 +29,11 @@ import numpy as np
 
 from avatar3d.errors import MediaError
 from avatar3d.io.atomic import AtomicFile, atomic_dir
+from avatar3d.io.avatar_dir import FRAME_PATTERN
 from avatar3d.io.media import CloseOrAbort
 
 VIDEO_KINDS = {".mov": ("prores_ks", "qtrle"), ".webm": ("libvpx-vp9",)}
 PIXEL_FORMATS = {"prores_ks": "yuva444p10le", "qtrle": "argb", "libvpx-vp9": "yuva420p"}
-FRAME_PATTERN = "{:06d}.png"
 
 
 def alpha_kind(path: str | os.PathLike) -> str:

@@ -21,7 +21,7 @@ from avatar3d.gaussians.model import BoundGaussians
 from avatar3d.head.lbs import shaped_vertices
 from avatar3d.head.rig import JOINT_NAMES, JOINT_PARENTS, HeadRig, RigParams
 from avatar3d.io.atomic import atomic_dir
-from avatar3d.training.frame_params import FREE_KEYS
+from avatar3d.head.refined import FREE_KEYS
 
 BUNDLE_FORMAT = "avatar3d-rig-bundle"
 BUNDLE_VERSION = 1

@@ -31,8 +31,8 @@ from avatar3d.io.ply import GaussianPly, write_ply
 from avatar3d.render.sh import sh_basis
 from avatar3d.rotation import matrix_to_quaternion, quaternion_multiply
 from avatar3d.tracking.sequence import TrackedSequence
-from avatar3d.training.frame_params import FREE_KEYS, load_refined
-from avatar3d.training.render_frame import pose_gaussians
+from avatar3d.head.refined import FREE_KEYS, load_refined
+from avatar3d.gaussians.avatar_render import pose_gaussians
 
 UP_AXES = {
     "y": ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)),

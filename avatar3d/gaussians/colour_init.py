@@ -39,7 +39,7 @@ def accumulate_colours(vertices: Tensor,  # [V,3] posed mesh of one frame
                        counts: Tensor,  # [F] running pixel counts (updated in place)
                        ) -> None:
     """Add the pixels where each triangle is the visible surface to its colour sum."""
-    from avatar3d.eval.mesh_raster import rasterize_triangles  # the z-buffer of the synthetic subject
+    from avatar3d.render.mesh_raster import rasterize_triangles  # the z-buffer of the synthetic subject
 
     h, w = int(image.shape[0]), int(image.shape[1])
     frags = rasterize_triangles(vertices, faces, K, viewmat, w, h, backfaces="draw")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from avatar3d.io.atomic import atomic_write_json
 
 FORMAT_VERSION = 1
 MANIFEST = "avatar.json"
+FRAME_PATTERN = "{:06d}.png"  # data/frames/, data/masks/ (and every PNG sequence we write): the frame index
 
 
 @dataclass
@@ -117,3 +119,9 @@ def check_rig(manifest: AvatarManifest, rig) -> None:
             f"this avatar was made with head model {manifest.rig_name!r} ({manifest.rig_checksum[:12]}), "
             f"but {rig.name!r} ({rig.checksum()[:12]}) is installed under that name; install the original model "
             "again (`avatar3d models install ...`) or re-enroll the avatar")
+
+
+def default_split(num_frames: int, holdout: float) -> list[int]:
+    """The first (1 - holdout) of the frames: the last `holdout` fraction is kept for evaluation."""
+    n_train = max(1, min(num_frames, int(math.floor(num_frames * (1.0 - holdout) + 1e-9))))
+    return list(range(n_train))

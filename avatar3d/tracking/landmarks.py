@@ -28,39 +28,17 @@ from typing import Callable, Iterable, Protocol
 import numpy as np
 
 from avatar3d.errors import BackendUnavailableError, InputError
+from avatar3d.head.embedding import NUM_LANDMARKS
 from avatar3d.runtime import quiet_native_logs
+from avatar3d.tracking.faces import EYE_OUTER, FaceObservation
+from avatar3d.tracking.subject import select_subject
 
-NUM_LANDMARKS = 478  # 468 mesh points + 10 iris points (refined)
-IRIS = tuple(range(468, 478))  # 468..472: iris (centre first) between corners 33/133, 473..477: between 362/263
-EYE_OUTER = (33, 263)  # outer eye corners (image-left eye, image-right eye for a frontal face)
-EYE_INNER = (133, 362)
-NOSE_TIP = 4
 STABILITY_SIGMA = 0.03  # RMS second difference (in inter-ocular distances) where stability is e^-0.5;
 # talking at 25 fps stays below ~0.02 (factor > 0.8), a glitch or swap of faces is far above
 
 
 class TrackingWarning(UserWarning):
     """Something in the video may spoil tracking but did not stop it (e.g. a second face)."""
-
-
-@dataclass
-class FaceObservation:
-    """One face found in one frame."""
-
-    points: np.ndarray  # [478,2] float32 pixels
-    depth: np.ndarray  # [478] float32 pixels (relative)
-    score: float = math.nan  # detector score of the matched detection box; nan when none matched
-
-    @property
-    def box(self) -> tuple[float, float, float, float]:
-        """Landmark bounding box (x0, y0, x1, y1) in pixels."""
-        lo, hi = self.points.min(axis=0), self.points.max(axis=0)
-        return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
-
-    @property
-    def area(self) -> float:
-        x0, y0, x1, y1 = self.box
-        return max(x1 - x0, 0.0) * max(y1 - y0, 0.0)
 
 
 class FaceDetector(Protocol):
@@ -260,8 +238,6 @@ def detect_video(frames: Iterable[np.ndarray],  # each [H,W,3] uint8 RGB
     where detection failed get landmarks interpolated in time and `detected=False`.
     `progress(i)` is called after each frame.
     """
-    from avatar3d.tracking.subject import select_subject
-
     own = detector is None
     if own:
         detector = MediaPipeFaceMesh(min_detection_confidence=min_detection_confidence,

@@ -16,14 +16,15 @@ from typing import Optional
 
 import numpy as np
 import torch
-from avatar3d.progress import progress_bar
 
 from avatar3d.errors import InputError
-from avatar3d.io.ownership import check_replaceable
 from avatar3d.head.lbs import pose_vertices
 from avatar3d.head.registry import load_rig
 from avatar3d.io.atomic import atomic_dir, atomic_write_json
+from avatar3d.io.avatar_dir import FRAME_PATTERN
 from avatar3d.io.media import Mp4Writer, VideoReader, read_audio
+from avatar3d.io.ownership import check_replaceable
+from avatar3d.progress import progress_bar
 from avatar3d.tracking.crop import apply_crop, compute_crop, crop_intrinsics, crop_landmarks
 from avatar3d.tracking.fit import FitConfig, fit_sequence
 from avatar3d.tracking.landmarks import detect_video
@@ -32,7 +33,6 @@ from avatar3d.tracking.overlay import overlay_frame
 from avatar3d.tracking.sequence import TrackedSequence, describe_frames
 
 IRIS_CENTRES = (468, 473)
-FRAME_PATTERN = "{:06d}.png"
 
 
 @dataclass

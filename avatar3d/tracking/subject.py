@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from avatar3d.errors import InputError
-from avatar3d.tracking.landmarks import NUM_LANDMARKS, FaceObservation
+from avatar3d.head.embedding import NUM_LANDMARKS
+from avatar3d.tracking.faces import FaceObservation
 
 
 @dataclass

@@ -2,23 +2,16 @@
 
 Tracking is a few pixels off here and there; letting the photometric loss nudge each training frame's
 expression, jaw, pose, eyes and translation (small learning rates, pulled back to the tracked values)
-keeps those errors from blurring the avatar. Stored as `AVATAR/refined.npz`.
+keeps those errors from blurring the avatar. Stored as `AVATAR/refined.npz` (`head/refined.py`).
 """
 from __future__ import annotations
 
-import io
-from pathlib import Path
-
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from avatar3d.errors import InputError
+from avatar3d.head.refined import FREE_KEYS
 from avatar3d.head.rig import RigParams
-from avatar3d.io.atomic import atomic_write_bytes
 
-REFINED_VERSION = 1
-FREE_KEYS = ("expr", "global_rot", "neck", "jaw", "eyes", "transl")
 # How far a parameter may plausibly be off after tracking: the prior is measured in these units.
 PRIOR_UNITS = {"expr": 1.0, "global_rot": 0.05, "neck": 0.05, "jaw": 0.05, "eyes": 0.1, "transl": 0.005}
 
@@ -101,28 +94,3 @@ class FrameAdam:
         for k, v in self.state.items():
             if f"fo.{k}" in tensors:
                 v.copy_(tensors[f"fo.{k}"])
-
-
-def save_refined(path: Path, params: FrameParams, frames_train: list[int]) -> None:
-    """Write refined.npz atomically: per-frame parameters of every frame (untrained frames as tracked) + split."""
-    arrays = {k: getattr(params, k).detach().cpu().numpy().astype(np.float32) for k in FREE_KEYS}
-    arrays["shape"] = params.shape.detach().cpu().numpy().astype(np.float32)
-    arrays["frames_train"] = np.asarray(sorted(frames_train), dtype=np.int64)
-    arrays["format_version"] = np.asarray(REFINED_VERSION)
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def load_refined(path: Path, device=None) -> tuple[RigParams, list[int]]:
-    """(refined per-frame RigParams, training frame indices) from refined.npz."""
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except Exception as err:
-        raise InputError(f"{path} cannot be read ({type(err).__name__}); re-run `avatar3d train gaussians`") from err
-    if int(arrays.get("format_version", -1)) != REFINED_VERSION:
-        raise InputError(f"{path} has an unknown format; re-run `avatar3d train gaussians`")
-    params = RigParams(**{k: torch.as_tensor(arrays[k], device=device) for k in ("shape",) + FREE_KEYS})
-    return params, [int(i) for i in arrays["frames_train"]]

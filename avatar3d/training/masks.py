@@ -41,11 +41,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from avatar3d.errors import BackendUnavailableError, InputError
+from avatar3d.io.avatar_dir import FRAME_PATTERN
 from avatar3d.runtime import quiet_native_logs
 from avatar3d.training.mask_smoothing import TemporalSmoother, head_point_indices, head_points
 
 CHIN, FOREHEAD = 152, 10  # MediaPipe face-mesh landmarks: chin tip, top of the forehead
-MASK_PATTERN = "{:06d}.png"
 
 
 @dataclass
@@ -189,9 +189,9 @@ def compute_masks(frames_dir: os.PathLike, seq, rig, out_dir: os.PathLike, *,
     """
     from PIL import Image
 
-    from avatar3d.eval.mesh_raster import project_vertices, rasterize_triangles
     from avatar3d.head.lbs import landmarks, pose_vertices
     from avatar3d.io.atomic import atomic_dir
+    from avatar3d.render.mesh_raster import project_vertices, rasterize_triangles
     from avatar3d.tracking.pipeline import read_frame
 
     cfg = config or MaskConfig()
@@ -231,7 +231,7 @@ def compute_masks(frames_dir: os.PathLike, seq, rig, out_dir: os.PathLike, *,
             def finish(i: int, person: np.ndarray) -> None:
                 sil, key = pending.pop(i)
                 mask = cut_torso(person, sil, key[0], key[1], cfg)
-                Image.fromarray(mask).save(tmp / MASK_PATTERN.format(i), compress_level=1)
+                Image.fromarray(mask).save(tmp / FRAME_PATTERN.format(i), compress_level=1)
                 # statistics on the work grid: cheap and resolution-independent
                 p_work = F.interpolate(torch.from_numpy(person)[None, None], size=(work, work), mode="area")[0, 0]
                 kept = mask.mean() / 255.0
@@ -256,7 +256,7 @@ def compute_masks(frames_dir: os.PathLike, seq, rig, out_dir: os.PathLike, *,
                     i = s + j
                     frame = read_frame(frames_dir, i)
                     if frame.shape[:2] != (R, R):
-                        raise InputError(f"{frames_dir}/{MASK_PATTERN.format(i)} is {frame.shape[1]}x{frame.shape[0]} "
+                        raise InputError(f"{frames_dir}/{FRAME_PATTERN.format(i)} is {frame.shape[1]}x{frame.shape[0]} "
                                          f"but the tracking says {R}x{R}; the frames and tracking.npz do not "
                                          f"belong together — re-run `avatar3d track`")
                     with torch.no_grad():

@@ -20,27 +20,26 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
-from safetensors.torch import save as st_save
 from torch import Tensor
 
 from avatar3d.errors import InputError
-from avatar3d.gaussians.densify import DensifyStats, densify_and_prune, reset_opacity
+from avatar3d.gaussians.avatar_render import binding_faces, render_avatar
 from avatar3d.gaussians.binding import triangle_frames
 from avatar3d.gaussians.colour_init import pick_views, triangle_colours
+from avatar3d.gaussians.densify import DensifyStats, densify_and_prune, reset_opacity
 from avatar3d.gaussians.model import BoundGaussians
+from avatar3d.gaussians.store import encode_gaussians
 from avatar3d.head.lbs import pose_vertices
+from avatar3d.head.refined import FREE_KEYS, read_split, save_refined
 from avatar3d.head.rig import HeadRig, RigParams
 from avatar3d.io.atomic import atomic_write_bytes
-from avatar3d.io.avatar_dir import AvatarPaths, check_rig, read_manifest, write_manifest
+from avatar3d.io.avatar_dir import FRAME_PATTERN, AvatarPaths, check_rig, default_split, read_manifest, write_manifest
 from avatar3d.tracking.sequence import TrackedSequence
 from avatar3d.training import checkpoint as ckpt_io
 from avatar3d.training.config import TrainConfig
-from avatar3d.training.frame_params import FREE_KEYS, FrameAdam, FrameParams, save_refined
+from avatar3d.training.frame_params import FrameAdam, FrameParams
 from avatar3d.training.losses import (binding_regularizer, load_lpips, photometric_loss, psnr, region_weight_map,
                                       surface_regularizer)
-from avatar3d.training.render_frame import binding_faces, render_avatar
-
-FRAME_PATTERN = "{:06d}.png"
 
 
 @dataclass
@@ -100,12 +99,6 @@ def load_frames(paths: AvatarPaths, seq: TrackedSequence, indices: Sequence[int]
     K[:2] *= resolution / float(seq.resolution)  # pixel centres at +0.5: scaling the image scales u, v exactly
     return TrainingFrames(list(indices), torch.from_numpy(images), K,
                           torch.as_tensor(seq.viewmat, dtype=torch.float32), resolution, masks_present)
-
-
-def default_split(num_frames: int, holdout: float) -> list[int]:
-    """The first (1 - holdout) of the frames: the last `holdout` fraction is kept for evaluation."""
-    n_train = max(1, min(num_frames, int(math.floor(num_frames * (1.0 - holdout) + 1e-9))))
-    return list(range(n_train))
 
 
 def face_split(seq: TrackedSequence, holdout: float) -> tuple[list[int], list[int]]:
@@ -219,14 +212,6 @@ def _state_tensors(gaussians: BoundGaussians, frame_params: FrameParams, frame_o
     return tensors
 
 
-def _gaussians_file(gaussians: BoundGaussians, faces: Tensor, rig: HeadRig) -> bytes:
-    tensors = gaussians.tensors()
-    tensors["binding_faces"] = faces.detach().cpu().contiguous()
-    return st_save(tensors, metadata={"format": "avatar3d-gaussians", "format_version": "1",
-                                      "rig_name": rig.name, "rig_checksum": rig.checksum(),
-                                      "sh_degree": str(gaussians.sh_degree)})
-
-
 # ---------------------------------------------------------------------------------------------- the loop
 def train_gaussians(avatar_dir: Path, config: TrainConfig, *, device="cpu", resume: bool = False,
                     progress: bool = True, frames_train: Optional[Sequence[int]] = None,
@@ -251,7 +236,7 @@ def train_gaussians(avatar_dir: Path, config: TrainConfig, *, device="cpu", resu
     rig = rig.to(device)
     seq = TrackedSequence.load(paths.tracking)
     if frames_train is None:
-        frames_train = _previous_split(paths) or face_split(seq, holdout)[0]
+        frames_train = read_split(paths.refined) or face_split(seq, holdout)[0]
     frames_train = sorted(int(i) for i in frames_train)
     if not frames_train or frames_train[0] < 0 or frames_train[-1] >= seq.num_frames:
         raise InputError(f"frames_train must be frame numbers in 0..{seq.num_frames - 1} (got {len(frames_train)} "
@@ -382,7 +367,7 @@ def train_gaussians(avatar_dir: Path, config: TrainConfig, *, device="cpu", resu
     steps_run = config.iterations - start_step
     loop_seconds = time.time() - loop_start
 
-    atomic_write_bytes(paths.gaussians, _gaussians_file(gaussians, faces, rig))
+    atomic_write_bytes(paths.gaussians, encode_gaussians(gaussians, faces, rig))
     save_refined(paths.refined, frame_params, frames_train)
     ckpt_io.save_checkpoint(paths.checkpoints, config.iterations,
                             _state_tensors(gaussians, frame_params, frame_opt, stats, generator),
@@ -412,13 +397,3 @@ def _check_same_settings(recorded: Optional[dict], config: TrainConfig, paths: A
                          f"({'; '.join(changed[:6])}); resume with the preset (and --iterations) it was started "
                          "with, or train from scratch without --resume (the old checkpoints stay until the new "
                          "run writes one)")
-
-
-def _previous_split(paths: AvatarPaths) -> Optional[list[int]]:
-    if not paths.refined.is_file():
-        return None
-    try:
-        with np.load(paths.refined, allow_pickle=False) as data:
-            return [int(i) for i in data["frames_train"]]
-    except Exception:
-        return None

@@ -1,7 +1,7 @@
 """A synthetic talking subject with ground truth: the synthetic rig as a textured mesh, known parameters.
 
 The Gaussian avatar is tested against it, so it is drawn with a *different representation* (a textured
-triangle mesh through `avatar3d.eval.mesh_raster`) than the one that learns it. Everything is made in
+triangle mesh through `avatar3d.render.mesh_raster`) than the one that learns it. Everything is made in
 code from a seed:
 
 * a procedural texture in the rig's UV atlas (skin with subtle variation, hair on the scalp, brows,
@@ -36,7 +36,7 @@ from avatar3d.errors import InputError
 from avatar3d.head import synthetic as syn
 from avatar3d.head.lbs import pose_vertices
 from avatar3d.head.rig import HeadRig, RigParams
-from avatar3d.eval.mesh_raster import MeshRender, interpolate, rasterize_triangles, render_mesh
+from avatar3d.render.mesh_raster import MeshRender, interpolate, rasterize_triangles, render_mesh
 from avatar3d.rotation import axis_angle_to_matrix, euler_to_axis_angle
 
 SUBJECT_VERSION = "synthetic-subject-1"

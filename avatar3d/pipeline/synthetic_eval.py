@@ -1,6 +1,6 @@
 """Train a Gaussian avatar on the synthetic subject and score novel views against its ground truth.
 
-The subject (`avatar3d.eval.synthetic_subject`) is a textured mesh drawn by a z-buffer rasterizer with
+The subject (`avatar3d.head.synthetic_subject`) is a textured mesh drawn by a z-buffer rasterizer with
 known rig parameters, so tracking is skipped (MediaPipe does not see synthetic faces): the avatar
 directory is built directly from the known parameters and camera, the rendered frames and the mesh
 renderer's alpha as masks. The avatar is trained on every frame of the training video, then rendered from
@@ -20,15 +20,14 @@ import torch
 from avatar3d.camera import Camera
 from avatar3d.errors import InputError
 from avatar3d.eval.metrics import psnr, ssim, to_float
-from avatar3d.eval.synthetic_subject import NOVEL_VIEWS, SyntheticSubject, _png_bytes, make_subject
+from avatar3d.head.synthetic_subject import NOVEL_VIEWS, SyntheticSubject, _png_bytes, make_subject
 from avatar3d.io.atomic import atomic_dir, atomic_write_bytes
-from avatar3d.io.avatar_dir import AvatarManifest, AvatarPaths, write_manifest
+from avatar3d.io.avatar_dir import FRAME_PATTERN, AvatarManifest, AvatarPaths, write_manifest
 from avatar3d.tracking.sequence import TrackedSequence
 from avatar3d.training.config import TrainConfig, scaled_schedule
 
 TRAIN_VIEW = "train"
 VIEW_ORDER = (*NOVEL_VIEWS, TRAIN_VIEW)  # the novel views, then the training camera for reference
-FRAME_PATTERN = "{:06d}.png"
 # The training camera frames the whole rig (crown to the cut below the neck, with the head turned), so the
 # novel views ask only about surface the training video showed; the subject's own default frames the face
 # closer and cuts the neck, which the x1.5 view would then see for the first time.
@@ -71,7 +70,7 @@ def build_avatar_dir(subject: SyntheticSubject, avatar_dir: Path, *, video: Opti
         f"(textured mesh, known parameters)")
     writer = None
     if video is not None:
-        from avatar3d.eval.synthetic_subject import AUDIO_RATE
+        from avatar3d.head.synthetic_subject import AUDIO_RATE
         from avatar3d.io.media import Mp4Writer
 
         Path(video).parent.mkdir(parents=True, exist_ok=True)
@@ -121,8 +120,8 @@ def score_views(subject: SyntheticSubject, avatar_dir: Path, *, device="cpu", ba
     """Render the trained avatar in `avatar_dir` from every view camera at the subject's novel frames (with
     the known parameters) and score it against the mesh renders -> ({view: {"psnr", "ssim", "frames"}},
     sheet: uint8 image, one row per view: ground truth | render | error x4, at `sheet_frame`)."""
-    from avatar3d.eval.holdout import load_gaussians
-    from avatar3d.training.render_frame import render_avatar
+    from avatar3d.gaussians.avatar_render import render_avatar
+    from avatar3d.gaussians.store import load_gaussians
 
     say = progress or (lambda msg: None)
     frames = list(subject.novel_frames if frames is None else frames)

@@ -1,4 +1,4 @@
-"""`avatar3d enroll` (the whole pipeline) and `avatar3d train gaussians` (the training stage alone)."""
+"""`avatar3d enroll`: the whole pipeline, from a talking video to an avatar."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,8 +7,7 @@ from typing import Literal, Optional
 
 import tyro
 
-
-Preset = Literal["fast", "default", "quality"]
+from avatar3d.config import Preset
 
 
 @dataclass
@@ -38,24 +37,9 @@ class EnrollConfig:
     only when the new one is complete."""
 
 
-@dataclass
-class TrainGaussiansConfig:
-    avatar: tyro.conf.Positional[Path]
-    """An avatar directory made by `avatar3d enroll` (its stored frames and tracking are used)."""
-    preset: Preset = "default"
-    """Quality/speed preset: fast, default or quality."""
-    device: Literal["cpu", "cuda"] = "cpu"
-    """Compute device for training."""
-    resume: bool = False
-    """Continue from the avatar's last training checkpoint."""
-    iterations: int = 0
-    """Training steps; 0 keeps the preset's. Another count scales the preset's schedule (densification,
-    refinement, SH degree, checkpoints) to it, e.g. 800 for a quick look."""
-
-
 def main(cfg: EnrollConfig) -> int:
     from avatar3d.errors import Avatar3DError
-    from avatar3d.training.enroll import enroll, staging_dir, print_summary
+    from avatar3d.pipeline.enroll import enroll, print_summary, staging_dir
 
     had_staging = staging_dir(cfg.out).exists()
     try:
@@ -69,24 +53,4 @@ def main(cfg: EnrollConfig) -> int:
                             "them") from err
         raise
     print_summary(summary, cfg.out)
-    return 0
-
-
-def main_train_gaussians(cfg: TrainGaussiansConfig) -> int:
-    """Train (or resume training) the avatar's Gaussians with a preset; frames split as in its last run."""
-    import torch
-
-    from avatar3d.config import preset_section
-    from avatar3d.errors import InputError
-    from avatar3d.training.config import TrainConfig, scaled_schedule
-    from avatar3d.training.trainer import train_gaussians
-
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for but no CUDA GPU is visible to torch; use --device cpu")
-    config = preset_section(cfg.preset, "train", TrainConfig)
-    if cfg.iterations:
-        config = scaled_schedule(config, cfg.iterations)
-    result = train_gaussians(cfg.avatar, config, device=cfg.device, resume=cfg.resume)
-    print(f"trained {result.num_gaussians} Gaussians in {result.seconds:.0f} s "
-          f"({result.seconds_per_step:.3f} s/step, train PSNR {result.train_psnr:.2f} dB) -> {result.gaussians_path}")
     return 0

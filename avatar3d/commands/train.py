@@ -1,4 +1,6 @@
-"""`avatar3d train audio2expr`: fit the speech-to-expression model of an avatar (CPU: the networks are small,
+"""`avatar3d train gaussians`: the training stage alone, on an enrolled avatar's stored frames.
+
+`avatar3d train audio2expr`: fit the speech-to-expression model of an avatar (CPU: the networks are small,
 about 0.1 M parameters each, and train in a minute or two; a GPU would not pay for its start-up).
 
 Two paths are fitted and blended on out-of-fold evidence: the acoustic one (log-mel networks + a lip regressor,
@@ -12,6 +14,22 @@ from typing import Literal, Optional
 
 import tyro
 
+from avatar3d.config import Preset
+
+
+@dataclass
+class TrainGaussiansConfig:
+    avatar: tyro.conf.Positional[Path]
+    """An avatar directory made by `avatar3d enroll` (its stored frames and tracking are used)."""
+    preset: Preset = "default"
+    """Quality/speed preset: fast, default or quality."""
+    device: Literal["cpu", "cuda"] = "cpu"
+    """Compute device for training."""
+    resume: bool = False
+    """Continue from the avatar's last training checkpoint."""
+    iterations: int = 0
+    """Training steps; 0 keeps the preset's. Another count scales the preset's schedule (densification,
+    refinement, SH degree, checkpoints) to it, e.g. 800 for a quick look."""
 
 
 @dataclass
@@ -22,14 +40,35 @@ class TrainAudio2ExprConfig:
     """Local folder of a wav2vec 2.0 / HuBERT / WavLM model (transformers layout); default: log-mel features."""
     pretrain: Optional[Path] = None
     """Folder of enrolled avatars to pre-train on before fine-tuning on this one."""
-    preset: Literal["fast", "default", "quality"] = "default"
+    preset: Preset = "default"
     """Training settings from configs/<preset>.yaml (its audio2expr section), as `enroll --preset` uses them."""
     seed: int = 0
     """Random seed (training and inference are deterministic for a given seed)."""
 
 
-def main(cfg: TrainAudio2ExprConfig) -> int:
-    from avatar3d.audio2expr.train import A2ETrainConfig, train_audio2expr
+def main_gaussians(cfg: TrainGaussiansConfig) -> int:
+    """Train (or resume training) the avatar's Gaussians with a preset; frames split as in its last run."""
+    import torch
+
+    from avatar3d.config import preset_section
+    from avatar3d.errors import InputError
+    from avatar3d.training.config import TrainConfig, scaled_schedule
+    from avatar3d.training.trainer import train_gaussians
+
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for but no CUDA GPU is visible to torch; use --device cpu")
+    config = preset_section(cfg.preset, "train", TrainConfig)
+    if cfg.iterations:
+        config = scaled_schedule(config, cfg.iterations)
+    result = train_gaussians(cfg.avatar, config, device=cfg.device, resume=cfg.resume)
+    print(f"trained {result.num_gaussians} Gaussians in {result.seconds:.0f} s "
+          f"({result.seconds_per_step:.3f} s/step, train PSNR {result.train_psnr:.2f} dB) -> {result.gaussians_path}")
+    return 0
+
+
+def main_audio2expr(cfg: TrainAudio2ExprConfig) -> int:
+    from avatar3d.audio2expr.train import train_audio2expr
+    from avatar3d.audio2expr.train_config import A2ETrainConfig
     from avatar3d.config import preset_section
 
     config = preset_section(cfg.preset, "audio2expr", A2ETrainConfig)

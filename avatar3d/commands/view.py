@@ -35,7 +35,6 @@ class ViewConfig:
 def main(cfg: ViewConfig) -> int:
     from avatar3d.api import Avatar
     from avatar3d.errors import InputError
-
     from avatar3d_viewer.app import ViewerApp, check_host
     from avatar3d_viewer.session import RenderSettings
 

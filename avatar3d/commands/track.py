@@ -8,7 +8,6 @@ from typing import Literal, Optional
 import tyro
 
 
-
 @dataclass
 class TrackConfig:
     video: tyro.conf.Positional[Path]

@@ -40,9 +40,9 @@ class ExportConfig:
 
 
 def main_export(cfg: ExportConfig) -> int:
-    from avatar3d.eval.holdout import load_gaussians
     from avatar3d.export.rig_bundle import write_rig_bundle
     from avatar3d.export.splat import export_ply, frame_index, neutral_params, sequence_params
+    from avatar3d.gaussians.store import load_gaussians
     from avatar3d.head.registry import load_rig
     from avatar3d.io.avatar_dir import AvatarPaths, check_rig, read_manifest
     from avatar3d.tracking.sequence import TrackedSequence

@@ -7,6 +7,8 @@ from typing import Literal, Optional
 
 import tyro
 
+from avatar3d.config import Preset
+
 
 @dataclass
 class EvalLipsyncConfig:
@@ -30,7 +32,7 @@ class EvalLipsyncConfig:
 class EvalSyntheticConfig:
     json: Optional[Path] = None
     """Also write the metrics to this JSON file (the side-by-side PNG is written next to it too)."""
-    preset: Literal["fast", "default", "quality"] = "fast"
+    preset: Preset = "fast"
     """Training preset (configs/<preset>.yaml, section train)."""
     out: Path = Path("outputs/eval_synthetic")
     """Where the synthetic training video, the trained avatar, novel_views.png and report.json go."""
@@ -50,7 +52,6 @@ class EvalSyntheticConfig:
 
 def main(cfg: EvalLipsyncConfig) -> int:
     from avatar3d.audio2expr.lipsync import evaluate_lipsync, format_table, write_json
-
     from avatar3d.errors import InputError
 
     if cfg.plot is not None and cfg.long_audio is None:
@@ -92,9 +93,9 @@ def main_synthetic(cfg: EvalSyntheticConfig) -> int:
 
     from avatar3d.config import preset_section
     from avatar3d.errors import InputError
-    from avatar3d.eval.synthetic_eval import format_table, run_synthetic_eval, scaled_schedule
-    from avatar3d.eval.synthetic_subject import NOVEL_VIEWS
+    from avatar3d.head.synthetic_subject import NOVEL_VIEWS
     from avatar3d.io.atomic import atomic_write_json
+    from avatar3d.pipeline.synthetic_eval import format_table, run_synthetic_eval, scaled_schedule
     from avatar3d.training.config import TrainConfig
 
     if cfg.device == "cuda" and not torch.cuda.is_available():

@@ -26,7 +26,7 @@ from avatar3d.io.atomic import atomic_write_json
 from avatar3d.io.ownership import check_replaceable, write_marker
 from avatar3d.io.avatar_dir import AvatarManifest, AvatarPaths, read_manifest, write_manifest
 from avatar3d.training.config import TrainConfig
-from avatar3d.training.resume import differences, refuse_mismatch, run_inputs
+from avatar3d.pipeline.resume import differences, refuse_mismatch, run_inputs
 
 STAGES = ("check", "track", "segment", "train", "audio2expr", "eval")
 
@@ -71,10 +71,10 @@ def enroll(video: Path, out: Path, *, preset: str = "default", holdout: float = 
     """Run every stage; returns the summary (also in AVATAR/eval.json). An existing `out` is replaced only
     when it is an avatar (or empty), or with `force`; that is checked before any work. An interrupted run of the
     same inputs (video, preset, holdout, head model) is continued, with or without `resume`; one of other inputs
-    is refused (see avatar3d/training/resume.py) unless `restart`, which discards it."""
-    from avatar3d.eval.holdout import evaluate_holdout
+    is refused (see avatar3d/pipeline/resume.py) unless `restart`, which discards it."""
+    from avatar3d.pipeline.holdout import evaluate_holdout
     from avatar3d.head.registry import load_rig
-    from avatar3d.training.checks import check_video, format_report
+    from avatar3d.pipeline.checks import check_video, format_report
     from avatar3d.training.masks import compute_masks
     from avatar3d.training.trainer import face_split, train_gaussians
     from avatar3d.tracking.pipeline import track_video
@@ -206,7 +206,8 @@ def enroll(video: Path, out: Path, *, preset: str = "default", holdout: float = 
 def _run_audio2expr(stage_dir: Path, preset: str, holdout: float) -> None:
     """Train the speech model into STAGING/audio2expr and record the stage; input problems (e.g. a clip
     too short to learn from) are reported, never fatal: the avatar is still usable without lip sync."""
-    from avatar3d.audio2expr.train import A2ETrainConfig, train_audio2expr
+    from avatar3d.audio2expr.train import train_audio2expr
+    from avatar3d.audio2expr.train_config import A2ETrainConfig
 
     _say("stage audio2expr: speech -> expression, jaw, head motion (the held-out tail stays unseen)")
     config = preset_section(preset, "audio2expr", A2ETrainConfig)

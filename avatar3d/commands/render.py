@@ -107,8 +107,7 @@ def check_drivers(cfg: RenderConfig) -> str:
 
 def build_controls(cfg: RenderConfig, expr_names: list[str]):
     """The `Controls` of the command-line options."""
-    from avatar3d.drive.controls import (Controls, parse_distance, parse_expression_edits, parse_gaze,
-                                         parse_head_pose)
+    from avatar3d.drive.controls import Controls, parse_distance, parse_expression_edits, parse_gaze, parse_head_pose
 
     distance, scale = parse_distance(cfg.distance)
     head_pose, head_offset = parse_head_pose(cfg.head_pose)

@@ -14,20 +14,20 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
-from avatar3d.progress import progress_bar
 
 from avatar3d.errors import InputError
 from avatar3d.eval.metrics import lpips_or_none, psnr, ssim, to_float
 from avatar3d.eval.video import write_eval_video
-from avatar3d.gaussians.model import BoundGaussians
+from avatar3d.gaussians.avatar_render import render_avatar
+from avatar3d.gaussians.store import load_gaussians
+from avatar3d.head.refined import load_refined
 from avatar3d.head.rig import HeadRig
-from avatar3d.io.avatar_dir import AvatarPaths
+from avatar3d.io.avatar_dir import FRAME_PATTERN, AvatarPaths
+from avatar3d.progress import progress_bar
 from avatar3d.tracking.sequence import TrackedSequence
-from avatar3d.training.frame_params import FrameAdam, FrameParams, load_refined
+from avatar3d.training.frame_params import FrameAdam, FrameParams
 from avatar3d.training.losses import photometric_loss
-from avatar3d.training.render_frame import render_avatar
-from avatar3d.training.trainer import FRAME_PATTERN, load_frames
+from avatar3d.training.trainer import load_frames
 
 
 @dataclass
@@ -44,22 +44,6 @@ class HoldoutConfig:
     """Learning rate of the translation during refinement (metres)."""
     prior_weight: float = 1e-3
     """Weight of the pull towards the tracked values during refinement."""
-
-
-def load_gaussians(paths: AvatarPaths, device) -> tuple[BoundGaussians, torch.Tensor]:
-    """The trained Gaussians and their binding triangles [F',3] from gaussians.safetensors."""
-    if not paths.gaussians.is_file():
-        raise InputError(f"{paths.gaussians} is missing: the avatar has not been trained; run "
-                         f"`avatar3d train gaussians {paths.root}`")
-    try:
-        tensors = load_file(str(paths.gaussians), device=str(device))
-    except Exception as err:
-        raise InputError(f"{paths.gaussians} is damaged ({type(err).__name__}); re-run "
-                         f"`avatar3d train gaussians {paths.root}`") from err
-    faces = tensors.pop("binding_faces", None)
-    if faces is None:
-        raise InputError(f"{paths.gaussians} has no binding; re-run `avatar3d train gaussians {paths.root}`")
-    return BoundGaussians.from_tensors(tensors).to(device), faces.long()
 
 
 def evaluate_holdout(avatar_dir: Path, rig: HeadRig, *, frames_eval: Optional[Sequence[int]] = None,

@@ -99,8 +99,8 @@ def orbit_clip(avatar_dir: Path, out: Path, subject, *, orbit: float, zoom: floa
 def main(cfg: DemoConfig) -> int:
     from avatar3d.config import preset_section
     from avatar3d.errors import InputError
-    from avatar3d.eval.synthetic_eval import eval_subject, format_table, run_synthetic_eval, scaled_schedule
     from avatar3d.io.atomic import atomic_write_text
+    from avatar3d.pipeline.synthetic_eval import eval_subject, format_table, run_synthetic_eval, scaled_schedule
     from avatar3d.training.config import TrainConfig
 
     if not cfg.seconds > 0 or cfg.fps <= 0:

@@ -1,0 +1,31 @@
+"""`avatar3d bench raster|contention|lipsync`: the benchmarks (median of repeats, a table and JSON).
+
+Each benchmark, its settings and its report live in `avatar3d/benchmarks/`; this module only names them.
+"""
+from __future__ import annotations
+
+from avatar3d.benchmarks.contention import BenchContentionConfig
+from avatar3d.benchmarks.lipsync import BenchLipsyncConfig
+from avatar3d.benchmarks.raster import BenchRasterConfig
+
+__all__ = ["BenchContentionConfig", "BenchLipsyncConfig", "BenchRasterConfig", "main_contention", "main_lipsync",
+           "main_raster"]
+
+
+def main_raster(cfg: BenchRasterConfig) -> int:
+    from avatar3d.benchmarks import raster
+
+    raster.main(cfg)
+    return 0
+
+
+def main_contention(cfg: BenchContentionConfig) -> int:
+    from avatar3d.benchmarks import contention
+
+    return contention.main(cfg)
+
+
+def main_lipsync(cfg: BenchLipsyncConfig) -> int:
+    from avatar3d.benchmarks import lipsync
+
+    return lipsync.main(cfg)

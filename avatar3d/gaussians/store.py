@@ -1,0 +1,42 @@
+"""`AVATAR/gaussians.safetensors`: a trained avatar's Gaussians, their binding triangles and the rig they
+belong to. Training writes it (`encode_gaussians`, then an atomic write); everything that shows an avatar
+reads it (`load_gaussians`)."""
+from __future__ import annotations
+
+import torch
+from safetensors.torch import load_file
+from safetensors.torch import save as st_save
+from torch import Tensor
+
+from avatar3d.errors import InputError
+from avatar3d.gaussians.model import BoundGaussians
+from avatar3d.head.rig import HeadRig
+from avatar3d.io.avatar_dir import AvatarPaths
+
+GAUSSIANS_FORMAT = "avatar3d-gaussians"
+
+
+def encode_gaussians(gaussians: BoundGaussians, faces: Tensor, rig: HeadRig) -> bytes:
+    """The bytes of gaussians.safetensors: the Gaussians' tensors, their binding triangles `faces` [F',3]
+    and the rig they were trained on (name, checksum) as metadata."""
+    tensors = gaussians.tensors()
+    tensors["binding_faces"] = faces.detach().cpu().contiguous()
+    return st_save(tensors, metadata={"format": GAUSSIANS_FORMAT, "format_version": "1",
+                                      "rig_name": rig.name, "rig_checksum": rig.checksum(),
+                                      "sh_degree": str(gaussians.sh_degree)})
+
+
+def load_gaussians(paths: AvatarPaths, device) -> tuple[BoundGaussians, torch.Tensor]:
+    """The trained Gaussians and their binding triangles [F',3] from gaussians.safetensors."""
+    if not paths.gaussians.is_file():
+        raise InputError(f"{paths.gaussians} is missing: the avatar has not been trained; run "
+                         f"`avatar3d train gaussians {paths.root}`")
+    try:
+        tensors = load_file(str(paths.gaussians), device=str(device))
+    except Exception as err:
+        raise InputError(f"{paths.gaussians} is damaged ({type(err).__name__}); re-run "
+                         f"`avatar3d train gaussians {paths.root}`") from err
+    faces = tensors.pop("binding_faces", None)
+    if faces is None:
+        raise InputError(f"{paths.gaussians} has no binding; re-run `avatar3d train gaussians {paths.root}`")
+    return BoundGaussians.from_tensors(tensors).to(device), faces.long()
