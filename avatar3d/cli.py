@@ -1,7 +1,9 @@
 """`avatar3d <verb> [<sub-verb>] [options]`.
 
 Each verb is a dataclass config (a docstring under every field) turned into a CLI by tyro, and a
-`main(config)` function. Verb modules are imported lazily so `avatar3d --help` is instant and a
+`main(config)` function (avatar3d/commands/, one module per verb). Nested configs give dotted flags
+(`avatar3d enroll clip.mp4 --train.iterations 400`); a config class with `cli_default(args)` supplies the
+defaults those flags override (the preset's sections, or a saved config). Verb modules are imported lazily so `avatar3d --help` is instant and a
 verb never pays for another verb's imports. Before any verb loads torch, `avatar3d.runtime.configure_process`
 sets how this process shares the CPU (see there).
 """
@@ -166,8 +168,10 @@ def run(argv: Sequence[str]) -> int:
     _plain_warnings(prog)
     module = importlib.import_module(verb.module)
     config_cls = getattr(module, verb.config)
-    config = tyro.cli(config_cls, args=rest, prog=prog, description=verb.summary)
     try:
+        # a config with `cli_default(args)` fills its defaults first (a preset, a saved config); flags override
+        default = config_cls.cli_default(rest) if hasattr(config_cls, "cli_default") else None
+        config = tyro.cli(config_cls, args=rest, prog=prog, description=verb.summary, default=default)
         result = getattr(module, verb.main)(config)
     except Avatar3DError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)

@@ -10,34 +10,41 @@ import json
 import pytest
 
 from avatar3d import cli
-from avatar3d.audio2expr.train_config import A2ETrainConfig
-from avatar3d.pipeline import enroll as enroll_module
-from avatar3d.training.config import TrainConfig
+from avatar3d.pipeline.config import from_preset, load_config
 
 EVAL_KEYS = {"psnr", "ssim", "psnr_refined", "ssim_refined", "psnr_masked", "lpips", "frames_train", "frames_eval",
              "resolution", "num_gaussians", "seconds", "device"}
+
+
+# A tiny budget, set from the command line as a user would: this test is about the pipeline, not the quality.
+# min-speech-s low: 4 s of training audio must reach a learnt model, not the energy fallback; the closed-form
+# regressor alone keeps the stage to seconds (the network is tested elsewhere).
+TINY = ["--train.iterations", "40", "--train.resolution", "128", "--train.init-gaussians", "4000",
+        "--train.max-gaussians", "5000", "--train.sh-degree", "0", "--train.densify-from", "20",
+        "--train.densify-until", "30", "--train.densify-every", "10", "--train.opacity-reset-every", "1000000",
+        "--train.refine-from", "10", "--train.checkpoint-every", "20", "--a2e.min-speech-s", "1.0",
+        "--a2e.no-network"]
 
 
 @pytest.fixture(scope="module")
 def enrolled(ict_home, tmp_path_factory):
     from avatar3d.paths import shared_dir
 
-    original = enroll_module.preset_section
-    # a tiny budget: this test is about the pipeline, not the quality
-    tiny = {"train": TrainConfig(
-        iterations=40, resolution=128, init_gaussians=4000, max_gaussians=5000, sh_degree=0, densify_from=20,
-        densify_until=30, densify_every=10, opacity_reset_every=10**6, refine_from=10, checkpoint_every=20),
-        # min_speech_s low: 4 s of training audio must reach a learnt model, not the energy fallback;
-        # the closed-form regressor alone keeps the stage to seconds (the network is tested elsewhere)
-        "audio2expr": A2ETrainConfig(min_speech_s=1.0, network=False)}
-    enroll_module.preset_section = lambda name, section, cls: tiny[section]
-    try:
-        out = tmp_path_factory.mktemp("avatars") / "may"
-        video = shared_dir() / "data" / "video" / "May_5s.mp4"
-        assert cli.run(["enroll", str(video), "--out", str(out), "--preset", "fast"]) == 0
-        yield out, video
-    finally:
-        enroll_module.preset_section = original
+    out = tmp_path_factory.mktemp("avatars") / "may"
+    video = shared_dir() / "data" / "video" / "May_5s.mp4"
+    assert cli.run(["enroll", str(video), "--out", str(out), "--preset", "fast", *TINY]) == 0
+    yield out, video
+
+
+def test_the_resolved_config_is_saved(enrolled):
+    """enroll.yaml holds the preset's settings with the command line's overrides, and loads back."""
+    out, video = enrolled
+    saved = load_config(out / "enroll.yaml")
+    fast = from_preset(video, "fast")
+    assert saved.preset == "fast" and saved.video == video and saved.out == out
+    assert saved.train.iterations == 40 and saved.train.resolution == 128 and not saved.a2e.network
+    assert saved.a2e.max_steps == fast.a2e.max_steps != from_preset(video, "default").a2e.max_steps  # the preset's
+    assert json.loads((out / "avatar.json").read_text())["settings"]["train"]["iterations"] == 40
 
 
 def test_avatar_directory(enrolled):

@@ -8,7 +8,7 @@ import pytest
 from avatar3d import cli
 from avatar3d.errors import InputError
 from avatar3d.head.registry import load_rig
-from avatar3d.io.avatar_dir import AvatarManifest, AvatarPaths, write_manifest
+from avatar3d.io.avatar_dir import AvatarManifest, AvatarPaths, read_manifest, write_manifest
 from avatar3d.pipeline import enroll as enroll_module
 from avatar3d.pipeline.resume import run_inputs
 
@@ -77,7 +77,7 @@ def test_ctrl_c_names_the_command_that_resumes(tmp_path, monkeypatch, capsys):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(enroll_module, "enroll", interrupted)
+    monkeypatch.setattr(enroll_module, "run_enrollment", interrupted)
     video = tmp_path / "v.mp4"
     assert cli.run(["enroll", str(video), "--out", str(tmp_path / "me"), "--preset", "fast"]) == 130
     err = capsys.readouterr().err
@@ -87,11 +87,32 @@ def test_ctrl_c_names_the_command_that_resumes(tmp_path, monkeypatch, capsys):
 def test_a_failed_run_says_where_its_finished_stages_are(tmp_path, monkeypatch, capsys):
     out = tmp_path / "me"
 
-    def fails_after_tracking(video, out_dir, **kwargs):
-        enroll_module.staging_dir(out_dir).mkdir()
+    def fails_after_tracking(cfg):
+        enroll_module.staging_dir(cfg.out).mkdir()
         raise InputError("training diverged")
 
-    monkeypatch.setattr(enroll_module, "enroll", fails_after_tracking)
+    monkeypatch.setattr(enroll_module, "run_enrollment", fails_after_tracking)
     assert cli.run(["enroll", str(tmp_path / "v.mp4"), "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert "training diverged" in err and "kept in .me.staging beside" in err and "--restart discards" in err
+
+
+def test_other_overrides_are_refused_with_the_command_that_finishes(tmp_path):
+    """The same preset with another `--train.iterations`: refused, and the way to finish names its saved config."""
+    from avatar3d.pipeline.config import CONFIG_FILE, dump_config, from_preset, to_dict
+
+    first, _ = _videos(tmp_path)
+    out, stage = _interrupted(tmp_path, first)
+    started = from_preset(first, "fast", out=out)
+    manifest = read_manifest(stage)
+    manifest.settings["stages"] = {k: v for k, v in to_dict(started).items() if isinstance(v, dict)}
+    write_manifest(stage, manifest)
+    (stage / CONFIG_FILE).write_text(dump_config(started))
+    changed = from_preset(first, "fast", out=out, head_model="synthetic")
+    changed.train.iterations = 400
+    with pytest.raises(InputError) as err:
+        enroll_module.run_enrollment(changed)
+    text = str(err.value)
+    assert "its settings differed: --train.iterations 2000 (now 400)" in text
+    assert f"--resume --config {stage / CONFIG_FILE}" in text
+    assert (stage / "checkpoint-marker").read_text() == "work worth keeping"

@@ -34,12 +34,15 @@ class ModelConfig:
     (5 folds, 2 seeds) was 0.76 of the mean face's for width 64 / 2 layers / radius 4 against 0.84 for
     96 / 3 / 8; narrower (32, 48) or shallower (1 layer) was worse again."""
     layers: int = 2
+    """Transformer layers."""
     heads: int = 4
+    """Attention heads per layer."""
     ff: int = 256
     """Feed-forward hidden size."""
     radius: int = 4
     """Attention reach in frames (per layer)."""
     dropout: float = 0.1
+    """Dropout in training."""
 
     @property
     def out_dim(self) -> int:

@@ -8,13 +8,15 @@ which learn this voice) and the phonetic one (English phones from pocketsphinx -
 speech in other languages the phones are approximate, their timing still holds)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
 import tyro
 
-from avatar3d.config import Preset
+from avatar3d.audio2expr.train_config import A2ETrainConfig
+from avatar3d.config import Preset, option_value, preset_section
+from avatar3d.training.config import TrainConfig
 
 
 @dataclass
@@ -30,6 +32,13 @@ class TrainGaussiansConfig:
     iterations: int = 0
     """Training steps; 0 keeps the preset's. Another count scales the preset's schedule (densification,
     refinement, SH degree, checkpoints) to it, e.g. 800 for a quick look."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """The training settings: the preset's `train` section, any field overridable (`--train.sh-degree 1`)."""
+
+    @classmethod
+    def cli_default(cls, args: list[str]) -> "TrainGaussiansConfig":
+        preset = option_value(args, "--preset") or "default"
+        return cls(avatar=tyro.MISSING, preset=preset, train=preset_section(preset, "train", TrainConfig))
 
 
 @dataclass
@@ -44,20 +53,26 @@ class TrainAudio2ExprConfig:
     """Training settings from configs/<preset>.yaml (its audio2expr section), as `enroll --preset` uses them."""
     seed: int = 0
     """Random seed (training and inference are deterministic for a given seed)."""
+    a2e: A2ETrainConfig = field(default_factory=A2ETrainConfig)
+    """The training settings: the preset's `audio2expr` section, any field overridable (`--a2e.repeats 1`)."""
+
+    @classmethod
+    def cli_default(cls, args: list[str]) -> "TrainAudio2ExprConfig":
+        preset = option_value(args, "--preset") or "default"
+        return cls(avatar=tyro.MISSING, preset=preset, a2e=preset_section(preset, "audio2expr", A2ETrainConfig))
 
 
 def main_gaussians(cfg: TrainGaussiansConfig) -> int:
     """Train (or resume training) the avatar's Gaussians with a preset; frames split as in its last run."""
     import torch
 
-    from avatar3d.config import preset_section
     from avatar3d.errors import InputError
-    from avatar3d.training.config import TrainConfig, scaled_schedule
+    from avatar3d.training.config import scaled_schedule
     from avatar3d.training.trainer import train_gaussians
 
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda was asked for but no CUDA GPU is visible to torch; use --device cpu")
-    config = preset_section(cfg.preset, "train", TrainConfig)
+    config = cfg.train
     if cfg.iterations:
         config = scaled_schedule(config, cfg.iterations)
     result = train_gaussians(cfg.avatar, config, device=cfg.device, resume=cfg.resume)
@@ -68,12 +83,9 @@ def main_gaussians(cfg: TrainGaussiansConfig) -> int:
 
 def main_audio2expr(cfg: TrainAudio2ExprConfig) -> int:
     from avatar3d.audio2expr.train import train_audio2expr
-    from avatar3d.audio2expr.train_config import A2ETrainConfig
-    from avatar3d.config import preset_section
 
-    config = preset_section(cfg.preset, "audio2expr", A2ETrainConfig)
     report = train_audio2expr(cfg.avatar, audio_encoder=cfg.audio_encoder, pretrain=cfg.pretrain, seed=cfg.seed,
-                              config=config)
+                              config=cfg.a2e)
     if report["kind"] == "transformer":
         steps = report.get("steps") or [0]
         extra = (f", {report.get('members', 1)} network(s) of {min(steps)}-{max(steps)} steps, "

@@ -8,6 +8,7 @@ AVATAR/refined.npz            per-frame parameters after joint refinement in tra
 AVATAR/data/frames/NNNNNN.png the cropped frames (lossless), so training can be re-run
 AVATAR/data/masks/NNNNNN.png  foreground masks (uint8, 255 = head/hair/neck)
 AVATAR/checkpoints/           resumable training state
+AVATAR/enroll.yaml            the enrollment's resolved settings (`avatar3d enroll --config` runs it again)
 AVATAR/audio2expr/            model.safetensors + config.json
 AVATAR/eval.json, eval.mp4    held-out metrics and the side-by-side video
 ```

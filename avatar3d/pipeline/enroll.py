@@ -1,31 +1,31 @@
 """`enroll`: a talking video in, an avatar directory out.
 
-Stages: check the input → track → segment → train the Gaussians → audio-to-expression (lip sync from
-the video's own speech) → evaluate the held-out tail. Work
-happens in a staging folder beside the output (`.NAME.staging`), each finished stage recorded in its
+Stages, one function each, in order: check the input → track → segment → train the Gaussians →
+audio-to-expression (lip sync from the video's own speech) → evaluate the held-out tail; each takes its
+section of the `EnrollConfig` (pipeline/config.py). Work happens in a staging folder beside the output (`.NAME.staging`), each finished stage recorded in its
 manifest, so `--resume` continues an interrupted run from the last finished stage (and training from its
 last checkpoint); the finished avatar replaces an existing one only at the very end, so a failed run
 never damages it.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import torch
 
-from avatar3d.config import preset_section
 from avatar3d.errors import InputError
-from avatar3d.io.atomic import atomic_write_json
+from avatar3d.io.atomic import atomic_write_json, atomic_write_text
 from avatar3d.io.ownership import check_replaceable, write_marker
 from avatar3d.io.avatar_dir import AvatarManifest, AvatarPaths, read_manifest, write_manifest
-from avatar3d.training.config import TrainConfig
+from avatar3d.pipeline.config import CONFIG_FILE, EnrollConfig, dump_config, from_preset, to_dict
 from avatar3d.pipeline.resume import differences, refuse_mismatch, run_inputs
 
 STAGES = ("check", "track", "segment", "train", "audio2expr", "eval")
@@ -59,60 +59,118 @@ def _decide_resume(stage_dir: Path, paths: AvatarPaths, video: Path, out: Path, 
     recorded = read_manifest(stage_dir)
     found = differences(recorded, inputs)
     if found:
-        raise refuse_mismatch(found, recorded, video, out)
+        raise refuse_mismatch(found, recorded, video, out, saved_config=stage_dir / CONFIG_FILE)
     done = ", ".join(s for s, v in recorded.stages.items() if v == "done") or "none"
     _say(f"continuing the interrupted enrollment of {video.name} (stages done: {done}; --restart starts over)")
     return True
 
 
-def enroll(video: Path, out: Path, *, preset: str = "default", holdout: float = 0.2,
-           head_model: Optional[str] = None, device: str = "cpu", resume: bool = False,
-           audio2expr: bool = True, force: bool = False, restart: bool = False) -> dict:
+@dataclass
+class Run:
+    """One enrollment in progress: its settings, where it works, the rig, and what each stage took."""
+
+    cfg: EnrollConfig
+    stage_dir: Path
+    rig: object
+    inputs: Optional[dict]  # what a later run must match to continue this one (pipeline/resume.py)
+    resume: bool
+    seconds: dict = field(default_factory=dict)  # stage -> seconds it took
+
+    @property
+    def paths(self) -> AvatarPaths:
+        return AvatarPaths(self.stage_dir)
+
+    def manifest(self) -> Optional[AvatarManifest]:
+        return read_manifest(self.stage_dir) if self.paths.manifest.is_file() else None
+
+    def done(self, stage: str) -> bool:
+        """Whether `stage` finished (in this run or the interrupted one it continues: a staging folder that is
+        not continued was removed by `start`)."""
+        manifest = self.manifest()
+        return manifest is not None and manifest.stages.get(stage) == "done"
+
+    def mark(self, stage: str, state: str = "done", **metrics) -> None:
+        manifest = read_manifest(self.stage_dir)
+        manifest.stages[stage] = state
+        manifest.metrics.update(metrics)
+        write_manifest(self.stage_dir, manifest)
+
+
+def enroll(video: Path, out: Path, *, preset: str = "default", **options) -> dict:
+    """`run_enrollment` of the preset's settings with the top-level `options` of EnrollConfig (holdout,
+    head_model, device, resume, audio2expr, force, restart)."""
+    return run_enrollment(from_preset(Path(video), preset, out=Path(out), **options))
+
+
+def run_enrollment(cfg: EnrollConfig) -> dict:
     """Run every stage; returns the summary (also in AVATAR/eval.json). An existing `out` is replaced only
     when it is an avatar (or empty), or with `force`; that is checked before any work. An interrupted run of the
-    same inputs (video, preset, holdout, head model) is continued, with or without `resume`; one of other inputs
-    is refused (see avatar3d/pipeline/resume.py) unless `restart`, which discards it."""
-    from avatar3d.pipeline.holdout import evaluate_holdout
-    from avatar3d.head.registry import load_rig
-    from avatar3d.pipeline.checks import check_video, format_report
-    from avatar3d.training.masks import compute_masks
-    from avatar3d.training.trainer import face_split, train_gaussians
-    from avatar3d.tracking.pipeline import track_video
-    from avatar3d.tracking.sequence import TrackedSequence, describe_frames
+    same inputs (video, settings, head model) is continued, with or without `resume`; one of other inputs is
+    refused (see avatar3d/pipeline/resume.py) unless `restart`, which discards it."""
+    run = start(cfg)
+    started = time.perf_counter()
+    report = timed(run, "check", lambda: check(cfg.video))
+    seq = timed(run, "track", lambda: track(run))
+    timed(run, "segment", lambda: segment(run, seq))
+    frames_train, frames_eval = split(seq, cfg.holdout)
+    timed(run, "train", lambda: train(run, frames_train, len(frames_eval)))
+    timed(run, "audio2expr", lambda: audio2expr(run))
+    metrics = timed(run, "eval", lambda: evaluate(run, frames_eval))
+    run.seconds["total"] = time.perf_counter() - started
+    summary = _summary(run, seq, metrics, report, len(frames_train), len(frames_eval))
+    swap_in(run.stage_dir, cfg.out)
+    return summary
 
-    video, out = Path(video), Path(out)
-    if not 0.0 <= holdout < 0.9:
-        raise InputError(f"--holdout {holdout} is outside [0, 0.9); use e.g. 0.2 (the last 20% is held out)")
-    if device == "cuda" and not torch.cuda.is_available():
+
+def timed(run: Run, stage: str, work):
+    tic = time.perf_counter()
+    result = work()
+    run.seconds[stage] = time.perf_counter() - tic
+    return result
+
+
+def start(cfg: EnrollConfig) -> Run:
+    """Validate the settings, refuse an `out` that must not be replaced, decide whether an interrupted run
+    continues, and save the resolved config in the staging folder."""
+    from avatar3d.head.registry import load_rig
+
+    video, out = Path(cfg.video), Path(cfg.out)
+    if not 0.0 <= cfg.holdout < 0.9:
+        raise InputError(f"--holdout {cfg.holdout} is outside [0, 0.9); use e.g. 0.2 (the last 20% is held out)")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda was asked for but CUDA is not available; use --device cpu")
-    train_cfg = preset_section(preset, "train", TrainConfig)
-    check_replaceable(out, force)
+    check_replaceable(out, cfg.force)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage_dir = staging_dir(out)
-    paths = AvatarPaths(stage_dir)
-    seconds: dict[str, float] = {}
-    started = time.perf_counter()
-    rig = load_rig(head_model, device="cpu")
-    inputs = run_inputs(video, preset, holdout, rig.checksum()) if video.is_file() else None
-    resume = _decide_resume(stage_dir, paths, video, out, inputs, resume, restart)
+    rig = load_rig(cfg.head_model, device="cpu")
+    stages = {k: v for k, v in to_dict(cfg).items() if isinstance(v, dict)}
+    inputs = run_inputs(video, cfg.preset, cfg.holdout, rig.checksum(), stages) if video.is_file() else None
+    resume = _decide_resume(stage_dir, AvatarPaths(stage_dir), video, out, inputs, cfg.resume, cfg.restart)
+    return Run(cfg=cfg, stage_dir=stage_dir, rig=rig, inputs=inputs, resume=resume)
 
-    # 1. check the input (always: cheap, and its advice belongs in every run's output)
-    tic = time.perf_counter()
+
+def check(video: Path):
+    """Stage 1: check the input (always: cheap, and its advice belongs in every run's output)."""
+    from avatar3d.pipeline.checks import check_video, format_report
+
     report = check_video(video)
     for line in format_report(report).splitlines():
         _say(line)
     report.raise_for_errors()
-    seconds["check"] = time.perf_counter() - tic
+    return report
 
-    manifest = read_manifest(stage_dir) if (resume and paths.manifest.is_file()) else None
-    done = dict(manifest.stages) if manifest else {}
 
-    # 2. track (writes tracking.npz and frames/ into the staging folder's data/)
-    tic = time.perf_counter()
-    if done.get("track") != "done":
+def track(run: Run):
+    """Stage 2: landmarks, crop and rig fit into the staging folder (tracking.npz, data/frames/, overlay)."""
+    from avatar3d.tracking.pipeline import track_video
+    from avatar3d.tracking.sequence import TrackedSequence
+
+    cfg, paths, stage_dir = run.cfg, run.paths, run.stage_dir
+    if not run.done("track"):
         _say("stage track: landmarks, crop, rig fitting")
-        track_dir = stage_dir.parent / f".{out.name}.track"
-        result = track_video(video, track_dir, head_model=head_model, device=device)
+        track_dir = stage_dir.parent / f".{Path(cfg.out).name}.track"
+        result = track_video(Path(cfg.video), track_dir, head_model=cfg.head_model, device=cfg.device,
+                             resolution=cfg.track.resolution, fit_config=cfg.track.fit)
         stage_dir.mkdir(exist_ok=True)
         paths.frames.parent.mkdir(parents=True, exist_ok=True)
         if paths.frames.exists():
@@ -123,74 +181,108 @@ def enroll(video: Path, out: Path, *, preset: str = "default", holdout: float = 
                 os.replace(track_dir / name, stage_dir / name)
         shutil.rmtree(track_dir, ignore_errors=True)
         seq = result.sequence
-        manifest = AvatarManifest(rig_name=seq.rig_name, rig_checksum=seq.rig_checksum, source_video=video.name,
-                                  settings={**inputs, "train": asdict(train_cfg)})
+        manifest = AvatarManifest(rig_name=seq.rig_name, rig_checksum=seq.rig_checksum,
+                                  source_video=Path(cfg.video).name,
+                                  settings={**run.inputs, "train": asdict(cfg.train)})
         manifest.stages["track"] = "done"
         write_manifest(stage_dir, manifest)
-    seq = TrackedSequence.load(paths.tracking)
-    seconds["track"] = time.perf_counter() - tic
+        atomic_write_text(stage_dir / CONFIG_FILE, dump_config(dataclasses.replace(cfg, resume=False, restart=False, config=None)))
+    return TrackedSequence.load(paths.tracking)
 
-    # 3. segment
-    tic = time.perf_counter()
-    if manifest.stages.get("segment") != "done":
-        _say("stage segment: foreground masks (head, hair, neck)")
-        from avatar3d.progress import progress_bar
 
-        with progress_bar(seq.num_frames, "masks", unit="frame") as bar:
-            compute_masks(paths.frames, seq, rig, paths.masks, progress=lambda *_: bar.update(1))
-        manifest.stages["segment"] = "done"
-        write_manifest(stage_dir, manifest)
-    seconds["segment"] = time.perf_counter() - tic
+def segment(run: Run, seq) -> None:
+    """Stage 3: foreground masks (head, hair, neck) of every frame."""
+    from avatar3d.progress import progress_bar
+    from avatar3d.training.masks import compute_masks
 
-    # 4. train (resumes from its own checkpoints)
-    tic = time.perf_counter()
+    if run.done("segment"):
+        return
+    _say("stage segment: foreground masks (head, hair, neck)")
+    with progress_bar(seq.num_frames, "masks", unit="frame") as bar:
+        compute_masks(run.paths.frames, seq, run.rig, run.paths.masks, config=run.cfg.masks,
+                      progress=lambda *_: bar.update(1))
+    run.mark("segment")
+
+
+def split(seq, holdout: float) -> tuple[list[int], list[int]]:
+    """(training frames, held-out frames), frames without a detected face left out of both."""
+    from avatar3d.tracking.sequence import describe_frames
+    from avatar3d.training.trainer import face_split
+
     frames_train, frames_eval = face_split(seq, holdout)
     faceless = seq.faceless_frames()
     if faceless:
         _say(f"no face detected in {describe_frames(faceless, seq.num_frames, seq.fps)}: those frames are left out "
              "of training and evaluation")
-    if manifest.stages.get("train") != "done":
-        _say(f"stage train: preset {preset}, {len(frames_train)} training frames, {len(frames_eval)} held out")
-        train_result = train_gaussians(stage_dir, train_cfg, device=device, resume=resume,
-                                       frames_train=frames_train, rig=rig)
-        manifest = read_manifest(stage_dir)
-        manifest.stages["train"] = "done"
-        manifest.metrics["train_psnr"] = train_result.train_psnr
-        write_manifest(stage_dir, manifest)
-    seconds["train"] = time.perf_counter() - tic
-    # 5. audio-to-expression on the training part (a clip with too little speech gets the energy fallback)
-    tic = time.perf_counter()
-    if not audio2expr:
+    return frames_train, frames_eval
+
+
+def train(run: Run, frames_train: list[int], held_out: int) -> None:
+    """Stage 4: the Gaussians (resumes from their own checkpoints)."""
+    from avatar3d.training.trainer import train_gaussians
+
+    if run.done("train"):
+        return
+    _say(f"stage train: preset {run.cfg.preset}, {len(frames_train)} training frames, {held_out} held out")
+    result = train_gaussians(run.stage_dir, run.cfg.train, device=run.cfg.device, resume=run.resume,
+                             frames_train=frames_train, rig=run.rig)
+    run.mark("train", train_psnr=result.train_psnr)
+
+
+def audio2expr(run: Run) -> None:
+    """Stage 5: speech -> expression on the training part, into STAGING/audio2expr. Input problems (e.g. a clip
+    too short to learn from) are reported, never fatal: the avatar is still usable without lip sync."""
+    from avatar3d.audio2expr.train import train_audio2expr
+
+    if not run.cfg.audio2expr:
         _say("stage audio2expr: skipped (--no-audio2expr); `avatar3d train audio2expr AVATAR` adds it later")
-    elif manifest.stages.get("audio2expr") != "done":
-        _run_audio2expr(stage_dir, preset, holdout)
-    seconds["audio2expr"] = time.perf_counter() - tic
+        return
+    if run.done("audio2expr"):
+        return
+    _say("stage audio2expr: speech -> expression, jaw, head motion (the held-out tail stays unseen)")
+    config = dataclasses.replace(run.cfg.a2e, holdout=run.cfg.holdout)
+    try:
+        report = train_audio2expr(run.stage_dir, config=config, seed=0, say=lambda m: _say(f"  {m}"))
+    except InputError as err:
+        _say(f"WARNING: no audio-to-expression model: {err}")
+        run.mark("audio2expr", "skipped")
+        return
+    manifest = read_manifest(run.stage_dir)
+    manifest.stages["audio2expr"] = "done"
+    manifest.settings["audio2expr"] = {"kind": report["kind"], "blend": report.get("blend")}
+    manifest.metrics["av_offset_ms"] = report.get("av_offset_ms")
+    write_manifest(run.stage_dir, manifest)
 
-    # 6. evaluate the held-out tail
-    tic = time.perf_counter()
-    metrics = {}
-    if frames_eval:
-        _say(f"stage eval: {len(frames_eval)} held-out frames")
-        metrics = evaluate_holdout(stage_dir, rig, frames_eval=frames_eval, device=device)
-    seconds["eval"] = time.perf_counter() - tic
-    seconds["total"] = time.perf_counter() - started
 
+def evaluate(run: Run, frames_eval: list[int]) -> dict:
+    """Stage 6: score the held-out tail (eval.json's image metrics, eval.mp4)."""
+    from avatar3d.pipeline.holdout import evaluate_holdout
+
+    if not frames_eval:
+        return {}
+    _say(f"stage eval: {len(frames_eval)} held-out frames")
+    return evaluate_holdout(run.stage_dir, run.rig, frames_eval=frames_eval, config=run.cfg.eval,
+                            device=run.cfg.device)
+
+
+def _summary(run: Run, seq, metrics: dict, report, n_train: int, n_eval: int) -> dict:
+    """eval.json, and the manifest's record of the evaluation."""
     summary = {
         "psnr": metrics.get("psnr"), "ssim": metrics.get("ssim"),
         "psnr_refined": metrics.get("psnr_refined"), "ssim_refined": metrics.get("ssim_refined"),
         "psnr_masked": metrics.get("psnr_masked"), "lpips": metrics.get("lpips"),
-        "frames_train": len(frames_train), "frames_eval": len(frames_eval),
+        "frames_train": n_train, "frames_eval": n_eval,
         "resolution": seq.resolution, "num_gaussians": metrics.get("num_gaussians"),
-        "seconds": {k: round(v, 1) for k, v in seconds.items()}, "device": device, "preset": preset,
-        "warnings": list(report.warnings),
+        "seconds": {k: round(v, 1) for k, v in run.seconds.items()},
+        "device": run.cfg.device, "preset": run.cfg.preset, "warnings": list(report.warnings),
     }
-    atomic_write_json(paths.eval_json, summary)
-    manifest = read_manifest(stage_dir)
-    manifest.stages["eval"] = "done"
-    manifest.metrics.update({k: summary[k] for k in ("psnr", "ssim", "psnr_refined", "num_gaussians")})
-    write_manifest(stage_dir, manifest)
+    atomic_write_json(run.paths.eval_json, summary)
+    run.mark("eval", **{k: summary[k] for k in ("psnr", "ssim", "psnr_refined", "num_gaussians")})
+    return summary
 
-    # 7. swap the finished avatar in (the old one goes only once the new one is complete)
+
+def swap_in(stage_dir: Path, out: Path) -> None:
+    """Stage 7: the finished avatar replaces `out` (the old one goes only once the new one is complete)."""
     write_marker(stage_dir, "avatar")
     if out.exists():
         old = out.parent / f".{out.name}.old"
@@ -200,29 +292,6 @@ def enroll(video: Path, out: Path, *, preset: str = "default", holdout: float = 
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(stage_dir, out)
-    return summary
-
-
-def _run_audio2expr(stage_dir: Path, preset: str, holdout: float) -> None:
-    """Train the speech model into STAGING/audio2expr and record the stage; input problems (e.g. a clip
-    too short to learn from) are reported, never fatal: the avatar is still usable without lip sync."""
-    from avatar3d.audio2expr.train import train_audio2expr
-    from avatar3d.audio2expr.train_config import A2ETrainConfig
-
-    _say("stage audio2expr: speech -> expression, jaw, head motion (the held-out tail stays unseen)")
-    config = preset_section(preset, "audio2expr", A2ETrainConfig)
-    config.holdout = holdout
-    manifest = read_manifest(stage_dir)
-    try:
-        report = train_audio2expr(stage_dir, config=config, seed=0, say=lambda m: _say(f"  {m}"))
-    except InputError as err:
-        _say(f"WARNING: no audio-to-expression model: {err}")
-        manifest.stages["audio2expr"] = "skipped"
-    else:
-        manifest.stages["audio2expr"] = "done"
-        manifest.settings["audio2expr"] = {"kind": report["kind"], "blend": report.get("blend")}
-        manifest.metrics["av_offset_ms"] = report.get("av_offset_ms")
-    write_manifest(stage_dir, manifest)
 
 
 def print_summary(summary: dict, out: Path) -> None:

@@ -27,10 +27,24 @@ def video_checksum(video: Path) -> str:
     return digest.hexdigest()
 
 
-def run_inputs(video: Path, preset: str, holdout: float, rig_checksum: str) -> dict:
-    """What must be the same for a run to continue another: recorded in the manifest's settings."""
-    return {"video_sha256": video_checksum(video), "video_name": Path(video).name, "preset": preset,
-            "holdout": float(holdout), "rig_checksum": rig_checksum}
+def run_inputs(video: Path, preset: str, holdout: float, rig_checksum: str, stages: Optional[dict] = None) -> dict:
+    """What must be the same for a run to continue another: recorded in the manifest's settings. `stages`: every
+    stage's resolved settings (`pipeline.config.to_dict` sections), so a changed override is noticed too."""
+    inputs = {"video_sha256": video_checksum(video), "video_name": Path(video).name, "preset": preset,
+              "holdout": float(holdout), "rig_checksum": rig_checksum}
+    if stages is not None:
+        inputs["stages"] = stages
+    return inputs
+
+
+def _flat(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
 
 
 def differences(recorded: AvatarManifest, wanted: dict) -> list[str]:
@@ -45,21 +59,29 @@ def differences(recorded: AvatarManifest, wanted: dict) -> list[str]:
     for key, label in (("preset", "preset"), ("holdout", "--holdout")):
         if key in settings and settings[key] != wanted[key]:
             found.append(f"its {label} was {settings[key]}, not {wanted[key]}")
+    if "stages" in settings and "stages" in wanted:
+        was, now = _flat(settings["stages"]), _flat(wanted["stages"])
+        changed = [f"--{k} {was.get(k)} (now {now.get(k)})" for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k)]
+        if changed:
+            found.append(f"its settings differed: {', '.join(changed[:6])}" + (" ..." if len(changed) > 6 else ""))
     if recorded.rig_checksum != wanted["rig_checksum"]:
         found.append(f"its head model was {recorded.rig_name} with other data")
     return found
 
 
 def refuse_mismatch(found: list[str], recorded: AvatarManifest, video: Path, out: Path,
-                    resume_args: Optional[list[str]] = None) -> InputError:
+                    resume_args: Optional[list[str]] = None, saved_config: Optional[Path] = None) -> InputError:
     """The error for a staging folder of other inputs: what differs, and the commands that finish or discard."""
     old_video = recorded.source_video or "ORIGINAL_VIDEO"
     settings = recorded.settings
     finish = ["avatar3d", "enroll", old_video, "--out", str(out), "--resume"]
-    if "preset" in settings:
-        finish += ["--preset", str(settings["preset"])]
-    if "holdout" in settings:
-        finish += ["--holdout", str(settings["holdout"])]
+    if saved_config is not None and any(f.startswith("its settings differed") for f in found):
+        finish += ["--config", str(saved_config)]  # overrides beyond the preset: its saved config has them all
+    else:
+        if "preset" in settings:
+            finish += ["--preset", str(settings["preset"])]
+        if "holdout" in settings:
+            finish += ["--holdout", str(settings["holdout"])]
     restart = ["avatar3d", "enroll", str(video), "--out", str(out), *(resume_args or []), "--restart"]
     done = ", ".join(s for s, v in recorded.stages.items() if v == "done") or "none"
     return InputError(
