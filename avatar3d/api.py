@@ -28,11 +28,12 @@ from torch import Tensor
 from avatar3d.camera import Camera, camera_centre
 from avatar3d.drive.controls import Controls
 from avatar3d.drive.face import PersonStats, apply_face_controls, look_at_eyes, parent_rotation
-from avatar3d.drive.params import AUDIO_RATE, DriveParams
+from avatar3d.drive.params import DriveParams
 from avatar3d.drive.viewpoint import EnrolledCamera, view_camera
 from avatar3d.errors import InputError
 from avatar3d.head.lbs import pose_vertices
 from avatar3d.io.avatar_dir import AvatarPaths, check_rig, read_manifest
+from avatar3d.io.media import AUDIO_RATE
 from avatar3d.rotation import axis_angle_to_matrix
 
 Background = Union[Sequence[float], np.ndarray]

@@ -2,6 +2,7 @@
 import torch
 
 from avatar3d.gaussians.binding import local_to_world, triangle_frames, world_to_local
+from avatar3d.rotation import matrix_to_quaternion, quaternion_to_matrix
 
 
 def _random_rotation(g):
@@ -29,15 +30,18 @@ def test_frames_orthonormal_and_follow_rigid_motion(seed):
     local = torch.randn(N, 3, generator=g, dtype=torch.float64)
     lrot = torch.stack([_random_rotation(g) for _ in range(N)])
     lscale = torch.rand(N, 3, generator=g, dtype=torch.float64)
-    means, rots, scales = local_to_world(local, lrot, lscale, parent, origin, rot, scale)
+    lquat = matrix_to_quaternion(lrot) * (1 + torch.rand(N, 1, generator=g, dtype=torch.float64))  # not unit
+    means, quats, scales = local_to_world(local, lquat, lscale, parent, origin, rot, scale)
+    rots = quaternion_to_matrix(quats)
+    torch.testing.assert_close(rots, rot[parent] @ lrot)
     torch.testing.assert_close(world_to_local(means, parent, origin, rot, scale), local)
 
     # a rigid motion plus uniform scaling of the mesh moves the Gaussians the same way
     R, t, s = _random_rotation(g), torch.randn(3, generator=g, dtype=torch.float64), 1.7
     moved = s * verts @ R.T + t
-    means2, rots2, scales2 = local_to_world(local, lrot, lscale, parent, *triangle_frames(moved, faces))
+    means2, quats2, scales2 = local_to_world(local, lquat, lscale, parent, *triangle_frames(moved, faces))
     torch.testing.assert_close(means2, s * means @ R.T + t)
-    torch.testing.assert_close(rots2, R @ rots)
+    torch.testing.assert_close(quaternion_to_matrix(quats2), R @ rots)
     torch.testing.assert_close(scales2, s * scales)
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from avatar3d.errors import InputError
-from avatar3d.eval.metrics import (_AlexLPIPS, lpips_or_none, psnr, psnr_masked, ssim)
+from avatar3d.render.metrics import _AlexLPIPS, lpips_or_none, psnr, psnr_masked, ssim
 
 
 def _image(h=48, w=40):

@@ -13,12 +13,11 @@ import pytest
 from PIL import Image
 
 from avatar3d import cli
-from avatar3d.drive.params import AUDIO_RATE, DriveParams
+from avatar3d.commands.render import RenderConfig, main
+from avatar3d.drive.params import DriveParams
 from avatar3d.errors import InputError, MediaError
 from avatar3d.export.clip import clip_frame_count, parse_background, resample
-from avatar3d.commands.render import RenderConfig, main
-from avatar3d.io.media import read_audio
-
+from avatar3d.io.media import AUDIO_RATE, read_audio
 
 RES = 64
 
@@ -185,10 +184,10 @@ def test_bad_inputs_say_what_to_do(avatar_dir, tmp_path):
 
 
 def test_drive_video_clip_carries_the_drivers_motion_and_voice(avatar_dir, tmp_path):
-    from avatar3d.pipeline.synthetic_eval import eval_subject, tracked_sequence
-    from avatar3d.io.media import write_mp4
-
     from conftest import SYNTHETIC_SUBJECT
+
+    from avatar3d.io.media import write_mp4
+    from avatar3d.pipeline.synthetic_eval import eval_subject, tracked_sequence
 
     driver = eval_subject(**{**SYNTHETIC_SUBJECT, "seed": 21, "seconds": 0.8})
     video = tmp_path / "other.mp4"

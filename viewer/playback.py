@@ -60,13 +60,6 @@ class Playback:
                 self.playing = False
                 self.version += 1
 
-    def seek(self, index: int) -> None:
-        with self._lock:
-            self._paused_index = min(max(int(index), 0), self.num_frames - 1)
-            if self.playing:
-                self._start = self._clock() - self._paused_index / self.fps
-            self.version += 1
-
     def index(self, lead: float = 0.0) -> int:
         """The frame due `lead` seconds from now; a clip with sound that has ended pauses at frame 0."""
         with self._lock:

@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 
 from avatar3d.errors import InputError, MediaError
+from avatar3d.io.media import AUDIO_RATE as SAMPLE_RATE
 
-SAMPLE_RATE = 16000
 BASE_HOP = 160  # 10 ms: the log-mel base rate is 100 Hz
 WIN = 400  # 25 ms
 N_FFT = 512

@@ -5,8 +5,7 @@ real frames. Meshes are posed from expression + jaw with the tracked identity (n
 shape is what is scored):
 - `lve_mm`: per frame the max L2 distance over the rig's lip vertices, mean over frames, millimetres;
 - `mouth_open_corr`: Pearson correlation over time of the inner-lip distance (MediaPipe inner-lip points
-  13/14, 82/87, 312/317 on the rig surface), with a 90% moving-block bootstrap interval;
-- `lmd_px`: null (needs rendering).
+  13/14, 82/87, 312/317 on the rig surface), with a 90% moving-block bootstrap interval.
 Baselines with the same keys: `zero` (neutral face), `mean` (the person's mean over the training part)
 and `energy` (audio energy -> jaw opening regression fitted on the training part). A constant mouth
 has no correlation: its `mouth_open_corr` is null.
@@ -63,7 +62,7 @@ def _scores(lips: np.ndarray, opening: np.ndarray, lips_gt: np.ndarray, opening_
     lve = float(np.linalg.norm(lips - lips_gt, axis=-1).max(axis=1).mean() * 1000.0)
     corr = pearson(opening, opening_gt)
     return {"lve_mm": round(lve, 3), "mouth_open_corr": None if corr is None else round(corr, 3),
-            "mouth_open_corr_ci90": block_bootstrap_ci(opening, opening_gt), "lmd_px": None}
+            "mouth_open_corr_ci90": block_bootstrap_ci(opening, opening_gt)}
 
 
 def evaluate_lipsync(avatar_dir: Path, rig=None, seed: int = 0, say: Callable[[str], None] = print) -> dict:
@@ -133,11 +132,11 @@ def evaluate_lipsync(avatar_dir: Path, rig=None, seed: int = 0, say: Callable[[s
 def format_table(result: dict) -> str:
     rows = [("model", result)] + [(k, v) for k, v in result["baselines"].items()]
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-    lines = [f"{'':10s} {'LVE mm':>8s} {'mouth corr':>11s} {'90% CI':>17s} {'LMD px':>7s}"]
+    lines = [f"{'':10s} {'LVE mm':>8s} {'mouth corr':>11s} {'90% CI':>17s}"]
     for name, r in rows:
         ci = r.get("mouth_open_corr_ci90")
         ci_s = "-" if ci is None else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
-        lines.append(f"{name:10s} {r['lve_mm']:8.2f} {fmt(r['mouth_open_corr']):>11s} {ci_s:>17s} {fmt(r['lmd_px']):>7s}")
+        lines.append(f"{name:10s} {r['lve_mm']:8.2f} {fmt(r['mouth_open_corr']):>11s} {ci_s:>17s}")
     lines.append(f"frames {result['frames_eval']}, A/V offset {result['av_offset_ms']:+.0f} ms, "
                  f"inference {result['realtime_factor']:.0f}x real time")
     return "\n".join(lines)

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from avatar3d.errors import InputError
+from avatar3d.io.media import AUDIO_RATE as SAMPLE_RATE
 
-SAMPLE_RATE = 16000
 FRAME_S = 0.01  # the decoder's frame step
 CHUNK_S = 30.0
 CUT_SEARCH_S = 3.0  # a cut is placed at the quietest 10 ms within this distance of the nominal boundary

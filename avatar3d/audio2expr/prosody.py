@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from avatar3d.io.media import AUDIO_RATE as SAMPLE_RATE
+
 HOP = 160  # 10 ms analysis rate
 PITCH_RATE = 8000  # pitch is searched at half the sample rate (f0 <= 400 Hz), every other analysis frame
 PITCH_WIN = 320  # 40 ms at PITCH_RATE: two periods of 50 Hz

@@ -74,14 +74,6 @@ class LipRidge:
         return cls(RidgeConfig(**cfg), *(tensors[f"ridge.{n}"].double() for n in names))
 
     # -------------------------------------------------------------------------------------- features
-    @staticmethod
-    def normalise_bands(bands: Tensor, train_mean: Tensor, train_std: Tensor) -> Tensor:
-        """Per-clip mean/std of each band, shrunk towards the training statistics for short clips."""
-        w = bands.shape[0] / (bands.shape[0] + CMVN_PRIOR_FRAMES)
-        mean = w * bands.mean(0) + (1 - w) * train_mean
-        var = w * bands.var(0, unbiased=False) + (1 - w) * train_std ** 2
-        return (bands - mean) / var.clamp_min(1e-6).sqrt()
-
     def predict(self, ex: LogMel, wave, fps: float, num_frames: int, t0: float = 0.0,
                 chunk: int = 2048) -> Tensor:
         """Normalised channels [T,C] for frames at t0 + i/fps; two passes over chunks (statistics, then

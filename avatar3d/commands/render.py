@@ -10,6 +10,7 @@ from typing import Literal, Optional
 import tyro
 
 from avatar3d.errors import InputError
+from avatar3d.io.media import AUDIO_RATE
 
 
 @dataclass
@@ -129,8 +130,6 @@ def drive(avatar, cfg: RenderConfig, driver: str, wave=None):
         return avatar.tracked()
     if driver == "video":
         return avatar.from_video(cfg.drive_video)
-    from avatar3d.drive.params import AUDIO_RATE
-
     return avatar.animate(wave, fps=cfg.fps, seed=cfg.seed, sample_rate=AUDIO_RATE)
 
 
@@ -154,7 +153,7 @@ def main(cfg: RenderConfig) -> int:
 
         wave = load_audio(cfg.audio)
         if cfg.seconds is not None:  # the model need not hear what will not be shown
-            wave = wave[: int(round(cfg.seconds * 16000))]
+            wave = wave[: int(round(cfg.seconds * AUDIO_RATE))]
     avatar = Avatar.load(cfg.avatar, backend=cfg.backend)
     controls = build_controls(cfg, avatar.expr_names)
     if driver == "audio" and not avatar.has_audio_model:

@@ -14,8 +14,8 @@ import torch
 
 from avatar3d.errors import InputError
 from avatar3d.head.rig import RigParams
+from avatar3d.io.media import AUDIO_RATE
 
-AUDIO_RATE = 16000
 FRAME_KEYS = ("expr", "global_rot", "neck", "jaw", "eyes", "transl")
 
 

@@ -14,6 +14,7 @@ from typing import Any, Iterable, Optional
 import numpy as np
 
 from avatar3d.errors import InputError
+from avatar3d.io.media import AUDIO_RATE
 
 # "inferno"-like anchors (black -> purple -> orange -> pale yellow): monotone in lightness, so the error
 # size reads correctly in grey as well
@@ -101,7 +102,7 @@ def compose_eval_frame(real: Any,  # [H,W,3] ground truth, uint8 or float in [0,
 
 
 def write_eval_video(path: os.PathLike, pairs: Iterable[tuple[Any, Any]], fps: float, *,
-                     max_error: float = 0.25, audio: Optional[np.ndarray] = None, audio_rate: int = 16000,
+                     max_error: float = 0.25, audio: Optional[np.ndarray] = None, audio_rate: int = AUDIO_RATE,
                      metadata: Optional[dict] = None) -> int:
     """Write `path` (mp4) from (real [H,W,3], render [H,W,3]) pairs, consumed lazily; returns the frame count.
 

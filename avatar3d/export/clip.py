@@ -18,8 +18,9 @@ from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
-from avatar3d.drive.params import AUDIO_RATE, FRAME_KEYS, DriveParams
+from avatar3d.drive.params import FRAME_KEYS, DriveParams
 from avatar3d.errors import InputError, MediaError
+from avatar3d.io.media import AUDIO_RATE
 
 QUEUE_FRAMES = 4  # frames in flight between the renderer and the encoder (bounded: constant memory)
 

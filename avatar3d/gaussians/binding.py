@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from avatar3d.rotation import matrix_to_quaternion, quaternion_multiply
+
 
 def triangle_frames(vertices: Tensor, faces: Tensor, eps: float = 1e-12) -> tuple[Tensor, Tensor, Tensor]:
     """Local frames of every triangle.
@@ -30,18 +32,20 @@ def triangle_frames(vertices: Tensor, faces: Tensor, eps: float = 1e-12) -> tupl
 
 def local_to_world(
     local_means: Tensor,  # [N,3] position in the parent frame, in units of the triangle scale
-    local_rotmats: Tensor,  # [N,3,3] rotation relative to the parent frame
+    local_quats: Tensor,  # [N,4] (w,x,y,z) rotation relative to the parent frame (normalised here)
     local_scales: Tensor,  # [N,3] linear scales in units of the triangle scale
     parent: Tensor,  # [N] int64 parent triangle
-    origin: Tensor,  # [...,F,3]
-    rotation: Tensor,  # [...,F,3,3]
-    scale: Tensor,  # [...,F]
+    origin: Tensor,  # [F,3]
+    rotation: Tensor,  # [F,3,3]
+    scale: Tensor,  # [F]
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """World means [...,N,3], rotation matrices [...,N,3,3] and scales [...,N,3] of bound Gaussians."""
-    R = rotation[..., parent, :, :]
-    k = scale[..., parent, None]
-    means = origin[..., parent, :] + k * (R @ local_means[..., None])[..., 0]
-    return means, R @ local_rotmats, k * local_scales
+    """World means [N,3], quaternions [N,4] (w,x,y,z) and scales [N,3] of bound Gaussians (what
+    `BoundGaussians.world` poses every frame)."""
+    R = rotation[parent]
+    k = scale[parent, None]
+    means = origin[parent] + k * (R @ local_means[..., None])[..., 0]
+    unit = local_quats / local_quats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return means, quaternion_multiply(matrix_to_quaternion(R), unit), k * local_scales
 
 
 def world_to_local(

@@ -14,9 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from avatar3d.errors import InputError
-from avatar3d.gaussians.binding import triangle_frames
+from avatar3d.gaussians.binding import local_to_world, triangle_frames
 from avatar3d.render.sh import SH_C0
-from avatar3d.rotation import matrix_to_quaternion, quaternion_multiply
 
 
 @dataclass
@@ -110,12 +109,9 @@ class BoundGaussians(nn.Module):
     # ------------------------------------------------------------------ posing
     def world(self, vertices: Tensor, faces: Tensor) -> WorldGaussians:
         """Pose with a deformed mesh. vertices: [V,3] (one frame); faces: [F,3] the binding's triangles."""
-        origin, rotation, tri_scale = triangle_frames(vertices, faces)
-        R = rotation[self.parent]
-        k = tri_scale[self.parent, None]
-        means = origin[self.parent] + k * (R @ self.local_means[..., None])[..., 0]
-        quats = quaternion_multiply(matrix_to_quaternion(R), self.quats / self.quats.norm(dim=-1, keepdim=True).clamp_min(1e-12))
-        return WorldGaussians(means, quats, k * torch.exp(self.log_scales), torch.sigmoid(self.opacity_logits), self.sh)
+        means, quats, scales = local_to_world(self.local_means, self.quats, torch.exp(self.log_scales), self.parent,
+                                              *triangle_frames(vertices, faces))
+        return WorldGaussians(means, quats, scales, torch.sigmoid(self.opacity_logits), self.sh)
 
     # ------------------------------------------------------------------ selection (densify / prune keep the binding)
     def subset(self, index: Tensor) -> "BoundGaussians":

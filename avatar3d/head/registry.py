@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -315,14 +314,6 @@ def _load_cached(folder: Path, info: dict) -> HeadRig:
     rig.meta.setdefault("cache_key", info.get("cache_key"))
     rig.meta["cache_path"] = str(folder)
     return rig
-
-
-def remove_model(name: str) -> None:
-    """Delete an installed model's cache folder."""
-    folder = model_dir(_check_name(name))
-    if not folder.is_dir():
-        raise HeadModelError(f"no head model named {name!r} is installed; see `avatar3d models list`")
-    shutil.rmtree(folder)
 
 
 _SYNTHETIC_CACHE: dict[str, HeadRig] = {}

@@ -36,11 +36,11 @@ from avatar3d.errors import InputError
 from avatar3d.head import synthetic as syn
 from avatar3d.head.lbs import pose_vertices
 from avatar3d.head.rig import HeadRig, RigParams
+from avatar3d.io.media import AUDIO_RATE
 from avatar3d.render.mesh_raster import MeshRender, interpolate, rasterize_triangles, render_mesh
 from avatar3d.rotation import axis_angle_to_matrix, euler_to_axis_angle
 
 SUBJECT_VERSION = "synthetic-subject-1"
-AUDIO_RATE = 16000
 JAW_MAX = 0.22  # radians of jaw opening at the loudest syllable (~12.6 degrees)
 HEAD_YAW_DEG = 20.0
 NOVEL_VIEWS = {  # name -> (camera yaw degrees, distance factor)

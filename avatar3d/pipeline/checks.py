@@ -26,6 +26,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from avatar3d.errors import InputError
+from avatar3d.io.media import AUDIO_RATE
 
 MIN_SECONDS, GOOD_SECONDS = 2.0, 5.0
 MIN_CROP_PX = 256  # head crop side (source pixels) below which training upsamples: blurry avatar
@@ -176,7 +177,7 @@ def _check_audio(path: Path, has_audio: bool, report: CheckReport) -> None:
         return
     from avatar3d.io.media import read_audio
 
-    audio = read_audio(path, 16000)
+    audio = read_audio(path, AUDIO_RATE)
     rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
     report.stats["audio_rms"] = round(rms, 5)
     if rms < MIN_AUDIO_RMS:

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from avatar3d.errors import InputError
-from avatar3d.eval.metrics import lpips_or_none, psnr, ssim, to_float
 from avatar3d.eval.video import write_eval_video
 from avatar3d.gaussians.avatar_render import render_avatar
 from avatar3d.gaussians.store import load_gaussians
@@ -24,6 +23,7 @@ from avatar3d.head.refined import load_refined
 from avatar3d.head.rig import HeadRig
 from avatar3d.io.avatar_dir import FRAME_PATTERN, AvatarPaths
 from avatar3d.progress import progress_bar
+from avatar3d.render.metrics import lpips_or_none, psnr, ssim, to_float
 from avatar3d.tracking.sequence import TrackedSequence
 from avatar3d.training.frame_params import FrameAdam, FrameParams
 from avatar3d.training.losses import photometric_loss

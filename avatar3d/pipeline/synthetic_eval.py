@@ -19,10 +19,10 @@ import torch
 
 from avatar3d.camera import Camera
 from avatar3d.errors import InputError
-from avatar3d.eval.metrics import psnr, ssim, to_float
 from avatar3d.head.synthetic_subject import NOVEL_VIEWS, SyntheticSubject, _png_bytes, make_subject
 from avatar3d.io.atomic import atomic_dir, atomic_write_bytes
 from avatar3d.io.avatar_dir import FRAME_PATTERN, AvatarManifest, AvatarPaths, write_manifest
+from avatar3d.render.metrics import psnr, ssim, to_float
 from avatar3d.tracking.sequence import TrackedSequence
 from avatar3d.training.config import TrainConfig, scaled_schedule
 
@@ -70,8 +70,7 @@ def build_avatar_dir(subject: SyntheticSubject, avatar_dir: Path, *, video: Opti
         f"(textured mesh, known parameters)")
     writer = None
     if video is not None:
-        from avatar3d.head.synthetic_subject import AUDIO_RATE
-        from avatar3d.io.media import Mp4Writer
+        from avatar3d.io.media import AUDIO_RATE, Mp4Writer
 
         Path(video).parent.mkdir(parents=True, exist_ok=True)
         writer = Mp4Writer(video, fps=subject.fps, audio=subject.audio, audio_rate=AUDIO_RATE, crf=12,

@@ -44,11 +44,6 @@ class CropBox:
         """int64 `[3]` (x0, y0, size), for storing in an npz."""
         return np.array([self.x0, self.y0, self.size], dtype=np.int64)
 
-    @classmethod
-    def from_array(cls, values: Any) -> "CropBox":
-        x0, y0, size = (int(v) for v in np.asarray(values).reshape(3))
-        return cls(x0, y0, size)
-
 
 def compute_crop(track: Any, width: int, height: int, margin: float = DEFAULT_MARGIN,
                  lift: float = DEFAULT_LIFT, percentile: float = 99.0) -> CropBox:

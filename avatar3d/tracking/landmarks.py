@@ -69,10 +69,6 @@ class LandmarkTrack:
         """Indices of frames whose landmarks were interpolated, int64 `[K]`."""
         return np.flatnonzero(~self.detected)
 
-    @property
-    def detection_rate(self) -> float:
-        return float(self.detected.mean()) if self.num_frames else 0.0
-
 
 # ----------------------------------------------------------------------------------------- MediaPipe
 

@@ -22,7 +22,7 @@ from avatar3d.head.lbs import pose_vertices
 from avatar3d.head.registry import load_rig
 from avatar3d.io.atomic import atomic_dir, atomic_write_json
 from avatar3d.io.avatar_dir import FRAME_PATTERN
-from avatar3d.io.media import Mp4Writer, VideoReader, read_audio
+from avatar3d.io.media import AUDIO_RATE, Mp4Writer, VideoReader, read_audio
 from avatar3d.io.ownership import check_replaceable
 from avatar3d.progress import progress_bar
 from avatar3d.tracking.crop import apply_crop, compute_crop, crop_intrinsics, crop_landmarks
@@ -116,9 +116,9 @@ def track_video(video: Path, out: Path, *, head_model: Optional[str] = None, res
         print(f"warning: {warning}", file=sys.stderr)
     if track.num_frames < 2:
         raise InputError(f"{video} has {track.num_frames} frame(s); tracking needs a clip of at least a few seconds")
-    audio = read_audio(video, 16000) if has_audio else np.zeros(0, np.float32)
+    audio = read_audio(video, AUDIO_RATE) if has_audio else np.zeros(0, np.float32)
     if max_frames is not None:  # keep the audio of the tracked frames only
-        audio = audio[: int(round(track.num_frames / fps * 16000))]
+        audio = audio[: int(round(track.num_frames / fps * AUDIO_RATE))]
 
     box = compute_crop(track, *size)
     K_crop = crop_intrinsics(None, box, resolution, image_size=size)

@@ -39,6 +39,7 @@ import torch
 from avatar3d.errors import InputError
 from avatar3d.head.rig import RigParams
 from avatar3d.io.atomic import atomic_write_bytes
+from avatar3d.io.media import AUDIO_RATE
 
 FORMAT_VERSION = 1
 PARAM_KEYS = ("shape", "expr", "global_rot", "neck", "jaw", "eyes", "transl")
@@ -67,7 +68,7 @@ class TrackedSequence:
     confidence: np.ndarray  # [T] float32
     detected: np.ndarray  # [T] bool
     audio: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # [A] float32, 16 kHz mono
-    audio_rate: int = 16000
+    audio_rate: int = AUDIO_RATE
 
     @property
     def num_frames(self) -> int:

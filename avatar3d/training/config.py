@@ -57,7 +57,7 @@ class TrainConfig:
     lambda_dssim: float = 0.2
     """Weight of the D-SSIM term (the L1 term gets 1 - this)."""
     lambda_lpips: float = 0.0
-    """Weight of LPIPS (used only when its weights are present locally)."""
+    """Weight of the LPIPS term (`render.metrics`' AlexNet LPIPS; used only when its weights are on disk)."""
     mouth_eye_weight: float = 2.0
     """Loss weight multiplier on the mouth and eye regions."""
     lambda_position: float = 0.01

@@ -2,13 +2,12 @@
 
 L1 + lambda * D-SSIM (as 3DGS), an optional per-pixel weight map (mouth and eyes count more), the
 GaussianAvatars regularisers that keep each Gaussian near its parent triangle and not much larger than
-it, and LPIPS only when its weights are on this machine (never downloaded, never fatal).
+it. (LPIPS, when its weights are on this machine, is `render.metrics`'s network: trainer.py adds it.)
 """
 from __future__ import annotations
 
 import math
-import warnings
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -24,9 +23,11 @@ def _gaussian_1d(size: int, sigma: float, like: Tensor) -> Tensor:  # -> [size]
     return g / g.sum()
 
 
-def ssim_map(a: Tensor, b: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
+def padded_ssim_map(a: Tensor, b: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
     # a, b: [H,W,C] images in [0,1]
-    """Per-pixel SSIM [H,W] (Gaussian window, the constants of Wang et al., zero padding), differentiable.
+    """Per-pixel SSIM [H,W] (Gaussian window, the constants of Wang et al.) with zero padding, differentiable:
+    the training loss's D-SSIM, as 3DGS computes it, so every pixel (and its weight) counts up to the border.
+    The reported metric is `render.metrics.ssim` (valid windows only, as the field reports it).
 
     The five local statistics are blurred in one separable pass (two 1D convolutions over 5C channels).
     """
@@ -47,14 +48,9 @@ def ssim_map(a: Tensor, b: Tensor, window: int = 11, sigma: float = 1.5) -> Tens
     return s.mean(0)
 
 
-def ssim(a: Tensor, b: Tensor) -> Tensor:  # a, b: [H,W,C] -> []
-    """Mean SSIM of two images."""
-    return ssim_map(a, b).mean()
-
-
-def psnr(a: Tensor, b: Tensor) -> Tensor:  # a, b: [H,W,C] in [0,1] -> [] dB
-    mse = F.mse_loss(a.detach(), b.detach())
-    return -10.0 * torch.log10(mse.clamp_min(1e-10))
+def padded_ssim(a: Tensor, b: Tensor) -> Tensor:  # a, b: [H,W,C] -> []
+    """Mean of `padded_ssim_map`."""
+    return padded_ssim_map(a, b).mean()
 
 
 def photometric_loss(render: Tensor, target: Tensor, weight: Optional[Tensor] = None,
@@ -62,7 +58,7 @@ def photometric_loss(render: Tensor, target: Tensor, weight: Optional[Tensor] = 
     # render, target: [H,W,3]; weight: [H,W] per-pixel weight (mean ~1) or None
     """(1 - lambda) * L1 + lambda * (1 - SSIM), as 3DGS; each term averaged under the weight map."""
     l1 = (render - target).abs().mean(-1)  # [H,W]
-    dssim = 1.0 - ssim_map(render, target)  # [H,W]
+    dssim = 1.0 - padded_ssim_map(render, target)  # [H,W]
     if weight is None:
         return (1 - lambda_dssim) * l1.mean() + lambda_dssim * dssim.mean()
     norm = weight.sum()
@@ -100,31 +96,6 @@ def surface_regularizer(gaussians: BoundGaussians, max_needle: float = 3.0) -> t
     top2 = torch.topk(s, 2, dim=-1).values
     needle = F.relu(top2[:, 0] / top2[:, 1].clamp_min(1e-12) - max_needle).mean()
     return thickness, needle
-
-
-def load_lpips(device: torch.device) -> Optional[Callable[[Tensor, Tensor], Tensor]]:
-    """An LPIPS function `(render [H,W,3], target [H,W,3]) -> []` when the `lpips` package and its weights are
-    installed locally; otherwise None with a warning (training goes on without it)."""
-    try:
-        import lpips  # type: ignore  # optional; needs torchvision's VGG/Alex weights already cached
-    except Exception:
-        warnings.warn("LPIPS is off: the `lpips` package (and its locally cached network weights) is not installed; "
-                      "install it to use lambda_lpips > 0", RuntimeWarning, stacklevel=2)
-        return None
-    try:
-        net = lpips.LPIPS(net="vgg", verbose=False, pretrained=True).to(device).eval()
-    except Exception as err:  # weights missing and no network: not an error
-        warnings.warn(f"LPIPS is off: its weights could not be loaded locally ({type(err).__name__}); "
-                      "training continues without it", RuntimeWarning, stacklevel=2)
-        return None
-    for p in net.parameters():
-        p.requires_grad_(False)
-
-    def fn(render: Tensor, target: Tensor) -> Tensor:
-        to = lambda t: t.permute(2, 0, 1)[None] * 2 - 1  # noqa: E731
-        return net(to(render), to(target)).mean()
-
-    return fn
 
 
 def region_weight_map(boxes: list[tuple[float, float, float, float]], height: int, width: int, extra: float,

@@ -34,12 +34,12 @@ from avatar3d.head.refined import FREE_KEYS, read_split, save_refined
 from avatar3d.head.rig import HeadRig, RigParams
 from avatar3d.io.atomic import atomic_write_bytes
 from avatar3d.io.avatar_dir import FRAME_PATTERN, AvatarPaths, check_rig, default_split, read_manifest, write_manifest
+from avatar3d.render.metrics import lpips_available, lpips_dir, lpips_or_none, psnr
 from avatar3d.tracking.sequence import TrackedSequence
 from avatar3d.training import checkpoint as ckpt_io
 from avatar3d.training.config import TrainConfig
 from avatar3d.training.frame_params import FrameAdam, FrameParams
-from avatar3d.training.losses import (binding_regularizer, load_lpips, photometric_loss, psnr, region_weight_map,
-                                      surface_regularizer)
+from avatar3d.training.losses import binding_regularizer, photometric_loss, region_weight_map, surface_regularizer
 
 
 @dataclass
@@ -212,6 +212,18 @@ def _state_tensors(gaussians: BoundGaussians, frame_params: FrameParams, frame_o
     return tensors
 
 
+def _lpips_loss(weight: float):
+    """The LPIPS term's function `(render [H,W,3], target [H,W,3]) -> []` (the metric's network), or None when
+    off or when its weights are not on disk (with a warning: training goes on without it)."""
+    if weight <= 0:
+        return None
+    if not lpips_available():
+        warnings.warn(f"LPIPS is off: no LPIPS weights in {lpips_dir()} (see README: metrics); training continues "
+                      "without the term", RuntimeWarning, stacklevel=3)
+        return None
+    return lpips_or_none
+
+
 # ---------------------------------------------------------------------------------------------- the loop
 def train_gaussians(avatar_dir: Path, config: TrainConfig, *, device="cpu", resume: bool = False,
                     progress: bool = True, frames_train: Optional[Sequence[int]] = None,
@@ -297,7 +309,7 @@ def train_gaussians(avatar_dir: Path, config: TrainConfig, *, device="cpu", resu
         stats.grad_accum = checkpoint.tensors["s.grad_accum"].to(device)
         stats.count = checkpoint.tensors["s.count"].to(device)
 
-    lpips_fn = load_lpips(device) if config.lambda_lpips > 0 else None
+    lpips_fn = _lpips_loss(config.lambda_lpips)
     weights = _region_weights(rig, frame_params, frames, config.mouth_eye_weight, K, viewmat)
     sh_rest_factor = 1.0 / 20.0
     recent_psnr: list[float] = []
@@ -354,7 +366,7 @@ def train_gaussians(avatar_dir: Path, config: TrainConfig, *, device="cpu", resu
             reset_opacity(gaussians, optimizer)
 
         loss_value = float(loss.detach())
-        recent_psnr.append(float(psnr(out.image, target)))
+        recent_psnr.append(float(psnr(out.image.detach(), target)))
         recent_psnr = recent_psnr[-50:]
         bar.set_postfix(loss=f"{loss_value:.4f}", psnr=f"{np.mean(recent_psnr):.2f}", n=gaussians.num_gaussians,
                         refresh=False)
