@@ -225,6 +225,36 @@ def _lpips_loss(weight: float):
 
 
 # ---------------------------------------------------------------------------------------------- the loop
+@dataclass
+class _State:
+    """What the loop changes, and what a checkpoint holds."""
+
+    gaussians: BoundGaussians
+    frame_params: FrameParams
+    optimizer: torch.optim.Adam
+    frame_opt: Optional[FrameAdam]
+    stats: DensifyStats
+    generator: torch.Generator
+    start_step: int
+
+    def tensors(self) -> dict[str, Tensor]:
+        return _state_tensors(self.gaussians, self.frame_params, self.frame_opt, self.stats, self.generator)
+
+
+@dataclass
+class _Scene:
+    """The fixed inputs of the loop: frames, camera, rig and its rest geometry."""
+
+    frames: TrainingFrames
+    K: Tensor  # [3,3] at the training resolution
+    viewmat: Tensor  # [4,4]
+    background: Tensor  # [3]
+    faces: Tensor  # [F',3] binding triangles
+    rest_vertices: Tensor  # [V,3] the tracked identity in the neutral pose
+    tri_scale: Tensor  # [F'] triangle scales at rest (densification's size reference)
+    extent: float  # the head's radius at rest, metres
+
+
 def train_gaussians(avatar_dir: Path, config: TrainConfig, *, device="cpu", resume: bool = False,
                     progress: bool = True, frames_train: Optional[Sequence[int]] = None,
                     rig: Optional[HeadRig] = None, holdout: float = 0.2) -> TrainResult:
@@ -238,20 +268,76 @@ def train_gaussians(avatar_dir: Path, config: TrainConfig, *, device="cpu", resu
 
     start_time = time.time()
     paths = AvatarPaths(Path(avatar_dir))
-    manifest = read_manifest(paths.root)
     device = torch.device(device)
+    rig = _checked_rig(paths, rig).to(device)
+    seq = TrackedSequence.load(paths.tracking)
+    if frames_train is None:
+        frames_train = read_split(paths.refined) or face_split(seq, holdout)[0]
+    frames_train = sorted(int(i) for i in frames_train)
+    _check_settings(config, frames_train, seq.num_frames)
+    if device.type == "cpu":  # threads for the free cores (avatar3d/runtime.py); the progress bar keeps adapting
+        adapt_threads(force=True)
+    generator = torch.Generator().manual_seed(config.seed)
+    scene = _scene(paths, seq, rig, frames_train, config, device)
+    frame_params = FrameParams(seq.params(device=device)).to(device)
+    checkpoint = ckpt_io.latest_checkpoint(paths.checkpoints) if resume else None
+    state = _start(checkpoint, rig, scene, frame_params, generator, frames_train, config, paths, device)
+
+    lpips_fn = _lpips_loss(config.lambda_lpips)
+    weights = _region_weights(rig, frame_params, scene.frames, config.mouth_eye_weight, scene.K, scene.viewmat)
+    recent_psnr: list[float] = []
+    loss_value = float("nan")
+    bar = progress_bar(config.iterations, "train gaussians", unit="step", initial=state.start_step,
+                       disable=not progress, dynamic_ncols=True)
+    loop_start = time.time()
+    # A fresh run leaves an earlier run's checkpoints in place (still resumable after a kill) until it has
+    # written one of its own; then they go, so they are never mixed with this run's (ckpt_io.save_checkpoint).
+    run_id = checkpoint.info.get("run") if checkpoint is not None else None
+    info = {"frames_train": frames_train, "config": dataclasses.asdict(config), "run": run_id or uuid.uuid4().hex}
+    for step in range(state.start_step + 1, config.iterations + 1):
+        pick = int(torch.randint(len(frames_train), (1,), generator=generator))
+        t = frames_train[pick]
+        target = scene.frames.images[pick].to(device).float() / 255.0
+        refining = state.frame_opt is not None and step > config.refine_from
+        out, loss = _loss(state, rig, scene, t, target, weights.get(t), step, refining, lpips_fn, config)
+        loss.backward()
+        _optimise(state, t, step, refining, config)
+        _density_control(state, out, scene, step, config)
+
+        loss_value = float(loss.detach())
+        recent_psnr = (recent_psnr + [float(psnr(out.image.detach(), target))])[-50:]
+        bar.set_postfix(loss=f"{loss_value:.4f}", psnr=f"{np.mean(recent_psnr):.2f}",
+                        n=state.gaussians.num_gaussians, refresh=False)
+        bar.update(1)
+        if config.checkpoint_every > 0 and step % config.checkpoint_every == 0 and step < config.iterations:
+            ckpt_io.save_checkpoint(paths.checkpoints, step, state.tensors(),
+                                    {"gaussians": state.optimizer.state_dict()}, info)
+    bar.close()
+    steps_run = config.iterations - state.start_step
+    loop_seconds = time.time() - loop_start
+    _write_results(paths, state, scene, rig, frames_train, info, config)
+    result = TrainResult(paths.gaussians, paths.refined, state.gaussians.num_gaussians, steps_run,
+                         time.time() - start_time, loop_seconds / max(1, steps_run),
+                         float(np.mean(recent_psnr)) if recent_psnr else float("nan"), loss_value,
+                         checkpoint.step if checkpoint is not None else None)
+    _record(paths, config, result)
+    return result
+
+
+def _checked_rig(paths: AvatarPaths, rig: Optional[HeadRig]) -> HeadRig:
+    """`rig`, or the head model the manifest names; refused when it is not the one the avatar was made with."""
+    manifest = read_manifest(paths.root)
     if rig is None:
         from avatar3d.head.registry import load_rig
 
         rig = load_rig(manifest.rig_name)
     check_rig(manifest, rig)
-    rig = rig.to(device)
-    seq = TrackedSequence.load(paths.tracking)
-    if frames_train is None:
-        frames_train = read_split(paths.refined) or face_split(seq, holdout)[0]
-    frames_train = sorted(int(i) for i in frames_train)
-    if not frames_train or frames_train[0] < 0 or frames_train[-1] >= seq.num_frames:
-        raise InputError(f"frames_train must be frame numbers in 0..{seq.num_frames - 1} (got {len(frames_train)} "
+    return rig
+
+
+def _check_settings(config: TrainConfig, frames_train: list[int], num_frames: int) -> None:
+    if not frames_train or frames_train[0] < 0 or frames_train[-1] >= num_frames:
+        raise InputError(f"frames_train must be frame numbers in 0..{num_frames - 1} (got {len(frames_train)} "
                          f"frames, range {frames_train[:1]}..{frames_train[-1:]}); pass indices of tracked frames")
     if config.resolution <= 0 or config.iterations <= 0:
         raise InputError("resolution and iterations must be positive; fix the preset's train section")
@@ -260,24 +346,27 @@ def train_gaussians(avatar_dir: Path, config: TrainConfig, *, device="cpu", resu
                          f"{config.init_views} must be at least 1; fix the preset's train section (0.1 and 6 are "
                          "usual)")
 
-    if device.type == "cpu":  # threads for the free cores (avatar3d/runtime.py); the progress bar keeps adapting
-        adapt_threads(force=True)
-    generator = torch.Generator().manual_seed(config.seed)
+
+def _scene(paths: AvatarPaths, seq: TrackedSequence, rig: HeadRig, frames_train: list[int], config: TrainConfig,
+           device: torch.device) -> _Scene:
     frames = load_frames(paths, seq, frames_train, config.resolution, config.background)
-    K, viewmat = frames.K.to(device), frames.viewmat.to(device)
-    background = torch.tensor(config.background, dtype=torch.float32, device=device)
-    res = config.resolution
     faces = binding_faces(rig)
-    tracked = seq.params(device=device)
-    frame_params = FrameParams(tracked).to(device)
     neutral = RigParams.zeros(rig, 1, device=device)
-    neutral.shape = tracked.shape
+    neutral.shape = seq.params(device=device).shape
     with torch.no_grad():
         rest_vertices = pose_vertices(rig, neutral)[0]
     _, _, tri_scale = triangle_frames(rest_vertices, faces)
     extent = float((rest_vertices - rest_vertices.mean(0)).norm(dim=-1).max())
+    return _Scene(frames, frames.K.to(device), frames.viewmat.to(device),
+                  torch.tensor(config.background, dtype=torch.float32, device=device), faces, rest_vertices,
+                  tri_scale, extent)
 
-    checkpoint = ckpt_io.latest_checkpoint(paths.checkpoints) if resume else None
+
+def _start(checkpoint: Optional[ckpt_io.Checkpoint], rig: HeadRig, scene: _Scene, frame_params: FrameParams,
+           generator: torch.Generator, frames_train: list[int], config: TrainConfig, paths: AvatarPaths,
+           device: torch.device) -> _State:
+    """The loop's state: restored from `checkpoint` (refused when it was made with other frames or settings),
+    or fresh Gaussians on the rest surface coloured from the frames."""
     if checkpoint is not None:
         gaussians = BoundGaussians.from_tensors({k[2:]: v for k, v in checkpoint.tensors.items()
                                                  if k.startswith("g.")}).to(device)
@@ -285,19 +374,16 @@ def train_gaussians(avatar_dir: Path, config: TrainConfig, *, device="cpu", resu
             for k in FREE_KEYS:
                 getattr(frame_params, k).copy_(checkpoint.tensors[f"p.{k}"])
         generator.set_state(checkpoint.tensors["rng"])
-        start_step = checkpoint.step
         if checkpoint.info.get("frames_train") not in (None, frames_train):
             raise InputError(f"the checkpoint in {paths.checkpoints} was trained on other frames; resume with the "
                              "same split or train from scratch without --resume")
         _check_same_settings(checkpoint.info.get("config"), config, paths)
     else:
         init_gen = torch.Generator(device=device).manual_seed(config.seed)
-        colours = _initial_colours(rig, faces, frame_params, frames, config.init_views)
-        gaussians = BoundGaussians.on_surface(rest_vertices, faces, config.init_gaussians,
+        colours = _initial_colours(rig, scene.faces, frame_params, scene.frames, config.init_views)
+        gaussians = BoundGaussians.on_surface(scene.rest_vertices, scene.faces, config.init_gaussians,
                                               sh_degree=config.sh_degree, colours=colours,
-                                              opacity=config.init_opacity,
-                                              generator=init_gen).to(device)
-        start_step = 0
+                                              opacity=config.init_opacity, generator=init_gen).to(device)
     optimizer = _optimizer(gaussians, config)
     frame_opt = FrameAdam(frame_params, config.lr_refine_expr, config.lr_refine_pose, config.lr_refine_transl) \
         if config.refine_params else None
@@ -308,92 +394,79 @@ def train_gaussians(avatar_dir: Path, config: TrainConfig, *, device="cpu", resu
             frame_opt.load_tensors(checkpoint.tensors)
         stats.grad_accum = checkpoint.tensors["s.grad_accum"].to(device)
         stats.count = checkpoint.tensors["s.count"].to(device)
+    return _State(gaussians, frame_params, optimizer, frame_opt, stats, generator,
+                  checkpoint.step if checkpoint is not None else 0)
 
-    lpips_fn = _lpips_loss(config.lambda_lpips)
-    weights = _region_weights(rig, frame_params, frames, config.mouth_eye_weight, K, viewmat)
-    sh_rest_factor = 1.0 / 20.0
-    recent_psnr: list[float] = []
-    loss_value = float("nan")
-    bar = progress_bar(config.iterations, "train gaussians", unit="step", initial=start_step, disable=not progress,
-                       dynamic_ncols=True)
-    loop_start = time.time()
-    # A fresh run leaves an earlier run's checkpoints in place (still resumable after a kill) until it has
-    # written one of its own; then they go, so they are never mixed with this run's (ckpt_io.save_checkpoint).
-    run_id = checkpoint.info.get("run") if checkpoint is not None else None
-    info = {"frames_train": frames_train, "config": dataclasses.asdict(config), "run": run_id or uuid.uuid4().hex}
-    for step in range(start_step + 1, config.iterations + 1):
-        pick = int(torch.randint(len(frames_train), (1,), generator=generator))
-        t = frames_train[pick]
-        target = frames.images[pick].to(device).float() / 255.0
-        refining = frame_opt is not None and step > config.refine_from
-        params_t = frame_params.frame(t) if refining else frame_params.frame(t).map(torch.Tensor.detach)
-        out = render_avatar(gaussians, rig, faces, params_t, K, viewmat, res, res, background,
-                            sh_degree=_active_sh(config, step))
-        weight = weights.get(t)
-        loss = photometric_loss(out.image, target, weight, config.lambda_dssim)
-        reg_pos, reg_scale = binding_regularizer(gaussians)
-        loss = loss + config.lambda_position * reg_pos + config.lambda_scale * reg_scale
-        if config.lambda_thickness > 0 or config.lambda_needle > 0:
-            reg_thick, reg_needle = surface_regularizer(gaussians)
-            loss = loss + config.lambda_thickness * reg_thick + config.lambda_needle * reg_needle
-        if refining:
-            loss = loss + config.lambda_refine_prior * frame_params.prior(t)
-        if lpips_fn is not None:
-            loss = loss + config.lambda_lpips * lpips_fn(out.image, target)
-        loss.backward()
 
-        for group in optimizer.param_groups:
-            if group["name"] == "local_means":
-                group["lr"] = _position_lr(config, step)
-        sh_before = gaussians.sh.detach()[:, 1:].clone() if gaussians.sh.shape[1] > 1 else None
-        optimizer.step()
-        if sh_before is not None:  # higher SH bands move at a twentieth of the DC rate (3DGS)
-            with torch.no_grad():
-                rest = gaussians.sh[:, 1:]
-                rest.copy_(sh_before + (rest - sh_before) * sh_rest_factor)
-        if refining:
-            frame_opt.step(t)
+def _loss(state: _State, rig: HeadRig, scene: _Scene, t: int, target: Tensor, weight: Optional[Tensor], step: int,
+          refining: bool, lpips_fn, config: TrainConfig):
+    """(the render of frame `t`, the loss): photometric + binding regularisers (+ the refinement prior, LPIPS)."""
+    fp = state.frame_params
+    params_t = fp.frame(t) if refining else fp.frame(t).map(torch.Tensor.detach)
+    res = config.resolution
+    out = render_avatar(state.gaussians, rig, scene.faces, params_t, scene.K, scene.viewmat, res, res,
+                        scene.background, sh_degree=_active_sh(config, step))
+    loss = photometric_loss(out.image, target, weight, config.lambda_dssim)
+    reg_pos, reg_scale = binding_regularizer(state.gaussians)
+    loss = loss + config.lambda_position * reg_pos + config.lambda_scale * reg_scale
+    if config.lambda_thickness > 0 or config.lambda_needle > 0:
+        reg_thick, reg_needle = surface_regularizer(state.gaussians)
+        loss = loss + config.lambda_thickness * reg_thick + config.lambda_needle * reg_needle
+    if refining:
+        loss = loss + config.lambda_refine_prior * fp.prior(t)
+    if lpips_fn is not None:
+        loss = loss + config.lambda_lpips * lpips_fn(out.image, target)
+    return out, loss
 
-        if step <= config.densify_until:
-            stats.update(out.meta["means2d"], out.meta["visible"], res, res)
-        optimizer.zero_grad(set_to_none=True)
-        if config.densify_from <= step <= config.densify_until and step % config.densify_every == 0:
-            gaussians, _ = densify_and_prune(
-                gaussians, optimizer, stats, tri_scale, extent=extent, grad_threshold=config.densify_grad_threshold,
-                percent_dense=config.percent_dense, min_opacity=config.prune_opacity,
-                max_gaussians=config.max_gaussians, generator=generator)
-        if config.opacity_reset_every > 0 and step % config.opacity_reset_every == 0 and step <= config.densify_until:
-            reset_opacity(gaussians, optimizer)
 
-        loss_value = float(loss.detach())
-        recent_psnr.append(float(psnr(out.image.detach(), target)))
-        recent_psnr = recent_psnr[-50:]
-        bar.set_postfix(loss=f"{loss_value:.4f}", psnr=f"{np.mean(recent_psnr):.2f}", n=gaussians.num_gaussians,
-                        refresh=False)
-        bar.update(1)
-        if config.checkpoint_every > 0 and step % config.checkpoint_every == 0 and step < config.iterations:
-            ckpt_io.save_checkpoint(paths.checkpoints, step,
-                                    _state_tensors(gaussians, frame_params, frame_opt, stats, generator),
-                                    {"gaussians": optimizer.state_dict()}, info)
-    bar.close()
-    steps_run = config.iterations - start_step
-    loop_seconds = time.time() - loop_start
+SH_REST_RATE = 1.0 / 20.0  # higher SH bands move at a twentieth of the DC rate (3DGS)
 
-    atomic_write_bytes(paths.gaussians, encode_gaussians(gaussians, faces, rig))
-    save_refined(paths.refined, frame_params, frames_train)
-    ckpt_io.save_checkpoint(paths.checkpoints, config.iterations,
-                            _state_tensors(gaussians, frame_params, frame_opt, stats, generator),
-                            {"gaussians": optimizer.state_dict()}, info)
-    result = TrainResult(paths.gaussians, paths.refined, gaussians.num_gaussians, steps_run,
-                         time.time() - start_time, loop_seconds / max(1, steps_run),
-                         float(np.mean(recent_psnr)) if recent_psnr else float("nan"), loss_value,
-                         checkpoint.step if checkpoint is not None else None)
+
+def _optimise(state: _State, t: int, step: int, refining: bool, config: TrainConfig) -> None:
+    """One Adam step of the Gaussians (position rate on its schedule) and, when refining, of frame `t`."""
+    gaussians = state.gaussians
+    for group in state.optimizer.param_groups:
+        if group["name"] == "local_means":
+            group["lr"] = _position_lr(config, step)
+    sh_before = gaussians.sh.detach()[:, 1:].clone() if gaussians.sh.shape[1] > 1 else None
+    state.optimizer.step()
+    if sh_before is not None:
+        with torch.no_grad():
+            rest = gaussians.sh[:, 1:]
+            rest.copy_(sh_before + (rest - sh_before) * SH_REST_RATE)
+    if refining:
+        state.frame_opt.step(t)
+
+
+def _density_control(state: _State, out, scene: _Scene, step: int, config: TrainConfig) -> None:
+    """Gradient statistics, densify/prune on schedule and opacity resets (the binding is kept)."""
+    res = config.resolution
+    if step <= config.densify_until:
+        state.stats.update(out.meta["means2d"], out.meta["visible"], res, res)
+    state.optimizer.zero_grad(set_to_none=True)
+    if config.densify_from <= step <= config.densify_until and step % config.densify_every == 0:
+        state.gaussians, _ = densify_and_prune(
+            state.gaussians, state.optimizer, state.stats, scene.tri_scale, extent=scene.extent,
+            grad_threshold=config.densify_grad_threshold, percent_dense=config.percent_dense,
+            min_opacity=config.prune_opacity, max_gaussians=config.max_gaussians, generator=state.generator)
+    if config.opacity_reset_every > 0 and step % config.opacity_reset_every == 0 and step <= config.densify_until:
+        reset_opacity(state.gaussians, state.optimizer)
+
+
+def _write_results(paths: AvatarPaths, state: _State, scene: _Scene, rig: HeadRig, frames_train: list[int],
+                   info: dict, config: TrainConfig) -> None:
+    atomic_write_bytes(paths.gaussians, encode_gaussians(state.gaussians, scene.faces, rig))
+    save_refined(paths.refined, state.frame_params, frames_train)
+    ckpt_io.save_checkpoint(paths.checkpoints, config.iterations, state.tensors(),
+                            {"gaussians": state.optimizer.state_dict()}, info)
+
+
+def _record(paths: AvatarPaths, config: TrainConfig, result: TrainResult) -> None:
     manifest = read_manifest(paths.root)
     manifest.settings["train"] = dataclasses.asdict(config)
     manifest.metrics.update({"num_gaussians": result.num_gaussians, "train_psnr": round(result.train_psnr, 3)})
     manifest.stages["train"] = "done"
     write_manifest(paths.root, manifest)
-    return result
 
 
 def _check_same_settings(recorded: Optional[dict], config: TrainConfig, paths: AvatarPaths) -> None:
