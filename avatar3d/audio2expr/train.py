@@ -160,36 +160,16 @@ def train_audio2expr(source: Path, out_dir: Optional[Path] = None, *, audio_enco
         raise InputError(f"{source} has only {n_train} training frames; audio-to-expression needs a video of a "
                          "few seconds or more (enroll a longer clip)")
     stats = person_stats(seq, n_train)
-    names = channel_names([], seq.expr.shape[1])
     rig = _try_rig(seq.rig_name, say)
-    if rig is not None:
-        names = channel_names(rig.expr_names, seq.expr.shape[1])
-    common = {
-        "format_version": FORMAT_VERSION, "fps": float(seq.fps), "rig_name": seq.rig_name,
-        "rig_checksum": seq.rig_checksum, "channels": names, "num_expr": int(seq.expr.shape[1]),
-        "blink_channels": blink_indices(names), "seed": int(seed), "frames_train": int(n_train),
-        "head_motion_std": stats["std"][-3:].tolist(),
-    }
+    common = _common_config(seq, n_train, stats, rig, seed)
     base_tensors = {"mean": torch.as_tensor(stats["mean"]).float(), "std": torch.as_tensor(stats["std"]).float(),
                     "eyes_mean": torch.as_tensor(stats["eyes_mean"]).float()}
     train_audio = np.asarray(seq.audio, np.float32)[: int(round(n_train / seq.fps * SAMPLE_RATE))]
     speech = speech_seconds(train_audio) if train_audio.size else 0.0
     report = {"speech_s": round(speech, 2), "frames_train": n_train}
     if speech < cfg.min_speech_s:
-        short = _train_phonetic_only(seq, out_dir, n_train, stats, cfg, rig, common, base_tensors, report, started,
-                                     say)
-        if short is not None:
-            say(f"note: the training part of {source} has only {speech:.1f} s of speech (the lip networks need "
-                f"{cfg.min_speech_s:.0f} s); its phones and the person's visemes drive the lips alone")
-            return short
-        say(f"WARNING: the training part of {source} has only {speech:.1f} s of speech (at least "
-            f"{cfg.min_speech_s:.0f} s are needed to learn lip sync); using the fallback that opens the jaw with "
-            "the audio energy. Enroll a video in which the person talks for longer to get real lip sync.")
-        energy = fit_energy_jaw(seq, n_train)
-        save_model(out_dir, base_tensors, {**common, "kind": "energy", "energy": energy, "av_offset_ms": 0.0,
-                                           "report": report})
-        report.update(kind="energy", seconds=round(time.perf_counter() - started, 1), out=str(out_dir))
-        return report
+        return _little_speech(seq, source, out_dir, n_train, stats, cfg, rig, common, base_tensors, report,
+                              started, speech, say)
 
     torch.manual_seed(seed)
     ex = make_extractor(None, audio_encoder) if audio_encoder is not None else make_extractor(
@@ -199,7 +179,6 @@ def train_audio2expr(source: Path, out_dir: Optional[Path] = None, *, audio_enco
     report.update(found)
     say(f"audio/video offset: {found['av_offset_ms']:+.0f} ms (peak correlation {found['av_offset_peak_corr']:.2f}; "
         f"applied {found['av_offset_applied_ms']:+.0f} ms); {speech:.1f} s of speech in {n_train} training frames")
-    e3 = cfg.model.num_expr + 3
     ridge_ex = make_extractor(RIDGE_FEATURES)
     if not cfg.network:
         members = fold_clips(clip, cfg.folds)
@@ -210,14 +189,71 @@ def train_audio2expr(source: Path, out_dir: Optional[Path] = None, *, audio_enco
                                 phon)
     ensure_table(clip, ex)  # once, shared by the members
     members = fold_clips(clip, cfg.folds) * max(1, cfg.repeats)
+    pretrained = _pretrain(pretrain, source, seq, clip, ex, cfg, rig, seed, report, say) if pretrain else None
+    nets, fits = _fit_members(members, ex, cfg, seed, pretrained, say)
+    # the lip regressor's share, from out-of-fold predictions; then the regressor on every training frame
+    net_oof, ridge_oof, target_oof = out_of_fold(nets, members, ex, cfg.ridge, ridge_ex)
+    blend, blend_scores = choose_blend(net_oof, ridge_oof, target_oof, clip, cfg.blend_grid)
+    say(f"lip regressor share {blend:.2f} (out-of-fold lip error by share: {blend_scores})")
+    phon = None
+    if cfg.phonetic:
+        acoustic = acoustic_voices_oof(nets, members, ex, cfg.ridge, ridge_ex, blend, cfg.voice_factors)
+        phon = fit_phonetic(clip, members, cfg, acoustic, say)
+    ridge = fit_ridge(clip, cfg.ridge, np.arange(n_train), ridge_ex)
+    report.update(kind="transformer", members=len(nets), steps=[f["steps"] for f in fits],
+                  best_val=[f["best_val"] for f in fits], params=sum(net.num_params() for net in nets),
+                  out=str(out_dir), blend=blend)
+    _save_networks(out_dir, nets, fits, ridge, phon, clip, seq, n_train, ex, cfg, common, base_tensors, found,
+                   report, blend, blend_scores, started)
+    return report
+
+
+def _common_config(seq: TrackedSequence, n_train: int, stats: dict, rig, seed: int) -> dict:
+    """config.json entries every kind of model carries."""
+    names = channel_names(rig.expr_names if rig is not None else [], seq.expr.shape[1])
+    return {
+        "format_version": FORMAT_VERSION, "fps": float(seq.fps), "rig_name": seq.rig_name,
+        "rig_checksum": seq.rig_checksum, "channels": names, "num_expr": int(seq.expr.shape[1]),
+        "blink_channels": blink_indices(names), "seed": int(seed), "frames_train": int(n_train),
+        "head_motion_std": stats["std"][-3:].tolist(),
+    }
+
+
+def _little_speech(seq: TrackedSequence, source: Path, out_dir: Path, n_train: int, stats: dict,
+                   cfg: A2ETrainConfig, rig, common: dict, base_tensors: dict, report: dict, started: float,
+                   speech: float, say) -> dict:
+    """Too little speech for the networks: the phonetic path alone when it has enough phones, else the energy
+    fallback (the jaw opens with the audio energy), with a message saying why."""
+    short = _train_phonetic_only(seq, out_dir, n_train, stats, cfg, rig, common, base_tensors, report, started, say)
+    if short is not None:
+        say(f"note: the training part of {source} has only {speech:.1f} s of speech (the lip networks need "
+            f"{cfg.min_speech_s:.0f} s); its phones and the person's visemes drive the lips alone")
+        return short
+    say(f"WARNING: the training part of {source} has only {speech:.1f} s of speech (at least "
+        f"{cfg.min_speech_s:.0f} s are needed to learn lip sync); using the fallback that opens the jaw with "
+        "the audio energy. Enroll a video in which the person talks for longer to get real lip sync.")
+    energy = fit_energy_jaw(seq, n_train)
+    save_model(out_dir, base_tensors, {**common, "kind": "energy", "energy": energy, "av_offset_ms": 0.0,
+                                       "report": report})
+    report.update(kind="energy", seconds=round(time.perf_counter() - started, 1), out=str(out_dir))
+    return report
+
+
+def _pretrain(folder: Path, source: Path, seq: TrackedSequence, clip: Clip, ex, cfg: A2ETrainConfig, rig, seed: int,
+              report: dict, say):
+    """A network trained on every other tracked clip under `folder` (and this one), to fine-tune from."""
+    others = _pretrain_clips(folder, source, seq.rig_name, cfg, rig, say)
+    say(f"pretraining on {len(others)} clip(s)")
+    pretrained, pre = fit_network(others + [clip], others + [clip], ex, cfg, seed, None, steps=cfg.pretrain_steps,
+                                  say=say)
+    report["pretrain"] = {"clips": len(others), "steps": pre["steps"]}
+    return pretrained
+
+
+def _fit_members(members: list[Clip], ex, cfg: A2ETrainConfig, seed: int, pretrained, say) -> tuple[list, list]:
+    """One network per member clip (each early-stopped on its own block), sharing the time budget."""
     member_cfg = dataclasses.replace(cfg, max_seconds=cfg.max_seconds / len(members))
-    pretrained = None
-    if pretrain is not None:
-        others = _pretrain_clips(pretrain, source, seq.rig_name, cfg, rig, say)
-        say(f"pretraining on {len(others)} clip(s)")
-        pretrained, pre = fit_network(others + [clip], others + [clip], ex, cfg, seed, None,
-                                      steps=cfg.pretrain_steps, say=say)
-        report["pretrain"] = {"clips": len(others), "steps": pre["steps"]}
+    e3 = cfg.model.num_expr + 3
     nets, fits = [], []
     for k, member in enumerate(members):
         lo, hi = member.val_range
@@ -228,34 +264,26 @@ def train_audio2expr(source: Path, out_dir: Optional[Path] = None, *, audio_enco
                                net=copy.deepcopy(pretrained) if pretrained is not None else None, say=say)
         nets.append(net)
         fits.append(fit)
-    # the lip regressor's share, from out-of-fold predictions; then the regressor on every training frame
-    net_oof, ridge_oof, target_oof = out_of_fold(nets, members, ex, cfg.ridge, ridge_ex)
-    blend, blend_scores = choose_blend(net_oof, ridge_oof, target_oof, clip, cfg.blend_grid)
-    say(f"lip regressor share {blend:.2f} (out-of-fold lip error by share: {blend_scores})")
-    phon = None
-    if cfg.phonetic:
-        acoustic = acoustic_voices_oof(nets, members, ex, cfg.ridge, ridge_ex, blend, cfg.voice_factors)
-        phon = fit_phonetic(clip, members, cfg, acoustic, say)
+    return nets, fits
+
+
+def _save_networks(out_dir: Path, nets: list, fits: list, ridge: LipRidge, phon: Optional[dict], clip: Clip,
+                   seq: TrackedSequence, n_train: int, ex, cfg: A2ETrainConfig, common: dict, base_tensors: dict,
+                   found: dict, report: dict, blend: float, blend_scores: dict, started: float) -> None:
+    """model.safetensors + config.json of the transformer kind (networks, prior, regressor, phonetic path)."""
     phon_tensors, phon_entries = phonetic_entries(phon)
-    ridge = fit_ridge(clip, cfg.ridge, np.arange(n_train), ridge_ex)
-    prior = ExpressionPrior.fit(clip.target[:, :e3])
+    prior = ExpressionPrior.fit(clip.target[:, :cfg.model.num_expr + 3])
     energy = fit_energy_jaw(seq, n_train, clip.offset_s)
     tensors = {**base_tensors, **{f"net{m}.{k}": v for m, net in enumerate(nets) for k, v in net.state_dict().items()},
                **{f"prior.{k}": v for k, v in prior.state_dict().items()}, **ridge.tensors(), **phon_tensors}
-    seconds = time.perf_counter() - started
-    report.update(kind="transformer", members=len(nets), steps=[f["steps"] for f in fits],
-                  best_val=[f["best_val"] for f in fits], seconds=round(seconds, 1),
-                  params=sum(net.num_params() for net in nets), out=str(out_dir), blend=blend,
-                  phonetic_share=phon_entries["phonetic_share"])
+    report.update(seconds=round(time.perf_counter() - started, 1), phonetic_share=phon_entries["phonetic_share"])
     features = ex.config() if hasattr(ex, "config") else {"kind": ex.kind}
-    save_model(out_dir, tensors, {**common, **phon_entries, "kind": "transformer", "model": cfg.model.to_json(), "features": features,
-                                  "ridge": cfg.ridge.to_json(), "ridge_features": RIDGE_FEATURES, "blend": blend,
-                                  "energy": energy, "av_offset_ms": found["av_offset_applied_ms"],
-                                  "av_offset_estimate_ms": found["av_offset_ms"],
-                                  "members": len(nets),
+    save_model(out_dir, tensors, {**common, **phon_entries, "kind": "transformer", "model": cfg.model.to_json(),
+                                  "features": features, "ridge": cfg.ridge.to_json(), "ridge_features": RIDGE_FEATURES,
+                                  "blend": blend, "energy": energy, "av_offset_ms": found["av_offset_applied_ms"],
+                                  "av_offset_estimate_ms": found["av_offset_ms"], "members": len(nets),
                                   "report": {**report, "history": [f["history"] for f in fits],
                                              "blend_scores": blend_scores}})
-    return report
 
 
 def _save_ridge_only(out_dir: Path, base_tensors: dict, common: dict, ridge: LipRidge, clip: Clip, found: dict,
