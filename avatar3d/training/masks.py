@@ -187,35 +187,14 @@ def compute_masks(frames_dir: os.PathLike, seq, rig, out_dir: os.PathLike, *,
     progress(i): called after each frame. The folder is built beside `out_dir` and swapped in at the
     end, so an interrupted run leaves any earlier masks intact.
     """
-    from PIL import Image
-
-    from avatar3d.head.lbs import landmarks, pose_vertices
     from avatar3d.io.atomic import atomic_dir
-    from avatar3d.render.mesh_raster import project_vertices, rasterize_triangles
-    from avatar3d.tracking.pipeline import read_frame
 
     cfg = config or MaskConfig()
-    if seq.rig_name != rig.name:
-        raise InputError(f"the tracking was made with the rig {seq.rig_name!r} but {rig.name!r} was given; "
-                         f"load the rig the avatar was tracked with")
-    if cfg.temporal_radius < 0:
-        raise InputError(f"temporal_radius={cfg.temporal_radius} must be >= 0 (0 turns the smoothing off)")
-    if cfg.work_resolution < 32:
-        raise InputError(f"work_resolution={cfg.work_resolution} is too coarse; use e.g. 128")
+    _check_inputs(seq, rig, cfg)
     frames_dir, out_dir = Path(frames_dir), Path(out_dir)
-    R, T = int(seq.resolution), seq.num_frames
-    dev = rig.device
-    K = torch.as_tensor(seq.K, dtype=torch.float32, device=dev)
-    viewmat = torch.as_tensor(seq.viewmat, dtype=torch.float32, device=dev)
-    work = min(int(cfg.work_resolution), R)
-    K_work = _work_camera(K, R, work)
-    faces = rig.faces.to(dev)
-    drawn = head_faces(rig, cfg.neck_depth).to(dev)
-    params = seq.params(device=dev)
     own = segmenter is None
     seg = SelfieSegmenter(cfg.model_selection) if own else segmenter
     started = time.perf_counter()
-    coverage, removed, agreement = [], [], []
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # Per-frame work here is small tensors: intra-op threads cost more in synchronisation than they
     # gain (and collapse when the cores are busy, e.g. with MediaPipe's own threads), so one thread.
@@ -223,76 +202,117 @@ def compute_masks(frames_dir: os.PathLike, seq, rig, out_dir: os.PathLike, *,
     torch.set_num_threads(1)
     try:
         with atomic_dir(out_dir, kind="masks", inside_ours=True) as tmp:
-            tmp = Path(tmp)
-            smoother = TemporalSmoother(cfg.temporal_radius)
-            warp_points = head_point_indices(rig, drawn)  # [P]
-            pending: dict[int, tuple[Tensor, np.ndarray]] = {}  # frame -> (silhouette, chin/forehead px)
-
-            def finish(i: int, person: np.ndarray) -> None:
-                sil, key = pending.pop(i)
-                mask = cut_torso(person, sil, key[0], key[1], cfg)
-                Image.fromarray(mask).save(tmp / FRAME_PATTERN.format(i), compress_level=1)
-                # statistics on the work grid: cheap and resolution-independent
-                p_work = F.interpolate(torch.from_numpy(person)[None, None], size=(work, work), mode="area")[0, 0]
-                kept = mask.mean() / 255.0
-                total = float(person.mean())
-                coverage.append(kept)
-                removed.append(1.0 - kept / total if total > 1e-6 else 0.0)
-                agreement.append(float(p_work[sil.cpu()].mean()) if bool(sil.any()) else 0.0)
-                if progress is not None:
-                    progress(i)
-
-            for s in range(0, T, cfg.batch):
-                idx = slice(s, min(s + cfg.batch, T))
-                with torch.no_grad():
-                    batch = params.slice(idx)
-                    verts = pose_vertices(rig, batch)  # [B,V,3]
-                    lms = landmarks(rig, verts)[:, [CHIN, FOREHEAD]]  # [B,2,3]
-                    key_px = project_vertices(lms.reshape(-1, 3), K, viewmat)[0].reshape(-1, 2, 2).cpu().numpy()
-                    rigid = head_points(rig, batch, warp_points)  # [B,P,3]
-                    rigid_px = project_vertices(rigid.reshape(-1, 3), K, viewmat)[0].reshape(
-                        rigid.shape[0], -1, 2).cpu().numpy()
-                for j in range(verts.shape[0]):
-                    i = s + j
-                    frame = read_frame(frames_dir, i)
-                    if frame.shape[:2] != (R, R):
-                        raise InputError(f"{frames_dir}/{FRAME_PATTERN.format(i)} is {frame.shape[1]}x{frame.shape[0]} "
-                                         f"but the tracking says {R}x{R}; the frames and tracking.npz do not "
-                                         f"belong together — re-run `avatar3d track`")
-                    with torch.no_grad():
-                        sil = rasterize_triangles(verts[j], faces, K_work, viewmat, work, work,
-                                                  backfaces="draw", face_mask=drawn).mask
-                    person = seg(frame)
-                    if person.shape != (R, R):
-                        raise InputError(f"the segmenter returned {person.shape} for a {R}x{R} frame; it must "
-                                         f"return one probability per pixel")
-                    pending[i] = (sil, key_px[j])
-                    for done, steady in smoother.push(i, person, rigid_px[j]):
-                        finish(done, steady)
-            for done, steady in smoother.flush():
-                finish(done, steady)
+            writer = _MaskWriter(Path(tmp), cfg, min(int(cfg.work_resolution), int(seq.resolution)), progress)
+            _segment_frames(frames_dir, seq, rig, cfg, seg, writer)
     finally:
         torch.set_num_threads(threads)
         if own:
             seg.close()
-    seconds = time.perf_counter() - started
-    agreement_arr = np.asarray(agreement)
-    stats = {
-        "frames": T,
-        "seconds": round(seconds, 2),
-        "ms_per_frame": round(1000 * seconds / max(T, 1), 2),
-        "coverage_mean": round(float(np.mean(coverage)), 4),
-        "torso_removed_mean": round(float(np.mean(removed)), 4),
-        "silhouette_agreement_mean": round(float(agreement_arr.mean()), 4),
-        "silhouette_agreement_min": round(float(agreement_arr.min()), 4),
-        "model_selection": cfg.model_selection,
-        "warnings": [],
-    }
-    bad = np.flatnonzero(agreement_arr < 0.7)
-    if bad.size:
-        stats["warnings"].append(
-            f"on {bad.size} of {T} frames (first: {int(bad[0])}) the segmentation covers less than 70% of the "
-            f"fitted head; check the tracking overlay (the fit may be off) or film against a plainer background")
-    for w in stats["warnings"]:
-        print(f"warning: {w}", file=sys.stderr)
-    return stats
+    return writer.stats(seq.num_frames, time.perf_counter() - started, cfg)
+
+
+def _check_inputs(seq, rig, cfg: MaskConfig) -> None:
+    if seq.rig_name != rig.name:
+        raise InputError(f"the tracking was made with the rig {seq.rig_name!r} but {rig.name!r} was given; "
+                         f"load the rig the avatar was tracked with")
+    if cfg.temporal_radius < 0:
+        raise InputError(f"temporal_radius={cfg.temporal_radius} must be >= 0 (0 turns the smoothing off)")
+    if cfg.work_resolution < 32:
+        raise InputError(f"work_resolution={cfg.work_resolution} is too coarse; use e.g. 128")
+
+
+class _MaskWriter:
+    """Cuts, writes and measures each frame's mask once its temporally smoothed person probability is ready."""
+
+    def __init__(self, folder: Path, cfg: MaskConfig, work: int, progress: Optional[Callable[[int], None]]):
+        self.folder, self.cfg, self.work, self.progress = folder, cfg, work, progress
+        self.pending: dict[int, tuple[Tensor, np.ndarray]] = {}  # frame -> (silhouette, chin/forehead px)
+        self.coverage: list[float] = []
+        self.removed: list[float] = []
+        self.agreement: list[float] = []
+
+    def finish(self, i: int, person: np.ndarray) -> None:  # person: [H,W] probability
+        from PIL import Image
+
+        sil, key = self.pending.pop(i)
+        mask = cut_torso(person, sil, key[0], key[1], self.cfg)
+        Image.fromarray(mask).save(self.folder / FRAME_PATTERN.format(i), compress_level=1)
+        # statistics on the work grid: cheap and resolution-independent
+        p_work = F.interpolate(torch.from_numpy(person)[None, None], size=(self.work, self.work), mode="area")[0, 0]
+        kept = mask.mean() / 255.0
+        total = float(person.mean())
+        self.coverage.append(kept)
+        self.removed.append(1.0 - kept / total if total > 1e-6 else 0.0)
+        self.agreement.append(float(p_work[sil.cpu()].mean()) if bool(sil.any()) else 0.0)
+        if self.progress is not None:
+            self.progress(i)
+
+    def stats(self, frames: int, seconds: float, cfg: MaskConfig) -> dict:
+        agreement = np.asarray(self.agreement)
+        stats = {
+            "frames": frames,
+            "seconds": round(seconds, 2),
+            "ms_per_frame": round(1000 * seconds / max(frames, 1), 2),
+            "coverage_mean": round(float(np.mean(self.coverage)), 4),
+            "torso_removed_mean": round(float(np.mean(self.removed)), 4),
+            "silhouette_agreement_mean": round(float(agreement.mean()), 4),
+            "silhouette_agreement_min": round(float(agreement.min()), 4),
+            "model_selection": cfg.model_selection,
+            "warnings": [],
+        }
+        bad = np.flatnonzero(agreement < 0.7)
+        if bad.size:
+            stats["warnings"].append(
+                f"on {bad.size} of {frames} frames (first: {int(bad[0])}) the segmentation covers less than 70% of "
+                f"the fitted head; check the tracking overlay (the fit may be off) or film against a plainer "
+                f"background")
+        for w in stats["warnings"]:
+            print(f"warning: {w}", file=sys.stderr)
+        return stats
+
+
+def _segment_frames(frames_dir: Path, seq, rig, cfg: MaskConfig, seg, writer: _MaskWriter) -> None:
+    """Pose the rig a batch of frames at a time; per frame, its silhouette, the person probability, and the
+    smoother's output handed to `writer`."""
+    from avatar3d.head.lbs import landmarks, pose_vertices
+    from avatar3d.render.mesh_raster import project_vertices, rasterize_triangles
+    from avatar3d.tracking.pipeline import read_frame
+
+    R, T, dev, work = int(seq.resolution), seq.num_frames, rig.device, writer.work
+    K = torch.as_tensor(seq.K, dtype=torch.float32, device=dev)
+    viewmat = torch.as_tensor(seq.viewmat, dtype=torch.float32, device=dev)
+    K_work = _work_camera(K, R, work)
+    faces = rig.faces.to(dev)
+    drawn = head_faces(rig, cfg.neck_depth).to(dev)
+    params = seq.params(device=dev)
+    smoother = TemporalSmoother(cfg.temporal_radius)
+    warp_points = head_point_indices(rig, drawn)  # [P]
+    for s in range(0, T, cfg.batch):
+        idx = slice(s, min(s + cfg.batch, T))
+        with torch.no_grad():
+            batch = params.slice(idx)
+            verts = pose_vertices(rig, batch)  # [B,V,3]
+            lms = landmarks(rig, verts)[:, [CHIN, FOREHEAD]]  # [B,2,3]
+            key_px = project_vertices(lms.reshape(-1, 3), K, viewmat)[0].reshape(-1, 2, 2).cpu().numpy()
+            rigid = head_points(rig, batch, warp_points)  # [B,P,3]
+            rigid_px = project_vertices(rigid.reshape(-1, 3), K, viewmat)[0].reshape(
+                rigid.shape[0], -1, 2).cpu().numpy()
+        for j in range(verts.shape[0]):
+            i = s + j
+            frame = read_frame(frames_dir, i)
+            if frame.shape[:2] != (R, R):
+                raise InputError(f"{frames_dir}/{FRAME_PATTERN.format(i)} is {frame.shape[1]}x{frame.shape[0]} "
+                                 f"but the tracking says {R}x{R}; the frames and tracking.npz do not "
+                                 f"belong together — re-run `avatar3d track`")
+            with torch.no_grad():
+                sil = rasterize_triangles(verts[j], faces, K_work, viewmat, work, work,
+                                          backfaces="draw", face_mask=drawn).mask
+            person = seg(frame)
+            if person.shape != (R, R):
+                raise InputError(f"the segmenter returned {person.shape} for a {R}x{R} frame; it must "
+                                 f"return one probability per pixel")
+            writer.pending[i] = (sil, key_px[j])
+            for done, steady in smoother.push(i, person, rigid_px[j]):
+                writer.finish(done, steady)
+    for done, steady in smoother.flush():
+        writer.finish(done, steady)
