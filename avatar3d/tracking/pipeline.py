@@ -27,7 +27,7 @@ from avatar3d.io.ownership import check_replaceable
 from avatar3d.progress import progress_bar
 from avatar3d.tracking.crop import apply_crop, compute_crop, crop_intrinsics, crop_landmarks
 from avatar3d.tracking.fit import FitConfig, fit_sequence
-from avatar3d.tracking.landmarks import detect_video
+from avatar3d.tracking.landmarks import LandmarkTrack, detect_video
 from avatar3d.tracking.metrics import cv_mask, tracking_metrics
 from avatar3d.tracking.overlay import overlay_frame
 from avatar3d.tracking.sequence import TrackedSequence, describe_frames
@@ -104,6 +104,42 @@ def track_video(video: Path, out: Path, *, head_model: Optional[str] = None, res
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda was asked for but CUDA is not available; use --device cpu")
     started = time.perf_counter()
+    source = _detect(video, head_model, device, max_frames)
+    track = source.track
+    box = compute_crop(track, *source.size)
+    K_crop = crop_intrinsics(None, box, resolution, image_size=source.size)
+    points = crop_landmarks(track.points, box, resolution).astype(np.float32)
+    held = cv_mask()
+    with atomic_dir(out, kind="tracking", force=force) as tmp:
+        tmp = Path(tmp)
+        _write_frames(video, box, resolution, tmp / "frames", track.num_frames)
+        fit = _fit(source.rig, points, track.confidence, resolution, K_crop, held, fit_config, device)
+        seq = _sequence(source, fit, box, points, resolution)
+        seq.save(tmp / "tracking.npz")
+        np.save(tmp / "confidence.npy", seq.confidence)
+        metrics = tracking_metrics(fit.projected.cpu(), torch.from_numpy(points), fit.head_rotation.cpu(),
+                                   held_out=held, frames=torch.from_numpy(track.detected))
+        if overlay:
+            _write_overlay(tmp / "overlay.mp4", tmp / "frames", source.rig.to("cpu"), seq, source.fps)
+        report = _report(seq, track, fit, metrics, source.rig, resolution, time.perf_counter() - started)
+        atomic_write_json(tmp / "track_report.json", report)
+    return TrackOutputs(out, seq, report)
+
+
+@dataclass
+class _Source:
+    """What detection read from the video."""
+
+    rig: object
+    track: LandmarkTrack
+    fps: float
+    size: tuple[int, int]  # (width, height) of the source frames
+    timestamps: np.ndarray  # [T] seconds
+    audio: np.ndarray  # [A] float32 at AUDIO_RATE (empty when the video has none)
+
+
+def _detect(video: Path, head_model: Optional[str], device: str, max_frames: Optional[int]) -> _Source:
+    """Landmarks of the subject in every frame (the first `max_frames`), and the audio of those frames."""
     with VideoReader(video) as reader:  # opening validates the file before anything slow happens
         rig = load_rig(head_model, device=device)
         fps, total, size = float(reader.fps), reader.num_frames, (reader.width, reader.height)
@@ -119,59 +155,55 @@ def track_video(video: Path, out: Path, *, head_model: Optional[str] = None, res
     audio = read_audio(video, AUDIO_RATE) if has_audio else np.zeros(0, np.float32)
     if max_frames is not None:  # keep the audio of the tracked frames only
         audio = audio[: int(round(track.num_frames / fps * AUDIO_RATE))]
+    return _Source(rig, track, fps, size, timestamps[: track.num_frames], audio)
 
-    box = compute_crop(track, *size)
-    K_crop = crop_intrinsics(None, box, resolution, image_size=size)
-    points = crop_landmarks(track.points, box, resolution).astype(np.float32)
-    held = cv_mask()
 
-    with atomic_dir(out, kind="tracking", force=force) as tmp:
-        tmp = Path(tmp)
-        _write_frames(video, box, resolution, tmp / "frames", track.num_frames)
-        with _bar(1, "fit rig") as bar:
-            stages = {}
+def _fit(rig, points: np.ndarray, confidence: np.ndarray, resolution: int, K_crop, held, fit_config, device):
+    """The rig fitted to the cropped landmarks `points` [T,478,2], with a progress line per fitting stage."""
+    with _bar(1, "fit rig") as bar:
+        stages = {}
 
-            def on_progress(stage: str, step: int, steps: int) -> None:
-                if stages.get("stage") != stage:
-                    stages["stage"] = stage
-                    bar.set_postfix_str(stage)
+        def on_progress(stage: str, step: int, steps: int) -> None:
+            if stages.get("stage") != stage:
+                stages["stage"] = stage
+                bar.set_postfix_str(stage)
 
-            fit = fit_sequence(rig, torch.from_numpy(points), torch.from_numpy(track.confidence),
-                               (resolution, resolution), K_init=torch.as_tensor(K_crop, dtype=torch.float32),
-                               cv_mask=held, config=fit_config, device=device, progress=on_progress)
-            bar.update(1)
-        p = fit.params.map(lambda t: t.detach().cpu())
-        seq = TrackedSequence(
-            rig_name=rig.name, rig_checksum=rig.checksum(), fps=fps, timestamps=timestamps[: track.num_frames],
-            resolution=resolution, source_size=np.asarray(size, np.int64), crop_box=box.as_array(),
-            K=fit.K.detach().cpu().numpy().astype(np.float32), viewmat=fit.viewmat.cpu().numpy().astype(np.float32),
-            shape=p.shape.numpy(), expr=p.expr.numpy(), global_rot=p.global_rot.numpy(), neck=p.neck.numpy(),
-            jaw=p.jaw.numpy(), eyes=p.eyes.numpy(), transl=p.transl.numpy(), landmarks=points,
-            landmarks_fit=fit.projected.detach().cpu().numpy().astype(np.float32),
-            confidence=track.confidence.astype(np.float32), detected=track.detected.astype(bool), audio=audio)
-        seq.save(tmp / "tracking.npz")
-        np.save(tmp / "confidence.npy", seq.confidence)
-        metrics = tracking_metrics(fit.projected.cpu(), torch.from_numpy(points), fit.head_rotation.cpu(),
-                                   held_out=held, frames=torch.from_numpy(track.detected))
-        if overlay:
-            rig_cpu = rig.to("cpu")
-            _write_overlay(tmp / "overlay.mp4", tmp / "frames", rig_cpu, seq, fps)
-        seconds = time.perf_counter() - started
-        report = {
-            "frames": seq.num_frames,
-            "seconds": round(seconds, 2),
-            "ms_per_frame": round(1000 * seconds / seq.num_frames, 2),
-            **{k: round(float(v), 4) for k, v in metrics.items()},
-            "failed_frames": [int(i) for i in track.failed_frames],
-            "fit_seconds": round(fit.seconds, 2),
-            "resolution": resolution,
-            "focal_px": round(float(seq.K[0, 0]), 2),
-            "crop_box": [int(v) for v in seq.crop_box],
-            "rig": rig.name,
-            "warnings": list(track.warnings),
-        }
-        atomic_write_json(tmp / "track_report.json", report)
-    return TrackOutputs(out, seq, report)
+        fit = fit_sequence(rig, torch.from_numpy(points), torch.from_numpy(confidence), (resolution, resolution),
+                           K_init=torch.as_tensor(K_crop, dtype=torch.float32), cv_mask=held, config=fit_config,
+                           device=device, progress=on_progress)
+        bar.update(1)
+    return fit
+
+
+def _sequence(source: _Source, fit, box, points: np.ndarray, resolution: int) -> TrackedSequence:
+    rig, track = source.rig, source.track
+    p = fit.params.map(lambda t: t.detach().cpu())
+    return TrackedSequence(
+        rig_name=rig.name, rig_checksum=rig.checksum(), fps=source.fps, timestamps=source.timestamps,
+        resolution=resolution, source_size=np.asarray(source.size, np.int64), crop_box=box.as_array(),
+        K=fit.K.detach().cpu().numpy().astype(np.float32), viewmat=fit.viewmat.cpu().numpy().astype(np.float32),
+        shape=p.shape.numpy(), expr=p.expr.numpy(), global_rot=p.global_rot.numpy(), neck=p.neck.numpy(),
+        jaw=p.jaw.numpy(), eyes=p.eyes.numpy(), transl=p.transl.numpy(), landmarks=points,
+        landmarks_fit=fit.projected.detach().cpu().numpy().astype(np.float32),
+        confidence=track.confidence.astype(np.float32), detected=track.detected.astype(bool), audio=source.audio)
+
+
+def _report(seq: TrackedSequence, track: LandmarkTrack, fit, metrics: dict, rig, resolution: int,
+            seconds: float) -> dict:
+    """track_report.json."""
+    return {
+        "frames": seq.num_frames,
+        "seconds": round(seconds, 2),
+        "ms_per_frame": round(1000 * seconds / seq.num_frames, 2),
+        **{k: round(float(v), 4) for k, v in metrics.items()},
+        "failed_frames": [int(i) for i in track.failed_frames],
+        "fit_seconds": round(fit.seconds, 2),
+        "resolution": resolution,
+        "focal_px": round(float(seq.K[0, 0]), 2),
+        "crop_box": [int(v) for v in seq.crop_box],
+        "rig": rig.name,
+        "warnings": list(track.warnings),
+    }
 
 
 def print_summary(result: TrackOutputs) -> None:
