@@ -94,6 +94,14 @@ class Panel:
 
     # ------------------------------------------------------------------------------ wiring
     def _wire(self) -> None:
+        """Connect every control to the session's state (each handler marks the state changed)."""
+        self._wire_head()
+        self._wire_camera()
+        self._wire_expressions()
+        self._wire_playback()
+
+    def _wire_head(self) -> None:
+        """Head pose, still head, gaze, blinks, jaw and expressiveness."""
         s = self.session
         state = s.state
 
@@ -125,6 +133,11 @@ class Panel:
                     self._set(self.gaze_mode, GAZE_SLIDERS)
                 s.changed()
 
+    def _wire_camera(self) -> None:
+        """Distance, the reset button and the browser's own camera."""
+        s = self.session
+        state = s.state
+
         @self.distance.on_update
         def _(_event) -> None:
             if self._syncing:
@@ -140,6 +153,16 @@ class Panel:
             self._set(self.distance, round(state.distance, 2))
             self._move_browser_camera()
             s.changed()
+
+        @self.client.camera.on_update
+        def _(camera) -> None:
+            s.set_camera(camera.position, camera.look_at, camera.aspect)
+            self._set(self.distance, round(min(max(s.state.distance, self.distance.min), self.distance.max), 2))
+
+    def _wire_expressions(self) -> None:
+        """The expression editor (a name, its value, reset)."""
+        s = self.session
+        state = s.state
 
         @self.expr_name.on_update
         def _(_event) -> None:
@@ -159,6 +182,11 @@ class Panel:
             self._set(self.expr_value, 0.0)
             self._show_expressions()
             s.changed()
+
+    def _wire_playback(self) -> None:
+        """Background, the source, play/sync, upload and recording."""
+        s = self.session
+        state = s.state
 
         @self.background.on_update
         def _(_event) -> None:
@@ -196,11 +224,6 @@ class Panel:
         @self.record.on_click
         def _(_event) -> None:
             self.start_recording()
-
-        @self.client.camera.on_update
-        def _(camera) -> None:
-            s.set_camera(camera.position, camera.look_at, camera.aspect)
-            self._set(self.distance, round(min(max(s.state.distance, self.distance.min), self.distance.max), 2))
 
     # ------------------------------------------------------------------------------ actions
     def toggle_play(self) -> None:
