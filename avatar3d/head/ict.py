@@ -23,8 +23,10 @@ skeleton, so the FLAME-style joints are derived here from the shapes themselves:
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -224,14 +226,8 @@ def convert_ict(folder: Path, progress: Optional[Callable[[str], None]] = None) 
     """Convert an ICT-FaceKit folder (repository root or its FaceXModel folder) into a `HeadRig`."""
     say = progress or (lambda msg: None)
     d = _model_dir(folder)
-    info = json.loads((d / "vertex_indices.json").read_text())
     names = _expression_names(d)
-    mesh = read_obj(d / "generic_neutral_mesh.obj")
-    if mesh.vertices.shape[0] != NUM_VERTICES:
-        raise HeadModelError(
-            f"{d / 'generic_neutral_mesh.obj'} has {mesh.vertices.shape[0]} vertices, expected {NUM_VERTICES} "
-            "(ICT Face Model Light); use the FaceXModel folder of the public ICT-FaceKit repository"
-        )
+    mesh, lm68 = _read_neutral(d)
     neutral_cm = mesh.vertices
     v0 = neutral_cm * CM  # [V,3] metres
     nv = v0.shape[0]
@@ -240,79 +236,12 @@ def convert_ict(folder: Path, progress: Optional[Callable[[str], None]] = None) 
         d) else np.zeros((nv, 3, 0))
     shapes = {n: _read_shape(d / f"{n}.obj", neutral_cm) for n in names}
     adj = vertex_adjacency(mesh.faces, nv)
-    lm68 = np.asarray(info.get("idx_to_landmark_verts", []), dtype=np.int64)
-    if lm68.shape != (68,):
-        raise HeadModelError(
-            f"{d / 'vertex_indices.json'} lacks the 68 landmark indices; restore it from the ICT-FaceKit repository"
-        )
-
-    def rng(name: str) -> np.ndarray:
-        m = np.zeros(nv, dtype=bool)
-        a, b = RANGES[name]
-        m[a:b] = True
-        return m
-
-    # ------------------------------------------------------------------ joints
-    eye_centre, eye_radius = {}, {}
-    for side in ("left", "right"):
-        a, b = SCLERA[side]
-        eye_centre[side], eye_radius[side] = fit_sphere(v0[a:b])
-    jaw_rot, jaw_centre = _fit_jaw_rotation(v0, shapes.get("jawOpen"))
-    chin = v0[lm68[8]]
-    nose_base = v0[lm68[33]]
-    body = rng("face") | rng("head_neck")
-    neck_y = 0.5 * (nose_base[1] + chin[1])
-    neck_axis_z = _cross_section_centre_z(v0, body, chin[1] - 0.025)
-    neck_joint = np.array([0.0, neck_y, neck_axis_z])
-    root_y = chin[1] - 0.06
-    root_joint = np.array([0.0, root_y, _cross_section_centre_z(v0, body, root_y)])
-    joints = np.stack([root_joint, neck_joint, jaw_centre, eye_centre["left"], eye_centre["right"]])
-
-    # ------------------------------------------------------------------ skinning
-    # neck falloff: full head above a plane that runs 1 cm under the chin in front and 1 cm under the
-    # neck joint at the nape, fading to the root over 5 cm below it
-    z_front, z_back = chin[2] - 0.05, v0[body, 2].min() + 0.03
-    y_front, y_back = chin[1] - 0.01, neck_y - 0.01
-    t = np.clip((v0[:, 2] - z_back) / (z_front - z_back), 0.0, 1.0)
-    y_top = y_back + t * (y_front - y_back)
-    w_neck = smoothstep((v0[:, 1] - (y_top - 0.05)) / 0.05)
-    w_jaw = _fit_jaw_weights(v0, shapes.get("jawOpen"), jaw_rot, jaw_centre, adj, rng)
-    w_jaw = np.minimum(w_jaw, w_neck)
-    weights = np.zeros((nv, 5))
-    weights[:, JOINT["root"]] = 1.0 - w_neck
-    weights[:, JOINT["neck"]] = w_neck - w_jaw
-    weights[:, JOINT["jaw"]] = w_jaw
-    for side in ("left", "right"):
-        eye = rng(f"eyeball_{side}")
-        weights[eye] = 0.0
-        weights[eye, JOINT[f"{side}_eye"]] = 1.0
-
-    # ------------------------------------------------------------------ regions
-    regions = _regions(v0, shapes, lm68, eye_centre, w_neck, adj, rng)
-
-    # ------------------------------------------------------------------ correctives
-    correctives = np.zeros((nv, 3, NUM_POSE_FEATURES))
-    eye_fit = {}
-    for side, s in (("left", "L"), ("right", "R")):
-        corr, rms = _fit_eye_corrective(side, s, shapes, v0, eye_centre[side], regions)
-        correctives[:, :, FEATURES[f"{side}_eye"]] = corr
-        eye_fit[side] = rms
-    jaw_corr, jaw_fit = _fit_jaw_corrective(v0, shapes.get("jawOpen"), weights, joints, jaw_rot, rng("face"))
-    correctives[:, :, FEATURES["jaw"]] = jaw_corr
-
-    # ------------------------------------------------------------------ joint regressor
-    regressor = np.zeros((5, nv))
-    slab = lambda y, half: np.nonzero(body & (np.abs(v0[:, 1] - y) < half))[0]  # noqa: E731
-    for j, anchors in (
-        (JOINT["root"], slab(root_y, 0.01)),
-        (JOINT["neck"], slab(neck_y, 0.01)),
-        (JOINT["jaw"], slab(jaw_centre[1], 0.01)),
-        (JOINT["left_eye"], np.arange(*RANGES["eyeball_left"])),
-        (JOINT["right_eye"], np.arange(*RANGES["eyeball_right"])),
-    ):
-        regressor[j, anchors] = affine_weights(v0[anchors], joints[j])
-
-    # ------------------------------------------------------------------ expression basis
+    rng = functools.partial(_range_mask, nv=nv)
+    j = _joints(v0, shapes, lm68, rng)
+    weights, w_neck = _skinning(v0, shapes, j, adj, rng)
+    regions = _regions(v0, shapes, lm68, j.eye_centre, w_neck, adj, rng)
+    correctives, eye_fit, jaw_fit = _correctives(v0, shapes, weights, j, regions, rng)
+    regressor = _joint_regressor(v0, j, rng)
     removed = {"jawOpen"} | {f"eyeLook{d_}_{s}" for d_ in ("Up", "Down", "In", "Out") for s in ("L", "R")}
     kept = [n for n in names if n not in removed]
     expr = np.stack([shapes[n] for n in kept], axis=-1) if kept else np.zeros((nv, 3, 0))
@@ -337,15 +266,123 @@ def convert_ict(folder: Path, progress: Optional[Callable[[str], None]] = None) 
             "license": "MIT (ICT-FaceKit, USC Institute for Creative Technologies)",
             "converter_version": CONVERTER_VERSION,
             "jaw_fit_mm": jaw_fit,
-            "jaw_open_angle_deg": float(np.degrees(np.arccos(np.clip((np.trace(jaw_rot) - 1) / 2, -1, 1)))),
+            "jaw_open_angle_deg": float(np.degrees(np.arccos(np.clip((np.trace(j.jaw_rot) - 1) / 2, -1, 1)))),
             "eye_look_angle_deg": EYE_LOOK_ANGLE_DEG,
             "eye_corrective_rms_mm": eye_fit,
-            "eye_radius_m": {k: float(v) for k, v in eye_radius.items()},
+            "eye_radius_m": {k: float(v) for k, v in j.eye_radius.items()},
             "removed_expressions": sorted(removed & set(names)),
         },
     )
-    _verify_jaw_with_lbs(rig, jaw_rot, shapes.get("jawOpen"), rng("face"))
+    _verify_jaw_with_lbs(rig, j.jaw_rot, shapes.get("jawOpen"), rng("face"))
     return rig
+
+
+def _range_mask(name: str, nv: int) -> np.ndarray:
+    """[V] bool: the vertices of the ICT mesh part `name` (its index range)."""
+    m = np.zeros(nv, dtype=bool)
+    a, b = RANGES[name]
+    m[a:b] = True
+    return m
+
+
+def _read_neutral(d: Path):
+    """(the neutral mesh, its 68 landmark vertex indices), checked against the ICT Face Model Light."""
+    info = json.loads((d / "vertex_indices.json").read_text())
+    mesh = read_obj(d / "generic_neutral_mesh.obj")
+    if mesh.vertices.shape[0] != NUM_VERTICES:
+        raise HeadModelError(
+            f"{d / 'generic_neutral_mesh.obj'} has {mesh.vertices.shape[0]} vertices, expected {NUM_VERTICES} "
+            "(ICT Face Model Light); use the FaceXModel folder of the public ICT-FaceKit repository"
+        )
+    lm68 = np.asarray(info.get("idx_to_landmark_verts", []), dtype=np.int64)
+    if lm68.shape != (68,):
+        raise HeadModelError(
+            f"{d / 'vertex_indices.json'} lacks the 68 landmark indices; restore it from the ICT-FaceKit repository"
+        )
+    return mesh, lm68
+
+
+@dataclass
+class _Joints:
+    """The rig's joints fitted to the neutral mesh, and what they were fitted from."""
+
+    joints: np.ndarray  # [5,3] root, neck, jaw, left eye, right eye (metres)
+    eye_centre: dict  # side -> [3]
+    eye_radius: dict  # side -> metres
+    jaw_rot: np.ndarray  # [3,3] the jaw rotation that best explains jawOpen
+    jaw_centre: np.ndarray  # [3]
+    chin: np.ndarray  # [3]
+    neck_y: float
+    root_y: float
+    body: np.ndarray  # [V] bool: face + head/neck vertices
+
+
+def _joints(v0: np.ndarray, shapes: dict, lm68: np.ndarray, rng) -> _Joints:
+    eye_centre, eye_radius = {}, {}
+    for side in ("left", "right"):
+        a, b = SCLERA[side]
+        eye_centre[side], eye_radius[side] = fit_sphere(v0[a:b])
+    jaw_rot, jaw_centre = _fit_jaw_rotation(v0, shapes.get("jawOpen"))
+    chin = v0[lm68[8]]
+    nose_base = v0[lm68[33]]
+    body = rng("face") | rng("head_neck")
+    neck_y = 0.5 * (nose_base[1] + chin[1])
+    neck_axis_z = _cross_section_centre_z(v0, body, chin[1] - 0.025)
+    neck_joint = np.array([0.0, neck_y, neck_axis_z])
+    root_y = chin[1] - 0.06
+    root_joint = np.array([0.0, root_y, _cross_section_centre_z(v0, body, root_y)])
+    joints = np.stack([root_joint, neck_joint, jaw_centre, eye_centre["left"], eye_centre["right"]])
+    return _Joints(joints, eye_centre, eye_radius, jaw_rot, jaw_centre, chin, neck_y, root_y, body)
+
+
+def _skinning(v0: np.ndarray, shapes: dict, j: _Joints, adj, rng) -> tuple[np.ndarray, np.ndarray]:
+    """(LBS weights [V,5], the neck weight [V]). Neck falloff: full head above a plane that runs 1 cm under the
+    chin in front and 1 cm under the neck joint at the nape, fading to the root over 5 cm below it."""
+    z_front, z_back = j.chin[2] - 0.05, v0[j.body, 2].min() + 0.03
+    y_front, y_back = j.chin[1] - 0.01, j.neck_y - 0.01
+    t = np.clip((v0[:, 2] - z_back) / (z_front - z_back), 0.0, 1.0)
+    y_top = y_back + t * (y_front - y_back)
+    w_neck = smoothstep((v0[:, 1] - (y_top - 0.05)) / 0.05)
+    w_jaw = _fit_jaw_weights(v0, shapes.get("jawOpen"), j.jaw_rot, j.jaw_centre, adj, rng)
+    w_jaw = np.minimum(w_jaw, w_neck)
+    weights = np.zeros((v0.shape[0], 5))
+    weights[:, JOINT["root"]] = 1.0 - w_neck
+    weights[:, JOINT["neck"]] = w_neck - w_jaw
+    weights[:, JOINT["jaw"]] = w_jaw
+    for side in ("left", "right"):
+        eye = rng(f"eyeball_{side}")
+        weights[eye] = 0.0
+        weights[eye, JOINT[f"{side}_eye"]] = 1.0
+    return weights, w_neck
+
+
+def _correctives(v0: np.ndarray, shapes: dict, weights: np.ndarray, j: _Joints, regions: dict, rng):
+    """(pose correctives [V,3,P]: the lids follow the eyes, the jaw's shape beyond its rotation; the eye fits'
+    RMS, the jaw fit's)."""
+    correctives = np.zeros((v0.shape[0], 3, NUM_POSE_FEATURES))
+    eye_fit = {}
+    for side, s in (("left", "L"), ("right", "R")):
+        corr, rms = _fit_eye_corrective(side, s, shapes, v0, j.eye_centre[side], regions)
+        correctives[:, :, FEATURES[f"{side}_eye"]] = corr
+        eye_fit[side] = rms
+    jaw_corr, jaw_fit = _fit_jaw_corrective(v0, shapes.get("jawOpen"), weights, j.joints, j.jaw_rot, rng("face"))
+    correctives[:, :, FEATURES["jaw"]] = jaw_corr
+    return correctives, eye_fit, jaw_fit
+
+
+def _joint_regressor(v0: np.ndarray, j: _Joints, rng) -> np.ndarray:
+    """[5,V]: each joint as an affine combination of anchor vertices (a slab of the body, or the eyeball)."""
+    regressor = np.zeros((5, v0.shape[0]))
+    slab = lambda y, half: np.nonzero(j.body & (np.abs(v0[:, 1] - y) < half))[0]  # noqa: E731
+    for k, anchors in (
+        (JOINT["root"], slab(j.root_y, 0.01)),
+        (JOINT["neck"], slab(j.neck_y, 0.01)),
+        (JOINT["jaw"], slab(j.jaw_centre[1], 0.01)),
+        (JOINT["left_eye"], np.arange(*RANGES["eyeball_left"])),
+        (JOINT["right_eye"], np.arange(*RANGES["eyeball_right"])),
+    ):
+        regressor[k, anchors] = affine_weights(v0[anchors], j.joints[k])
+    return regressor
 
 
 def _cross_section_centre_z(v0: np.ndarray, body: np.ndarray, y: float) -> float:
