@@ -102,66 +102,12 @@ def load_flame_pkl(path, *, num_shape: Optional[int] = None, num_expr: Optional[
         raise _fail(path, f"lacks {', '.join(missing)}; this is not a FLAME model file (FLAME's .pkl has "
                           f"{', '.join(REQUIRED_KEYS)})")
 
-    v_template = _array(data, "v_template", path, ndim=2)
+    v_template, faces = _read_mesh(data, path)
     V = v_template.shape[0]
-    if v_template.shape[1] != 3 or V < 4:
-        raise _fail(path, f"v_template has shape {v_template.shape}, expected [V,3]; not a FLAME model file")
-    faces = _array(data, "f", path, ndim=2, kind="i").astype(np.int64)
-    if faces.shape[1] != 3 or faces.shape[0] == 0:
-        raise _fail(path, f"f has shape {faces.shape}, expected [F,3] triangles; not a FLAME model file")
-    if faces.min() < 0 or faces.max() >= V:
-        raise _fail(path, f"f references vertex {int(faces.max())} but there are {V}; the file is damaged")
-
-    shapedirs = _array(data, "shapedirs", path, ndim=3)
-    if shapedirs.shape[:2] != (V, 3):
-        raise _fail(path, f"shapedirs has shape {shapedirs.shape}, expected [{V},3,K]; the file is damaged")
-    K = shapedirs.shape[2]
-    s_avail = min(K, FLAME_NUM_IDENTITY)
-    e_avail = K - s_avail
-    S = s_avail if num_shape is None else int(num_shape)
-    E = e_avail if num_expr is None else int(num_expr)
-    if not 0 <= S <= s_avail:
-        raise HeadModelError(f"num_shape={num_shape} but {path.name} has {s_avail} identity components; "
-                             f"choose 0..{s_avail}")
-    if not 0 <= E <= e_avail:
-        raise HeadModelError(f"num_expr={num_expr} but {path.name} has {e_avail} expression components; "
-                             f"choose 0..{e_avail}")
-
-    posedirs = _array(data, "posedirs", path)
-    if posedirs.shape == (V, 3, NUM_POSE_FEATURES):
-        pass
-    elif posedirs.shape == (V * 3, NUM_POSE_FEATURES):
-        posedirs = posedirs.reshape(V, 3, NUM_POSE_FEATURES)
-    elif posedirs.shape == (NUM_POSE_FEATURES, V * 3):
-        posedirs = posedirs.T.reshape(V, 3, NUM_POSE_FEATURES)
-    else:
-        raise _fail(path, f"posedirs has shape {posedirs.shape}, expected [{V},3,36] or [{V * 3},36]; not a FLAME "
-                          "model file (or damaged)")
-
-    regressor = _array(data, "J_regressor", path, ndim=2)
-    if regressor.shape != (NUM_JOINTS, V):
-        raise _fail(path, f"J_regressor has shape {regressor.shape}, expected [{NUM_JOINTS},{V}]; not a FLAME model "
-                          "file (SMPL/MANO files have other joint counts)")
-    weights = _array(data, "weights", path, ndim=2)
-    if weights.shape != (V, NUM_JOINTS):
-        raise _fail(path, f"weights has shape {weights.shape}, expected [{V},{NUM_JOINTS}]; not a FLAME model file")
-    if np.abs(weights.sum(1) - 1).max() > 1e-3:
-        raise _fail(path, "skinning weights do not sum to 1 per vertex; the file is damaged, download it again")
-    kintree = _array(data, "kintree_table", path, ndim=2, kind="i")
-    if kintree.shape != (2, NUM_JOINTS):
-        raise _fail(path, f"kintree_table has shape {kintree.shape}, expected [2,{NUM_JOINTS}]; not a FLAME model file")
-    parents = tuple(int(p) for p in kintree[0, 1:])
-    if parents != JOINT_PARENTS[1:] or tuple(int(i) for i in kintree[1]) != tuple(range(NUM_JOINTS)):
-        raise _fail(path, f"kintree_table {kintree.tolist()} is not FLAME's joint tree (root, neck, jaw, eyes); "
-                          "not a FLAME model file")
-
-    uvs = face_uvs = None
-    if "vt" in data and "ft" in data:
-        uvs = _array(data, "vt", path, ndim=2)
-        face_uvs = _array(data, "ft", path, ndim=2, kind="i").astype(np.int64)
-        if uvs.shape[1] != 2 or face_uvs.shape != faces.shape or face_uvs.min() < 0 or face_uvs.max() >= len(uvs):
-            raise _fail(path, f"vt/ft have shapes {uvs.shape}/{face_uvs.shape} inconsistent with f {faces.shape}; "
-                              "the file is damaged")
+    shapedirs, S, E, s_avail, e_avail = _read_bases(data, path, V, num_shape, num_expr)
+    posedirs = _read_posedirs(data, path, V)
+    regressor, weights = _read_skinning(data, path, V)
+    uvs, face_uvs = _read_uvs(data, path, faces)
 
     f32 = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
     weights_t = f32(weights)
@@ -199,6 +145,85 @@ def load_flame_pkl(path, *, num_shape: Optional[int] = None, num_expr: Optional[
     if embedding_path is not None:
         _apply_embedding(rig, Path(embedding_path))
     return rig
+
+
+def _read_mesh(data: dict, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(v_template [V,3], faces [F,3] int64), checked."""
+    v_template = _array(data, "v_template", path, ndim=2)
+    V = v_template.shape[0]
+    if v_template.shape[1] != 3 or V < 4:
+        raise _fail(path, f"v_template has shape {v_template.shape}, expected [V,3]; not a FLAME model file")
+    faces = _array(data, "f", path, ndim=2, kind="i").astype(np.int64)
+    if faces.shape[1] != 3 or faces.shape[0] == 0:
+        raise _fail(path, f"f has shape {faces.shape}, expected [F,3] triangles; not a FLAME model file")
+    if faces.min() < 0 or faces.max() >= V:
+        raise _fail(path, f"f references vertex {int(faces.max())} but there are {V}; the file is damaged")
+    return v_template, faces
+
+
+def _read_bases(data: dict, path: Path, V: int, num_shape: Optional[int], num_expr: Optional[int]):
+    """(shapedirs [V,3,K], identity count S, expression count E, identity and expression counts available)."""
+    shapedirs = _array(data, "shapedirs", path, ndim=3)
+    if shapedirs.shape[:2] != (V, 3):
+        raise _fail(path, f"shapedirs has shape {shapedirs.shape}, expected [{V},3,K]; the file is damaged")
+    K = shapedirs.shape[2]
+    s_avail = min(K, FLAME_NUM_IDENTITY)
+    e_avail = K - s_avail
+    S = s_avail if num_shape is None else int(num_shape)
+    E = e_avail if num_expr is None else int(num_expr)
+    if not 0 <= S <= s_avail:
+        raise HeadModelError(f"num_shape={num_shape} but {path.name} has {s_avail} identity components; "
+                             f"choose 0..{s_avail}")
+    if not 0 <= E <= e_avail:
+        raise HeadModelError(f"num_expr={num_expr} but {path.name} has {e_avail} expression components; "
+                             f"choose 0..{e_avail}")
+    return shapedirs, S, E, s_avail, e_avail
+
+
+def _read_posedirs(data: dict, path: Path, V: int) -> np.ndarray:
+    """Pose correctives as [V,3,36], from any of the layouts FLAME files use."""
+    posedirs = _array(data, "posedirs", path)
+    if posedirs.shape == (V, 3, NUM_POSE_FEATURES):
+        return posedirs
+    if posedirs.shape == (V * 3, NUM_POSE_FEATURES):
+        return posedirs.reshape(V, 3, NUM_POSE_FEATURES)
+    if posedirs.shape == (NUM_POSE_FEATURES, V * 3):
+        return posedirs.T.reshape(V, 3, NUM_POSE_FEATURES)
+    raise _fail(path, f"posedirs has shape {posedirs.shape}, expected [{V},3,36] or [{V * 3},36]; not a FLAME "
+                      "model file (or damaged)")
+
+
+def _read_skinning(data: dict, path: Path, V: int) -> tuple[np.ndarray, np.ndarray]:
+    """(J_regressor [5,V], LBS weights [V,5]), checked, with the joint tree checked to be FLAME's."""
+    regressor = _array(data, "J_regressor", path, ndim=2)
+    if regressor.shape != (NUM_JOINTS, V):
+        raise _fail(path, f"J_regressor has shape {regressor.shape}, expected [{NUM_JOINTS},{V}]; not a FLAME model "
+                          "file (SMPL/MANO files have other joint counts)")
+    weights = _array(data, "weights", path, ndim=2)
+    if weights.shape != (V, NUM_JOINTS):
+        raise _fail(path, f"weights has shape {weights.shape}, expected [{V},{NUM_JOINTS}]; not a FLAME model file")
+    if np.abs(weights.sum(1) - 1).max() > 1e-3:
+        raise _fail(path, "skinning weights do not sum to 1 per vertex; the file is damaged, download it again")
+    kintree = _array(data, "kintree_table", path, ndim=2, kind="i")
+    if kintree.shape != (2, NUM_JOINTS):
+        raise _fail(path, f"kintree_table has shape {kintree.shape}, expected [2,{NUM_JOINTS}]; not a FLAME model file")
+    parents = tuple(int(p) for p in kintree[0, 1:])
+    if parents != JOINT_PARENTS[1:] or tuple(int(i) for i in kintree[1]) != tuple(range(NUM_JOINTS)):
+        raise _fail(path, f"kintree_table {kintree.tolist()} is not FLAME's joint tree (root, neck, jaw, eyes); "
+                          "not a FLAME model file")
+    return regressor, weights
+
+
+def _read_uvs(data: dict, path: Path, faces: np.ndarray):
+    """(uvs [U,2], face_uvs [F,3]) when the file has them, else (None, None)."""
+    if "vt" not in data or "ft" not in data:
+        return None, None
+    uvs = _array(data, "vt", path, ndim=2)
+    face_uvs = _array(data, "ft", path, ndim=2, kind="i").astype(np.int64)
+    if uvs.shape[1] != 2 or face_uvs.shape != faces.shape or face_uvs.min() < 0 or face_uvs.max() >= len(uvs):
+        raise _fail(path, f"vt/ft have shapes {uvs.shape}/{face_uvs.shape} inconsistent with f {faces.shape}; "
+                          "the file is damaged")
+    return uvs, face_uvs
 
 
 def _apply_masks(rig: HeadRig, path: Path) -> None:
