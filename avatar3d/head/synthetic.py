@@ -24,6 +24,8 @@ centre of each eye tile).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -272,12 +274,102 @@ def _mirror_map(verts):
 # ---------------------------------------------------------------------------- build
 def synthetic_rig(rows: int = 72, cols: int = 80, name: str = "synthetic") -> HeadRig:
     """The synthetic head (about 6.5k vertices): deterministic, float32, on the CPU."""
+    m = _build_mesh(rows, cols)
+    regions = _synthetic_regions(m)
+    weights = _skinning_weights(m)
+    regressor = _joint_regressor(m)
+    correctives = _eye_correctives(m, regions["eyelids"])
+    shape_basis = _identity_shapes(m)
+    expr_basis = _expression_shapes(m)
+    uvs, face_uvs = _uv_layout(rows, cols, m.theta, m.phi, m.n_grid, m.slit, m.faces_skin, m.parts, m.part_range, m.V)
+    lm68 = _landmarks_68(m.verts, m.n_grid, m.n_skin, m.slit, m.corners, m.mouth_y)  # Multi-PIE order
+
+    f32 = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
+    meta = {
+        "source": "synthetic", "converter_version": SYNTHETIC_VERSION,
+        "shape_names": list(SHAPE_NAMES), "uv_atlas": {k: list(v) for k, v in UV_ATLAS.items()},
+        "mouth_y": m.mouth_y, "eye_centres": {k: v.tolist() for k, v in m.eye_centres.items()},
+    }
+    return HeadRig(
+        name=name,
+        template=f32(m.verts),
+        faces=torch.from_numpy(m.faces.astype(np.int64)),
+        shape_basis=f32(shape_basis),
+        expr_basis=f32(expr_basis),
+        joint_regressor=f32(regressor),
+        lbs_weights=f32(weights),
+        pose_correctives=f32(correctives),
+        expr_names=list(EXPR_NAMES),
+        regions={k: torch.from_numpy(v) for k, v in regions.items()},
+        landmarks_68=torch.from_numpy(lm68),
+        uvs=f32(uvs),
+        face_uvs=torch.from_numpy(face_uvs),
+        meta=meta,
+    )
+
+
+@dataclass
+class _Mesh:
+    """The synthetic head's geometry and the bookkeeping every later part (regions, weights, shapes) reads."""
+
+    verts: np.ndarray  # [V,3] skin, then the parts
+    faces: np.ndarray  # [F,3]
+    faces_skin: np.ndarray  # [Fs,3] the skin's triangles (lower lip re-indexed to the slit's duplicates)
+    theta: np.ndarray  # the skin grid's polar angles
+    phi: np.ndarray  # the skin grid's azimuths
+    n_grid: int  # skin grid vertices; the slit's duplicates (the lower lip) follow
+    n_skin: int  # skin vertices, grid + duplicates
+    slit: np.ndarray  # grid vertices of the lip slit (the upper lip's edge)
+    corners: list  # the two mouth-corner vertices
+    mouth_y: float
+    z_open: np.ndarray  # [n_skin] skin depth with the eyes open
+    z_closed: dict  # "L"/"R" -> [n_skin] skin depth with that eye closed
+    parts: dict  # name -> (vertices, faces, projection) of the parts inside and around the skin
+    part_range: dict  # name -> (first, end) vertex index
+    eye_centres: dict  # "eyeball_left"/"eyeball_right" -> [3]
+
+    @property
+    def V(self) -> int:
+        return len(self.verts)
+
+    @property
+    def is_skin(self) -> np.ndarray:  # [V] bool
+        m = np.zeros(self.V, dtype=bool)
+        m[:self.n_skin] = True
+        return m
+
+    def part_mask(self, *keys: str) -> np.ndarray:  # [V] bool
+        m = np.zeros(self.V, dtype=bool)
+        for k in keys:
+            m[slice(*self.part_range[k])] = True
+        return m
+
+
+def _build_mesh(rows: int, cols: int) -> _Mesh:
     base, theta, phi = _skin(rows, cols)
     n_grid = len(base)
     faces_skin, idx = _grid_faces(rows, cols)
-    front_col = int(np.argmin(np.abs(phi)))
+    slit, corners, mouth_y = _lip_slit(base, idx, faces_skin, n_grid, int(np.argmin(np.abs(phi))))
+    skin_base = np.concatenate([base, base[slit]])
+    skin, z_open, z_closed = _face_surface(skin_base, mouth_y)
+    n_skin = len(skin)
+    # mouth interior and teeth, placed from the lips' depth
+    z_lip = float(skin[n_grid + int(np.argmin(np.abs(skin[n_grid:, 0])))][2])
+    parts, eye_centres = _inner_parts(mouth_y, z_lip)
+    verts, faces, part_range, offset = [skin], [faces_skin], {}, n_skin
+    for key, (pv, pf, _) in parts.items():
+        part_range[key] = (offset, offset + len(pv))
+        verts.append(pv)
+        faces.append(pf + offset)
+        offset += len(pv)
+    return _Mesh(np.concatenate(verts), np.concatenate(faces), faces_skin, theta, phi, n_grid, n_skin, slit, corners,
+                 mouth_y, z_open, z_closed, parts, part_range, eye_centres)
 
-    # the lip slit: the row nearest the nominal mouth line, its vertices with |x| < MOUTH_HALF_W
+
+def _lip_slit(base: np.ndarray, idx: np.ndarray, faces_skin: np.ndarray, n_grid: int, front_col: int):
+    """(slit vertices, mouth corners, mouth height): the lip slit is the row nearest the nominal mouth line,
+    its vertices with |x| < MOUTH_HALF_W; the triangles below it are re-indexed (in place) to duplicates of
+    those vertices (numbered from `n_grid`), which become the lower lip."""
     row_y = base[idx[:, front_col], 1]
     i_m = int(np.argmin(np.abs(row_y - MOUTH_Y_NOMINAL)))
     mouth_y = float(row_y[i_m])
@@ -292,11 +384,12 @@ def synthetic_rig(rows: int = 72, cols: int = 80, name: str = "synthetic") -> He
         band[fi] = bool(fs & below) and bool(fs & set(int(v) for v in idx[i_m]))
     for fi in np.nonzero(band)[0]:
         faces_skin[fi] = [dup_of.get(int(v), int(v)) for v in faces_skin[fi]]
-    skin_base = np.concatenate([base, base[slit]])
-    lower_lip = np.zeros(len(skin_base), dtype=bool)
-    lower_lip[n_grid:] = True
+    return slit, corners, mouth_y
 
-    # facial features as height offsets, weighted towards the front of the head
+
+def _face_surface(skin_base: np.ndarray, mouth_y: float):
+    """(skin [n,3] with the facial features as height offsets weighted towards the front of the head, its depth
+    with the eyes open, {"L", "R"}: its depth with that eye closed)."""
     x, y, z0 = skin_base[:, 0], skin_base[:, 1], skin_base[:, 2]
     front = _smoothstep(0.0, 0.035, z0) * _smoothstep(-0.13, -0.095, y)
     nose = _nose_offset(x, y) * front
@@ -309,11 +402,12 @@ def synthetic_rig(rows: int = 72, cols: int = 80, name: str = "synthetic") -> He
     for side, tag in ((1, "L"), (-1, "R")):
         near = (front > 0) & (_eye_coords(x, y, side)[3] < 1.0)
         z_closed[tag] = np.where(near, _eye_socket(x, y, z_open, side, closed=True), z_open)
-    skin = np.stack([x, y, z_open], 1)
-    n_skin = len(skin)
+    return np.stack([x, y, z_open], 1), z_open, z_closed
 
-    # mouth interior and teeth, placed from the lips' depth
-    z_lip = float(skin[n_grid + int(np.argmin(np.abs(skin[n_grid:, 0])))][2])
+
+def _inner_parts(mouth_y: float, z_lip: float):
+    """(parts: name -> (vertices, faces, projection), eyeball centres): mouth interior, teeth, eyeballs and a
+    helper strip (2 x 6) inside the head behind the left eye's inner corner."""
     parts = {}
     unit, tri, proj = _cap_sphere(6, 16, np.radians(150))
     parts["mouth_interior"] = (unit * [0.022, 0.013, 0.012] + [0.0, mouth_y - 0.004, z_lip - 0.034], tri, proj)
@@ -324,37 +418,17 @@ def synthetic_rig(rows: int = 72, cols: int = 80, name: str = "synthetic") -> He
     eye_centres = {"eyeball_left": np.array([EYE_X, EYE_Y, EYE_Z]), "eyeball_right": np.array([-EYE_X, EYE_Y, EYE_Z])}
     for key, c in eye_centres.items():
         parts[key] = (unit_e * EYE_R + c, tri_e, proj_e)
-    # helper strip (2 x 6) inside the head behind the left eye's inner corner
     hs = np.array([[0.012 + 0.002 * k, EYE_Y + dy, EYE_Z - 0.006] for dy in (-0.001, 0.001) for k in range(6)])
     hf = np.array([(k, 6 + k, k + 1) for k in range(5)] + [(k + 1, 6 + k, 7 + k) for k in range(5)], dtype=np.int64)
     hproj = np.stack([np.tile(np.linspace(-1, 1, 6), 2), np.repeat([-1.0, 1.0], 6)], 1)
     parts["helper"] = (hs, hf, hproj)
+    return parts, eye_centres
 
-    verts = [skin]
-    faces = [faces_skin]
-    part_range = {}
-    offset = n_skin
-    for key, (pv, pf, _) in parts.items():
-        part_range[key] = (offset, offset + len(pv))
-        verts.append(pv)
-        faces.append(pf + offset)
-        offset += len(pv)
-    verts = np.concatenate(verts)
-    faces = np.concatenate(faces)
-    V = len(verts)
 
-    def part_mask(*keys):
-        m = np.zeros(V, dtype=bool)
-        for k in keys:
-            m[slice(*part_range[k])] = True
-        return m
-
-    is_skin = np.zeros(V, dtype=bool)
-    is_skin[:n_skin] = True
-    sx, sy, sz = verts[:, 0], verts[:, 1], verts[:, 2]
-
-    # ------------------------------------------------------------------ regions
-    eyelid = np.zeros(V, dtype=bool)
+def _synthetic_regions(m: _Mesh) -> dict[str, np.ndarray]:
+    is_skin, mouth_y = m.is_skin, m.mouth_y
+    sx, sy, sz = m.verts[:, 0], m.verts[:, 1], m.verts[:, 2]
+    eyelid = np.zeros(m.V, dtype=bool)
     for side in (1, -1):
         eyelid |= is_skin & (_eye_coords(sx, sy, side)[3] < 1.0) & (sz > 0.03)
     lips = is_skin & ((sx / 0.029) ** 2 + ((sy - mouth_y) / 0.013) ** 2 < 1.0) & (sz > 0.03)
@@ -363,63 +437,76 @@ def synthetic_rig(rows: int = 72, cols: int = 80, name: str = "synthetic") -> He
     face |= lips | eyelid | brows
     neck = is_skin & ~face & ((sy < -0.085) | ((sz > 0.0) & (sy < -0.03)))
     scalp = is_skin & ~face & ~neck
-    regions = {
+    return {
         "face": face, "lips": lips, "eyelids": eyelid, "brows": brows, "scalp": scalp, "neck": neck,
-        "mouth_interior": part_mask("mouth_interior"), "teeth": part_mask("teeth_upper", "teeth_lower"),
-        "eyeball_left": part_mask("eyeball_left"), "eyeball_right": part_mask("eyeball_right"),
-        "helper": part_mask("helper"),
+        "mouth_interior": m.part_mask("mouth_interior"), "teeth": m.part_mask("teeth_upper", "teeth_lower"),
+        "eyeball_left": m.part_mask("eyeball_left"), "eyeball_right": m.part_mask("eyeball_right"),
+        "helper": m.part_mask("helper"),
     }
 
-    # ------------------------------------------------------------------ skinning weights
-    w_jaw = np.zeros(V)
+
+def _skinning_weights(m: _Mesh) -> np.ndarray:  # -> [V,5]
+    is_skin, mouth_y = m.is_skin, m.mouth_y
+    sx, sy, sz = m.verts[:, 0], m.verts[:, 1], m.verts[:, 2]
+    w_jaw = np.zeros(m.V)
     below_mouth = _smoothstep(mouth_y + 0.001, mouth_y - 0.008, sy)
     w_jaw_skin = (below_mouth * (1 - _smoothstep(0.032, 0.066, np.abs(sx))) * _smoothstep(-0.03, 0.02, sz)
                   * _smoothstep(-0.105, -0.082, sy))
     w_jaw[is_skin] = w_jaw_skin[is_skin]
-    w_jaw[slit] = 0.0  # upper lip
-    w_jaw[n_grid:n_skin] = 1.0  # lower lip
-    w_jaw[corners] = 0.5
-    mi = part_mask("mouth_interior")
+    w_jaw[m.slit] = 0.0  # upper lip
+    w_jaw[m.n_grid:m.n_skin] = 1.0  # lower lip
+    w_jaw[m.corners] = 0.5
+    mi = m.part_mask("mouth_interior")
     w_jaw[mi] = _smoothstep(mouth_y + 0.004, mouth_y - 0.006, sy[mi])
-    w_jaw[part_mask("teeth_lower")] = 1.0
+    w_jaw[m.part_mask("teeth_lower")] = 1.0
     t_neck = _smoothstep(-0.17, -0.10, sy)  # down the neck the root takes over
-    weights = np.zeros((V, NUM_JOINTS))
+    weights = np.zeros((m.V, NUM_JOINTS))
     weights[:, 2] = w_jaw
     weights[:, 1] = (1 - w_jaw) * t_neck
     weights[:, 0] = (1 - w_jaw) * (1 - t_neck)
     for key, j in (("eyeball_left", 3), ("eyeball_right", 4)):
-        m = part_mask(key)
-        weights[m] = 0.0
-        weights[m, j] = 1.0
+        mask = m.part_mask(key)
+        weights[mask] = 0.0
+        weights[mask, j] = 1.0
+    return weights
 
-    # ------------------------------------------------------------------ joint regressor
+
+def _joint_regressor(m: _Mesh) -> np.ndarray:  # -> [5,V]
+    verts, is_skin = m.verts, m.is_skin
     mirror, _ = _mirror_map(verts)
-    regressor = np.zeros((NUM_JOINTS, V))
+    regressor = np.zeros((NUM_JOINTS, m.V))
     for j, target in ((0, ROOT_JOINT), (1, NECK_JOINT), (2, JAW_JOINT)):
         cand = np.nonzero(is_skin & (np.linalg.norm(verts - target, axis=1) < 0.1))[0]
         regressor[j] = _regressor_row(verts, mirror, cand, target)
     for key, j in (("eyeball_left", 3), ("eyeball_right", 4)):
-        regressor[j] = _sphere_centre_row(verts, np.nonzero(part_mask(key))[0], eye_centres[key])
+        regressor[j] = _sphere_centre_row(verts, np.nonzero(m.part_mask(key))[0], m.eye_centres[key])
+    return regressor
 
-    # ------------------------------------------------------------------ pose correctives: lids follow the eyes
-    correctives = np.zeros((V, 3, NUM_POSE_FEATURES))
+
+def _eye_correctives(m: _Mesh, eyelid: np.ndarray) -> np.ndarray:  # -> [V,3,P]: the lids follow the eyes
+    verts = m.verts
+    sx, sy = verts[:, 0], verts[:, 1]
+    correctives = np.zeros((m.V, 3, NUM_POSE_FEATURES))
     for side, j, key in ((1, 3, "eyeball_left"), (-1, 4, "eyeball_right")):
         dx, dy, rho, e = _eye_coords(sx, sy, side)
         follow = np.where(dy > 0, 0.75, 0.5) * (1 - _smoothstep(0.45, 0.95, e))
         follow = np.where(rho < 0.9, 1.0, follow) * eyelid * (np.sign(sx) == side)
-        rel = verts - eye_centres[key]
+        rel = verts - m.eye_centres[key]
         block = 9 * (j - 1)
         for c in range(3):  # offset_c = sum_b (R - I)[c, b] * rel_b  (feature index block + 3c + b)
             for b in range(3):
                 correctives[:, c, block + 3 * c + b] = follow * rel[:, b]
+    return correctives
 
-    # ------------------------------------------------------------------ identity shapes [V,3,S]
+
+def _identity_shapes(m: _Mesh) -> np.ndarray:  # -> [V,3,S]
+    verts, is_skin, V = m.verts, m.is_skin, m.V
+
     def rigid_eyes(field):
         """Eyeballs move with the field at their centre (they stay spheres)."""
         out = field(verts)
-        for key, c in eye_centres.items():
-            m = part_mask(key)
-            out[m] = field(c[None])[0]
+        for key, c in m.eye_centres.items():
+            out[m.part_mask(key)] = field(c[None])[0]
         return out
 
     def f_width(p):
@@ -438,14 +525,17 @@ def synthetic_rig(rows: int = 72, cols: int = 80, name: str = "synthetic") -> He
         dx = 0.06 * p[:, 0] * _smoothstep(0.01, -0.04, p[:, 1]) * _smoothstep(-0.13, -0.09, p[:, 1])
         return np.stack([dx, 0 * dx, 0 * dx], 1)
 
-    shape_basis = np.stack([rigid_eyes(f) for f in (f_width, f_length, f_nose, f_jaw)], -1)
+    return np.stack([rigid_eyes(f) for f in (f_width, f_length, f_nose, f_jaw)], -1)
 
-    # ------------------------------------------------------------------ expression shapes [V,3,E]
-    zeros = np.zeros((V, 3))
+
+def _expression_shapes(m: _Mesh) -> np.ndarray:  # -> [V,3,E] in EXPR_NAMES order
+    is_skin, mouth_y, n_skin = m.is_skin, m.mouth_y, m.n_skin
+    sx, sy, sz = m.verts[:, 0], m.verts[:, 1], m.verts[:, 2]
+    zeros = np.zeros((m.V, 3))
     expr = []
     for tag in ("L", "R"):  # blinks: the opening's skin comes forward onto the lid ellipsoid
         d = zeros.copy()
-        d[:n_skin, 2] = z_closed[tag] - z_open
+        d[:n_skin, 2] = m.z_closed[tag] - m.z_open
         d[:n_skin, 1] = -0.6 * np.clip(d[:n_skin, 2], 0, None) * (sy[:n_skin] > EYE_Y)  # upper lid comes down a bit
         expr.append(d)
     for side in (1, -1):  # smile: the mouth corner goes up, out and back, the cheek rises
@@ -460,36 +550,7 @@ def synthetic_rig(rows: int = 72, cols: int = 80, name: str = "synthetic") -> He
     expr.append(np.stack([-0.002 * np.sign(sx) * band, -0.0035 * band, 0.0008 * band], 1))  # browDown
     g = np.exp(-0.5 * ((sx / 0.02) ** 2 + ((sy - mouth_y) / 0.011) ** 2)) * is_skin * (sz > 0.03)
     expr.append(np.stack([-0.3 * sx * g, 0 * sx, 0.006 * g], 1))  # mouthPucker
-    expr_basis = np.stack(expr, -1)
-
-    # ------------------------------------------------------------------ UVs
-    uvs, face_uvs = _uv_layout(rows, cols, theta, phi, n_grid, slit, faces_skin, parts, part_range, V)
-
-    # ------------------------------------------------------------------ 68 landmarks (Multi-PIE order)
-    lm68 = _landmarks_68(verts, n_grid, n_skin, slit, corners, mouth_y)
-
-    f32 = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
-    meta = {
-        "source": "synthetic", "converter_version": SYNTHETIC_VERSION,
-        "shape_names": list(SHAPE_NAMES), "uv_atlas": {k: list(v) for k, v in UV_ATLAS.items()},
-        "mouth_y": mouth_y, "eye_centres": {k: v.tolist() for k, v in eye_centres.items()},
-    }
-    return HeadRig(
-        name=name,
-        template=f32(verts),
-        faces=torch.from_numpy(faces.astype(np.int64)),
-        shape_basis=f32(shape_basis),
-        expr_basis=f32(expr_basis),
-        joint_regressor=f32(regressor),
-        lbs_weights=f32(weights),
-        pose_correctives=f32(correctives),
-        expr_names=list(EXPR_NAMES),
-        regions={k: torch.from_numpy(v) for k, v in regions.items()},
-        landmarks_68=torch.from_numpy(lm68),
-        uvs=f32(uvs),
-        face_uvs=torch.from_numpy(face_uvs),
-        meta=meta,
-    )
+    return np.stack(expr, -1)
 
 
 def _sphere_centre_row(verts, idx, centre):
