@@ -1,1 +1,1 @@
-"""audio2expr."""
+"""Speech to expression: features (log-mel, phones, prosody), the models, their training, inference, lip metrics."""

@@ -1,1 +1,1 @@
-"""Benchmarks that run whole avatar3d jobs (the rasterizer's own benchmark is avatar3d/benchmarks/raster.py)."""
+"""`avatar3d bench ...`: the rasterizer backends, two jobs sharing the cores, an avatar's audio drive."""

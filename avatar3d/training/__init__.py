@@ -1,1 +1,1 @@
-"""training."""
+"""Training a Gaussian avatar: the loop, losses, masks, per-frame refinement, checkpoints."""
