@@ -88,7 +88,8 @@ class TrainConfig:
     checkpoint_every: int = 1000
     """Steps between resumable checkpoints."""
     seed: int = 0
-    """Seed of the initialisation and of the frame sampling (a run is reproducible)."""
+    """Seed of the initialisation and of the frame sampling. A run on one thread is bit-reproducible; with several
+    threads two runs on a real video can differ slightly (seen after 300 steps; not yet traced to its op)."""
 
 
 def scaled_schedule(train: TrainConfig, iterations: int) -> TrainConfig:
