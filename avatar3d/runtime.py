@@ -122,6 +122,22 @@ def adapt_threads(force: bool = False) -> Optional[int]:
     return threads
 
 
+@contextlib.contextmanager
+def deterministic_torch() -> Iterator[None]:
+    """Torch's deterministic kernels inside the block (the previous setting is restored after it). On the CPU
+    some accumulating ops (e.g. the backward of indexing, index_put_ with accumulate) otherwise add in parallel
+    with atomics, in an order that changes from run to run once there are two threads: two trainings of one
+    avatar then drift apart. The deterministic versions cost about nothing here (training steps as fast)."""
+    import torch
+
+    was, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was, warn_only=warn_only)
+
+
 def _busy_cores_elsewhere_excluding_self() -> float:
     """Cores used by other processes over the last interval: all busy CPU time (/proc/stat) minus ours."""
     try:

@@ -48,3 +48,18 @@ def test_adapt_threads_leaves_a_users_setting_alone(monkeypatch):
     monkeypatch.setitem(runtime._state, "configured", True)
     monkeypatch.setitem(runtime._state, "user_threads", 1)
     assert runtime.adapt_threads(force=True) is None
+
+
+def test_deterministic_torch_is_scoped():
+    import torch
+
+    from avatar3d.runtime import deterministic_torch
+
+    before = torch.are_deterministic_algorithms_enabled()
+    with deterministic_torch():
+        assert torch.are_deterministic_algorithms_enabled()
+    assert torch.are_deterministic_algorithms_enabled() == before
+    with pytest.raises(RuntimeError):
+        with deterministic_torch():
+            raise RuntimeError("a failing block still restores the setting")
+    assert torch.are_deterministic_algorithms_enabled() == before

@@ -88,8 +88,9 @@ class TrainConfig:
     checkpoint_every: int = 1000
     """Steps between resumable checkpoints."""
     seed: int = 0
-    """Seed of the initialisation and of the frame sampling. A run on one thread is bit-reproducible; with several
-    threads two runs on a real video can differ slightly (seen after 300 steps; not yet traced to its op)."""
+    """Seed of the initialisation and of the frame sampling: the same seed, data, settings and thread count give
+    the same avatar (training runs with torch's deterministic kernels; another thread count sums in another
+    order, so its avatar differs in the last bits and drifts from there)."""
 
 
 def scaled_schedule(train: TrainConfig, iterations: int) -> TrainConfig:

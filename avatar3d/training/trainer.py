@@ -262,7 +262,16 @@ def train_gaussians(avatar_dir: Path, config: TrainConfig, *, device="cpu", resu
 
     frames_train: the frame numbers to train on (default: those of an earlier run's refined.npz, else the
     first 1 - `holdout` of the video). rig: the head model (default: the one named in the manifest, checked).
+    Torch's deterministic kernels are on throughout: a seed gives the same avatar run after run (at one thread count).
     """
+    from avatar3d.runtime import deterministic_torch
+
+    with deterministic_torch():
+        return _train(avatar_dir, config, device, resume, progress, frames_train, rig, holdout)
+
+
+def _train(avatar_dir: Path, config: TrainConfig, device, resume: bool, progress: bool,
+           frames_train: Optional[Sequence[int]], rig: Optional[HeadRig], holdout: float) -> TrainResult:
     from avatar3d.progress import progress_bar
     from avatar3d.runtime import adapt_threads
 
