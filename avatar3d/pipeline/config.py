@@ -8,8 +8,6 @@ resolved config is saved in the avatar as `enroll.yaml`, so a run can be reprodu
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -127,13 +125,6 @@ def to_dict(cfg: EnrollConfig) -> dict[str, Any]:
     data = plain(dataclasses.asdict(cfg))
     return {**{k: v for k, v in data.items() if k not in PRESET_SECTIONS},
             **{section: data[name] for name, section in PRESET_SECTIONS.items()}}
-
-
-def stages_checksum(cfg: EnrollConfig) -> str:
-    """sha256 of every stage's settings: an interrupted run continues only with the same ones."""
-    data = to_dict(cfg)
-    stages = {section: data[section] for section in PRESET_SECTIONS.values()}
-    return hashlib.sha256(json.dumps(stages, sort_keys=True).encode()).hexdigest()
 
 
 def dump_config(cfg: EnrollConfig) -> str:

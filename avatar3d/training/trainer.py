@@ -287,8 +287,9 @@ def _train(avatar_dir: Path, config: TrainConfig, device, resume: bool, progress
     if device.type == "cpu":  # threads for the free cores (avatar3d/runtime.py); the progress bar keeps adapting
         adapt_threads(force=True)
     generator = torch.Generator().manual_seed(config.seed)
-    scene = _scene(paths, seq, rig, frames_train, config, device)
-    frame_params = FrameParams(seq.params(device=device)).to(device)
+    tracked = seq.params(device=device)
+    scene = _scene(paths, seq, tracked.shape, rig, frames_train, config, device)
+    frame_params = FrameParams(tracked).to(device)
     checkpoint = ckpt_io.latest_checkpoint(paths.checkpoints) if resume else None
     state = _start(checkpoint, rig, scene, frame_params, generator, frames_train, config, paths, device)
 
@@ -356,12 +357,13 @@ def _check_settings(config: TrainConfig, frames_train: list[int], num_frames: in
                          "usual)")
 
 
-def _scene(paths: AvatarPaths, seq: TrackedSequence, rig: HeadRig, frames_train: list[int], config: TrainConfig,
-           device: torch.device) -> _Scene:
+def _scene(paths: AvatarPaths, seq: TrackedSequence, shape: Tensor, rig: HeadRig, frames_train: list[int],
+           config: TrainConfig, device: torch.device) -> _Scene:
+    # shape: the tracked identity coefficients (RigParams.shape of the sequence)
     frames = load_frames(paths, seq, frames_train, config.resolution, config.background)
     faces = binding_faces(rig)
     neutral = RigParams.zeros(rig, 1, device=device)
-    neutral.shape = seq.params(device=device).shape
+    neutral.shape = shape
     with torch.no_grad():
         rest_vertices = pose_vertices(rig, neutral)[0]
     _, _, tri_scale = triangle_frames(rest_vertices, faces)
