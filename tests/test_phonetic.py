@@ -246,7 +246,7 @@ def test_the_phonetic_share_and_gain_follow_the_driving_voice():
 
 
 def test_pauses_are_the_long_quiet_stretches(seed):
-    from avatar3d.audio2expr.cross_speaker import pause_frames
+    from avatar3d.audio2expr.features import pause_frames
 
     rng = np.random.default_rng(seed)
     wave = (rng.standard_normal(4 * SAMPLE_RATE) * 0.1).astype(np.float32)

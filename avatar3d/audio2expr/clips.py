@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from avatar3d.audio2expr.features import SAMPLE_RATE, loudness_reference
+from avatar3d.audio2expr.features import MIN_REF, SAMPLE_RATE, loudness_reference
 from avatar3d.audio2expr.lips import lip_jacobian, mouth_opening_landmarks, opening_gradient
 from avatar3d.audio2expr.train_config import A2ETrainConfig
 from avatar3d.audio2expr.voices import heard_timing, resample_voice
@@ -19,7 +19,6 @@ from avatar3d.head.refined import read_split
 from avatar3d.io.avatar_dir import AvatarPaths, default_split
 from avatar3d.tracking.sequence import TrackedSequence
 
-MIN_REF = 0.01  # loudness floor (-40 dBFS): near-silent input is not amplified to speech level
 
 
 @dataclass

@@ -20,15 +20,13 @@ from typing import Callable
 
 import numpy as np
 
-from avatar3d.audio2expr.clips import MIN_REF, estimate_offset, training_frames
-from avatar3d.audio2expr.features import SAMPLE_RATE, frame_energy, loudness_reference
+from avatar3d.audio2expr.clips import estimate_offset, training_frames
+from avatar3d.audio2expr.features import SAMPLE_RATE, pause_frames
 from avatar3d.audio2expr.lips import lip_geometry, mouth_opening_landmarks
 from avatar3d.audio2expr.lipsync import block_bootstrap_ci, pearson
 from avatar3d.errors import InputError
 from avatar3d.tracking.sequence import TrackedSequence
 
-PAUSE_MIN_S = 0.3
-REST_ENERGY = 0.25  # frame energy (0: 40 dB under the speech level, 1: at it) below which a frame is a pause
 
 
 def load_driver(drive: Path, say: Callable[[str], None]) -> TrackedSequence:
@@ -50,24 +48,6 @@ def load_driver(drive: Path, say: Callable[[str], None]) -> TrackedSequence:
     say(f"tracked the driving video {drive.name} in {time.perf_counter() - started:.0f} s "
         f"(pass its `avatar3d track` folder instead to skip this)")
     return seq
-
-
-def pause_frames(wave: np.ndarray, fps: float, num_frames: int) -> np.ndarray:
-    # wave: [A] 16 kHz -> [T] bool: frames inside a pause of PAUSE_MIN_S or more
-    """Frames in the audio's pauses: quiet (energy) for at least PAUSE_MIN_S in a row."""
-    energy = frame_energy(wave, fps, num_frames, 0.0, max(loudness_reference(wave), MIN_REF)).numpy()
-    quiet = energy < REST_ENERGY
-    out = np.zeros(num_frames, bool)
-    need = int(np.ceil(PAUSE_MIN_S * fps))
-    start = None
-    for i in range(num_frames + 1):
-        if i < num_frames and quiet[i]:
-            start = i if start is None else start
-        elif start is not None:
-            if i - start >= need:
-                out[start:i] = True
-            start = None
-    return out
 
 
 def rest_opening(seq: TrackedSequence, rig, n_train: int) -> float:

@@ -30,6 +30,9 @@ BASE_HOP = 160  # 10 ms: the log-mel base rate is 100 Hz
 WIN = 400  # 25 ms
 N_FFT = 512
 CONTEXT_S = 0.5  # audio read around a window so edge features equal whole-clip ones
+MIN_REF = 0.01  # loudness floor (-40 dBFS): near-silent input is not amplified to speech level
+PAUSE_MIN_S = 0.3  # quiet for this long in a row: a pause (shorter: a gap between words)
+PAUSE_ENERGY = 0.25  # frame energy (0: 40 dB under the speech level, 1: at it) below which a frame is quiet
 
 
 def load_audio(audio: Union[str, Path, np.ndarray, Tensor], sample_rate: Optional[int] = None) -> np.ndarray:
@@ -268,3 +271,20 @@ def frame_energy(wave, fps: float, num_frames: int, t0: float = 0.0, ref: float 
     times = sub_frame_times(fps, num_frames, 4, t0)
     db = 20 * torch.log10(interp_rows(rms, SAMPLE_RATE / BASE_HOP, times)[..., 0].mean(-1) / max(ref, 1e-8))
     return ((db + 40.0) / 40.0).clamp(0.0, 1.2).float()
+
+
+def pause_frames(wave: np.ndarray, fps: float, num_frames: int, t0: float = 0.0) -> np.ndarray:
+    # wave: [A] 16 kHz -> [T] bool for frames at t0 + i/fps
+    """Frames inside the audio's pauses: quiet (frame energy under PAUSE_ENERGY relative to the clip's speech
+    level) for at least PAUSE_MIN_S in a row. The one definition of a pause: the person's rest pose is learnt
+    in the enrollment's pauses and checked in a driver's."""
+    wave = np.asarray(wave, np.float32)
+    energy = frame_energy(wave, fps, num_frames, t0, max(loudness_reference(wave), MIN_REF)).numpy()
+    quiet = np.concatenate([[False], energy < PAUSE_ENERGY, [False]])
+    edges = np.flatnonzero(np.diff(quiet.astype(np.int8)))  # run starts and ends, alternating
+    out = np.zeros(num_frames, bool)
+    need = int(np.ceil(PAUSE_MIN_S * fps))
+    for start, end in zip(edges[::2], edges[1::2]):
+        if end - start >= need:
+            out[start:end] = True
+    return out

@@ -9,8 +9,9 @@ import torch
 from torch import Tensor
 
 from avatar3d.audio2expr import viseme_fit
-from avatar3d.audio2expr.clips import MIN_REF, Clip, all_seen_frames, voice_clip
-from avatar3d.audio2expr.features import SAMPLE_RATE, FeatureExtractor, LogMel, frame_energy, loudness_reference
+from avatar3d.audio2expr.clips import Clip, all_seen_frames, voice_clip
+from avatar3d.audio2expr.features import (MIN_REF, SAMPLE_RATE, FeatureExtractor, LogMel, frame_energy,
+                                          loudness_reference, pause_frames)
 from avatar3d.audio2expr.fit_network import feature_window
 from avatar3d.audio2expr.model import Audio2Expr
 from avatar3d.audio2expr.phonetic import speech_features
@@ -18,6 +19,7 @@ from avatar3d.audio2expr.prosody import median_f0
 from avatar3d.audio2expr.ridge import LipRidge, RidgeConfig, band_frames
 from avatar3d.audio2expr.train_config import A2ETrainConfig
 from avatar3d.audio2expr.visemes import VisemeModel
+from avatar3d.audio2expr.voiceprint import voice_print
 from avatar3d.tracking.sequence import TrackedSequence
 
 RIDGE_FEATURES = {"kind": "logmel", "n_mels": 80, "per_frame": 4}  # the regressor's own features
@@ -39,6 +41,29 @@ def lip_error(pred: Tensor, target: Tensor, clip: Clip) -> float:
         return float(err.pow(2).mean())
     e3 = clip.lip_jacobian.shape[1]
     return float((err[:, :e3] @ clip.lip_jacobian.double().T).pow(2).mean() / clip.lip_scale)
+
+
+def lip_vertex_error(pred: Tensor, target: Tensor, clip: Clip) -> float:
+    """The evaluation's lip vertex error (per frame the largest lip-vertex distance, mean over frames; millimetres,
+    through the linearised lip Jacobian) of pred vs target [T,C]; the channel MSE when no rig is known."""
+    err = (pred - target).double()
+    if clip.lip_jacobian is None:
+        return float(err.pow(2).mean())
+    e3 = clip.lip_jacobian.shape[1]
+    disp = (err[:, :e3] @ clip.lip_jacobian.double().T).reshape(err.shape[0], -1, 3)  # [T,L,3]
+    return float(disp.norm(dim=-1).amax(1).mean()) * 1000.0
+
+
+def opening_decorrelation(pred: Tensor, target: Tensor, clip: Clip) -> float:
+    """1 - the Pearson correlation of the mouth opening (through the linearised opening gradient) of pred and
+    target [T,C]: how far their opening and closing disagree in time, whatever the scale; the lip error when no
+    rig is known."""
+    if clip.opening_grad is None:
+        return lip_error(pred, target, clip)
+    g = clip.opening_grad.double()
+    a, b = pred[:, : g.shape[0]].double() @ g, target[:, : g.shape[0]].double() @ g
+    a, b = a - a.mean(), b - b.mean()
+    return 1.0 - float((a * b).sum() / ((a.norm() * b.norm()).clamp_min(1e-12)))
 
 
 def out_of_fold(nets: list[Audio2Expr], members: list[Clip], ex: FeatureExtractor, ridge_cfg: RidgeConfig,
@@ -126,32 +151,59 @@ def fit_phonetic(clip: Clip, members: list[Clip], cfg: A2ETrainConfig, acoustic:
     `members` (None: no acoustic path, the share is 1)."""
     n = clip.target.shape[0]
     features, judged = speech_features(clip.wave, clip.fps, n, clip.offset_s)
+    pauses = pause_frames(clip.wave, clip.fps, n, clip.offset_s)  # the rest pose is learnt there
     report = {"phones": judged.to_json(), "voice_factors": list(cfg.voice_factors)}
     if not judged.reliable:
         say(f"phonetic lip sync: not used ({judged.reason}); the acoustic path drives the lips")
         return None
-    error = lambda pred, target: lip_error(pred, target, clip)  # noqa: E731
+    error, timing_error, sized_error, vertex_error = _criteria(clip)
     folds = viseme_fit.folds_of(members)
     vcfg = cfg.visemes
     mix = {v: {"share": 1.0, "gain": 1.0} for v in ("enrollment_voice", "other_voices")}
     if folds:
         heard = [features if f == 1.0 else _voice_features(clip, f) for f in cfg.voice_factors]
-        vcfg, phon_oof, alpha_scores = viseme_fit.choose_alpha(features, heard, folds, cfg.visemes, error)
+        others = [0.0 if f == 1.0 else 1.0 for f in cfg.voice_factors]  # resampled: heard as another voice
+        vcfg, phon_oof, alpha_scores = viseme_fit.choose_alpha(features, heard, folds, cfg.visemes, error, others,
+                                                               pauses)
         target = torch.cat([f.target[slice(*f.val_range)] for f in folds])
-        mix = viseme_fit.choose_mix(phon_oof, acoustic, target, cfg.voice_factors, error)
+        mix = viseme_fit.choose_mix(phon_oof, acoustic, target, cfg.voice_factors, (timing_error, sized_error),
+                                    vertex_error, cfg.other_voice_share)
         report.update(alpha_scores=alpha_scores, oof_error_by_voice={
             f"{f:g}": {"phonetic": round(error(p, target), 4),
                        **({} if acoustic is None else {"acoustic": round(error(acoustic[k], target), 4)})}
             for k, (f, p) in enumerate(zip(cfg.voice_factors, phon_oof))})
     frames = all_seen_frames(clip)
-    model = VisemeModel.fit(vcfg, features[frames], clip.target[frames], clip.lip_jacobian, clip.opening_grad)
-    report.update(mix=mix, alpha=vcfg.alpha, voice_f0_hz=median_f0(clip.wave))
-    same, other = mix["enrollment_voice"], mix["other_voices"]
-    say(f"phonetic lip sync: {judged.phones} phones in {judged.speech_s:.1f} s of speech; share {same['share']:.2f}, "
-        f"gain {same['gain']:.1f} in the enrollment voice; share {other['share']:.2f}, gain {other['gain']:.1f} in "
-        f"other voices" + (f" (out-of-fold lip error by voice: {report['oof_error_by_voice']})"
-                           if "oof_error_by_voice" in report else ""))
+    model = VisemeModel.fit(vcfg, features[frames], clip.target[frames], clip.lip_jacobian, clip.opening_grad,
+                            pauses[frames])
+    vprint = voice_print(clip.wave)
+    report.update(mix=mix, alpha=vcfg.alpha, voice_f0_hz=median_f0(clip.wave),
+                  voice_print=None if vprint is None else vprint.to_json())
+    say(_summary(judged, mix, report))
     return {"model": model, "mix": mix, "report": report}
+
+
+def _criteria(clip: Clip) -> tuple[Callable, Callable, Callable, Callable]:
+    """(lip error, timing error, sized error, vertex error), each (pred, target) [N,C] -> float, on the clip's lips.
+
+    The evaluation's two figures: when the mouth opens and closes (the opening's correlation, scale-free) and how
+    far the lips are off (the vertex error; "sized": at its best gain, as the gain sets the size afterwards). The
+    phonetic share is chosen nearest to the best by timing and sized error, the gain by the vertex error; the plain
+    lip error picks the regressor's strength."""
+    error = lambda pred, target: lip_error(pred, target, clip)  # noqa: E731
+    timing = lambda pred, target: opening_decorrelation(pred, target, clip)  # noqa: E731
+    vertex = lambda pred, target: lip_vertex_error(pred, target, clip)  # noqa: E731
+    sized = lambda pred, target: min(vertex(g * pred, target) for g in viseme_fit.GAIN_GRID)  # noqa: E731
+    return error, timing, sized, vertex
+
+
+def _summary(judged, mix: dict, report: dict) -> str:
+    same, other = mix["enrollment_voice"], mix["other_voices"]
+    evidence = other.get("evidence_share", other["share"])
+    oof = report.get("oof_error_by_voice")
+    return (f"phonetic lip sync: {judged.phones} phones in {judged.speech_s:.1f} s of speech; share "
+            f"{same['share']:.2f}, gain {same['gain']:.1f} in the enrollment voice; share {other['share']:.2f} (the "
+            f"resampled voices' evidence: {evidence:.2f}), gain {other['gain']:.1f} in other voices"
+            + (f" (out-of-fold lip error by voice: {oof})" if oof else ""))
 
 
 def phonetic_entries(phon: Optional[dict]) -> tuple[dict, dict]:
@@ -162,4 +214,5 @@ def phonetic_entries(phon: Optional[dict]) -> tuple[dict, dict]:
     return phon["model"].tensors(), {"visemes": phon["model"].cfg.to_json(), "phonetic_share": same["share"],
                                      "phonetic_share_other_voice": other["share"], "gain": same["gain"],
                                      "gain_other_voice": other["gain"], "voice_f0_hz": phon["report"]["voice_f0_hz"],
+                                     "voice_print": phon["report"]["voice_print"],
                                      "phonetic": phon["report"]}

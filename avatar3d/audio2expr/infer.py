@@ -23,16 +23,17 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
-from avatar3d.audio2expr.features import (SAMPLE_RATE, FeatureExtractor, frame_energy, load_audio,
+from avatar3d.audio2expr.features import (MIN_REF, SAMPLE_RATE, FeatureExtractor, frame_energy, load_audio,
                                           loudness_reference, make_extractor)
 from avatar3d.audio2expr.model import Audio2Expr, ModelConfig
 from avatar3d.audio2expr.phonetic import speech_features
 from avatar3d.audio2expr.prosody import median_f0
 from avatar3d.audio2expr.ridge import LipRidge
 from avatar3d.audio2expr.visemes import VisemeModel
+from avatar3d.audio2expr.voiceprint import voice_distance as voice_distance_of_prints
+from avatar3d.audio2expr.voiceprint import VoicePrint, voice_print
 from avatar3d.errors import InputError
 
-MIN_REF = 0.01  # same loudness floor as training
 SMOOTH_S = 0.025  # output smoothing (Gaussian sigma, seconds): removes single-frame jumps, keeps syllables
 BLINKS_PER_MIN = 17.0
 
@@ -112,12 +113,13 @@ def predict_normalised(model: LoadedModel, wave: np.ndarray, fps: float, num_fra
     """[T,C] normalised channels: the acoustic path (the transformers' mean, the lip regressor, or their blend)
     and the phonetic path, blended by the shares training chose. Raises PhonesUnreliable when only the phonetic
     path exists and this audio's phones cannot be trusted."""
-    share, gain = voice_mix(model, wave) if model.visemes is not None else (0.0, 1.0)
+    other = voice_distance(model, wave) if model.visemes is not None else 0.0
+    share, gain = voice_mix(model, wave, other) if model.visemes is not None else (0.0, 1.0)
     phonetic = None
     if share > 0.0:
         features, judged = speech_features(wave, fps, num_frames)
         if judged.reliable:
-            phonetic = model.visemes.predict(features)
+            phonetic = model.visemes.predict(features, other)
         elif model.nets or model.ridge is not None:
             warnings.warn(f"the phones of this audio are not reliable ({judged.reason}); the lips follow the "
                           "acoustic model alone", AudioWarning)
@@ -137,15 +139,26 @@ def predict_normalised(model: LoadedModel, wave: np.ndarray, fps: float, num_fra
 VOICE_STEP = math.log(1.15)  # a pitch this far from the enrollment voice's counts as another voice
 
 
-def voice_mix(model: LoadedModel, wave: np.ndarray) -> tuple[float, float]:
+def voice_distance(model: LoadedModel, wave: np.ndarray) -> float:
+    """How far this audio's voice is from the enrollment voice, 0 (the same) to 1 (another speaker's): by the
+    voices' spectral prints (voiceprint.py); for models saved before them, by the median pitch (1 at 15 % apart).
+    A voice that cannot be measured counts as a stranger's."""
+    enrolled = model.config.get("voice_print")
+    if enrolled is not None:
+        heard = voice_print(wave)
+        return 1.0 if heard is None else voice_distance_of_prints(VoicePrint.from_json(enrolled), heard)
+    f0_train, f0 = model.config.get("voice_f0_hz"), median_f0(wave)
+    return 1.0 if f0_train is None or f0 is None else min(1.0, abs(math.log(f0 / f0_train)) / VOICE_STEP)
+
+
+def voice_mix(model: LoadedModel, wave: np.ndarray, other: Optional[float] = None) -> tuple[float, float]:
     """(phonetic share, output gain) for this audio: training's choices for the enrollment voice, moving to its
-    choices for other voices as the audio's median pitch departs from the enrollment's (a full step at 15 %)."""
+    choices for other voices with the voice distance `other` (voice_distance, computed when not given)."""
     cfg = model.config
+    w = voice_distance(model, wave) if other is None else float(other)
     same = float(cfg.get("phonetic_share", 0.0)), float(cfg.get("gain", 1.0))
-    other = float(cfg.get("phonetic_share_other_voice", same[0])), float(cfg.get("gain_other_voice", same[1]))
-    f0_train, f0 = cfg.get("voice_f0_hz"), median_f0(wave)
-    w = 1.0 if f0_train is None or f0 is None else min(1.0, abs(math.log(f0 / f0_train)) / VOICE_STEP)
-    return (1.0 - w) * same[0] + w * other[0], (1.0 - w) * same[1] + w * other[1]  # unknown voice: a stranger's
+    far = float(cfg.get("phonetic_share_other_voice", same[0])), float(cfg.get("gain_other_voice", same[1]))
+    return (1.0 - w) * same[0] + w * far[0], (1.0 - w) * same[1] + w * far[1]
 
 
 class AudioWarning(UserWarning):

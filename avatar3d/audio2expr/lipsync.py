@@ -21,8 +21,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from avatar3d.audio2expr.clips import MIN_REF, training_frames
-from avatar3d.audio2expr.features import SAMPLE_RATE, frame_energy, loudness_reference
+from avatar3d.audio2expr.clips import training_frames
+from avatar3d.audio2expr.features import MIN_REF, SAMPLE_RATE, frame_energy, loudness_reference
 from avatar3d.audio2expr.lips import lip_geometry
 from avatar3d.errors import InputError
 from avatar3d.io.atomic import atomic_write_json

@@ -14,8 +14,8 @@ from typing import Optional
 
 import numpy as np
 
-from avatar3d.audio2expr.features import SAMPLE_RATE, frame_energy, load_audio, loudness_reference
-from avatar3d.audio2expr.infer import MIN_REF, animate
+from avatar3d.audio2expr.features import MIN_REF, SAMPLE_RATE, frame_energy, load_audio, loudness_reference
+from avatar3d.audio2expr.infer import animate
 from avatar3d.audio2expr.lips import lip_geometry
 from avatar3d.audio2expr.lipsync import pearson
 from avatar3d.tracking.sequence import TrackedSequence

@@ -12,7 +12,8 @@ Phones are grouped into viseme classes (sounds that look alike on the lips). For
 The class table is ours, written from how the mouth forms each sound (the grouping animation tools such as
 Rhubarb Lip Sync use: closed lips for P/B/M, lower lip to teeth for F/V, rounded for W/UW/OW, wide for AA...).
 `OPENING_LEVEL` is a rough speaker-independent mouth opening per class, in units of a person's spread of
-opening above their rest pose: the weak prior for a class the enrollment video never shows.
+opening above their rest pose: the weak prior for a class the enrollment video never shows, and (with each
+class's `DOMINANCE` over its neighbours) the strong prior of how the person speaks in a voice not their own.
 """
 from __future__ import annotations
 
@@ -40,9 +41,16 @@ VISEMES = {
     "unknown": ("+SPN+",),
 }
 VISEME_NAMES = tuple(VISEMES)
-OPENING_LEVEL = {"rest": 0.0, "closed": -0.2, "lip_teeth": 0.2, "dental": 0.8, "tongue": 0.8, "sibilant": 0.4,
-                 "postalveolar": 0.7, "lateral": 1.0, "rhotic": 0.9, "round": 1.0, "front_close": 1.0,
+OPENING_LEVEL = {"rest": 0.0, "closed": -0.5, "lip_teeth": 0.0, "dental": 0.8, "tongue": 0.8, "sibilant": 0.4,
+                 "postalveolar": 0.7, "lateral": 1.0, "rhotic": 0.9, "round": 0.3, "front_close": 1.0,
                  "front_mid": 1.8, "open": 2.5, "unknown": 1.0}
+"""Rounded sounds (W, UW, OW...) protrude the lips around a small aperture: their vertical opening is small, not
+mid-range; lips pressed together (P/B/M) sit below the rest pose, whose lips may be parted; F/V tuck the lower lip
+under the teeth, about as closed as rest."""
+DOMINANCE = {"closed": 3.0, "lip_teeth": 2.0, "tongue": 0.3}
+"""How strongly a class sets the lips against its neighbours (the dominance of Cohen and Massaro's coarticulation
+model; classes not named: 1). P/B/M must close the lips and F/V put the lip to the teeth whatever surrounds them;
+for T/D/N/K/G/NG/HH/Y the tongue does the work and the lips keep the shape of the vowels around them."""
 PHONE_TO_VISEME = np.array([next(k for k, (_, ps) in enumerate(VISEMES.items()) if p in ps) for p in PHONES], np.int64)
 VISEME_OF_PHONE = np.eye(len(VISEME_NAMES))[PHONE_TO_VISEME]  # [P,V] one-hot class of each phone
 COARTIC_S = (-0.16, -0.12, -0.08, -0.04, 0.0, 0.04, 0.08, 0.12, 0.16)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 from avatar3d.audio2expr.model import ModelConfig
 from avatar3d.audio2expr.ridge import RidgeConfig
@@ -64,11 +65,18 @@ class A2ETrainConfig:
     phonetic: bool = True
     """Fit the phonetic path (pocketsphinx phones -> the person's visemes + a phonetic regressor) and blend it
     with the acoustic one by out-of-fold lip error; off: the acoustic path alone."""
-    voice_factors: tuple[float, ...] = (1.0, 0.85, 1.15)
+    voice_factors: tuple[float, ...] = (1.0, 0.75, 1.3)
     """Voices the evidence is heard in: the enrollment audio resampled by these factors (pitch and formants scaled
-    together, as another speaker's; voices.py). The phonetic share is chosen twice on out-of-fold lip error: in the
-    enrollment voice (1.0) and in the others; inference uses the first for a voice like the enrollment's and moves
-    to the second as the driving voice's pitch departs from it (the acoustic path learns the voice)."""
+    together, as another speaker's; voices.py), spanning adult voices from a man's to a woman's (a 140 Hz voice
+    is heard at 105 and 182 Hz). The phonetic share is chosen twice on out-of-fold lip error: in the enrollment
+    voice (1.0) and in the others; inference uses the first for a voice like the enrollment's and moves to the
+    second as the driving voice departs from it (infer.voice_distance; the acoustic path learns the voice)."""
+    other_voice_share: Optional[float] = 1.0
+    """The phonetic path's share for a voice that is not the enrollment's (infer.voice_distance 1; partly for one in
+    between). The resampled-voice evidence keeps the enrollment speaker's words, language and manner, which the
+    acoustic path has learnt, so it favours that path far more than real other speakers do (docs/lipsync.md):
+    1.0, the phones alone drive a stranger's voice. None: the share that evidence chooses (it is reported either
+    way, as `evidence_share`)."""
     min_phonetic_speech_s: float = 1.0
     """With less speech than `min_speech_s` (no networks) but at least this much, the phonetic path alone
     drives the lips (shrunk towards generic visemes); below it, the energy fallback."""

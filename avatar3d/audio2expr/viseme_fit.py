@@ -11,7 +11,7 @@ The clips passed in are train.py's `Clip`s (its fold copies): `val_range`, `fit_
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ from torch import Tensor
 from avatar3d.audio2expr.visemes import VisemeConfig, VisemeModel
 
 ALPHA_GRID = (3.0, 10.0, 30.0, 100.0)  # out of fold on German_20s: flat beyond 100
-SHARE_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+SHARE_GRID = tuple(k / 10 for k in range(11))
 
 
 def folds_of(members: list) -> list:
@@ -33,17 +33,22 @@ def folds_of(members: list) -> list:
     return out
 
 
-def out_of_fold(features: np.ndarray, heard: list[np.ndarray], folds: list,
-                cfg: VisemeConfig) -> tuple[list[Tensor], Tensor]:
+def out_of_fold(features: np.ndarray, heard: list[np.ndarray], folds: list, cfg: VisemeConfig,
+                others: Optional[list[float]] = None,
+                pauses: Optional[np.ndarray] = None) -> tuple[list[Tensor], Tensor]:
     """Each fold's block predicted by a model fitted on the other blocks of `features` (the enrollment voice),
-    from each of `heard` (the same frames' features in other voices, voices.py): ([N,C] per voice, target [N,C])."""
+    from each of `heard` (the same frames' features in other voices, voices.py) with the matching voice distance
+    of `others` (VisemeModel.predict's `other`; default 0): ([N,C] per voice, target [N,C]). pauses: [T] bool,
+    the clip's pause frames (VisemeModel.fit)."""
+    others = [0.0] * len(heard) if others is None else others
     preds, targets = [[] for _ in heard], []
     for clip in folds:
         lo, hi = clip.val_range
         fit = clip.fit_frames()
-        model = VisemeModel.fit(cfg, features[fit], clip.target[fit], clip.lip_jacobian, clip.opening_grad)
-        for rows, feats in zip(preds, heard):
-            rows.append(model.predict(feats[lo:hi]))
+        model = VisemeModel.fit(cfg, features[fit], clip.target[fit], clip.lip_jacobian, clip.opening_grad,
+                                None if pauses is None else pauses[fit])
+        for rows, feats, other in zip(preds, heard, others):
+            rows.append(model.predict(feats[lo:hi], other))
         targets.append(clip.target[lo:hi])
     return [torch.cat(rows) for rows in preds], torch.cat(targets)
 
@@ -53,13 +58,15 @@ def mean_error(preds: list[Tensor], target: Tensor, error: Callable[[Tensor, Ten
 
 
 def choose_alpha(features: np.ndarray, heard: list[np.ndarray], folds: list, cfg: VisemeConfig,
-                 error: Callable[[Tensor, Tensor], float]) -> tuple[VisemeConfig, list[Tensor], dict]:
+                 error: Callable[[Tensor, Tensor], float],
+                 others: Optional[list[float]] = None,
+                 pauses: Optional[np.ndarray] = None) -> tuple[VisemeConfig, list[Tensor], dict]:
     """The regressor strength with the smallest out-of-fold lip error over the voices: (config, its OOF
-    predictions per voice, scores)."""
+    predictions per voice, scores). others, pauses: as out_of_fold."""
     best, scores = None, {}
     for alpha in ALPHA_GRID:
         trial = dataclasses.replace(cfg, alpha=alpha)
-        preds, target = out_of_fold(features, heard, folds, trial)
+        preds, target = out_of_fold(features, heard, folds, trial, others, pauses)
         scores[alpha] = round(mean_error(preds, target, error), 4)
         if best is None or scores[alpha] < scores[best[0].alpha]:
             best = (trial, preds)
@@ -67,12 +74,16 @@ def choose_alpha(features: np.ndarray, heard: list[np.ndarray], folds: list, cfg
 
 
 def choose_share(phonetic: list[Tensor], acoustic: list[Tensor], target: Tensor,
-                 error: Callable[[Tensor, Tensor], float]) -> tuple[float, dict]:
-    """The phonetic path's share of the output (the rest is the acoustic path's) with the smallest out-of-fold lip
-    error averaged over the voices given; each list holds [N,C] per voice, in the same order."""
-    scores = {w: round(float(np.mean([error(w * p + (1 - w) * a, target) for p, a in zip(phonetic, acoustic)])), 4)
-              for w in SHARE_GRID}
-    return min(scores, key=scores.get), scores
+                 errors: Sequence[Callable[[Tensor, Tensor], float]]) -> tuple[float, dict]:
+    """The phonetic path's share of the output (the rest is the acoustic path's) nearest to the best by every one
+    of `errors`: each criterion's out-of-fold error (averaged over the voices given) is divided by its smallest
+    over the shares, and the share with the smallest sum wins. Lists hold [N,C] per voice, in the same order.
+    Returns (share, {share: [error per criterion]})."""
+    table = {w: [float(np.mean([err(w * p + (1 - w) * a, target) for p, a in zip(phonetic, acoustic)]))
+                 for err in errors] for w in SHARE_GRID}
+    best = [min(row[k] for row in table.values()) for k in range(len(errors))]
+    excess = {w: sum(v / max(b, 1e-12) for v, b in zip(row, best)) for w, row in table.items()}
+    return min(excess, key=excess.get), {w: [round(v, 4) for v in row] for w, row in table.items()}
 
 
 GAIN_GRID = (1.0, 1.2, 1.4, 1.7, 2.0)
@@ -87,10 +98,15 @@ def choose_gain(preds: list[Tensor], target: Tensor, error: Callable[[Tensor, Te
 
 
 def choose_mix(phonetic: list[Tensor], acoustic: Optional[list[Tensor]], target: Tensor, factors: tuple,
-               error: Callable[[Tensor, Tensor], float]) -> dict:
+               share_errors: Sequence[Callable[[Tensor, Tensor], float]],
+               gain_error: Callable[[Tensor, Tensor], float],
+               other_share: Optional[float] = None) -> dict:
     """The phonetic share and the output gain, chosen once for the enrollment voice (factor 1) and once for the
     other voices: {"enrollment_voice": {...}, "other_voices": {...}}, each {"share", "gain", "share_scores",
-    "gain_scores"}. Without an acoustic path the share is 1. Lists hold [N,C] per factor, in `factors` order."""
+    "gain_scores", "evidence_share"}. Without an acoustic path the share is 1. Lists hold [N,C] per factor, in
+    `factors` order. The share is the one nearest to the best by every one of `share_errors` (choose_share), the
+    gain the one with the smallest `gain_error`; other_share, when given, is the other voices' share whatever the
+    evidence says ("evidence_share" keeps what it said)."""
     groups = {"enrollment_voice": [k for k, f in enumerate(factors) if f == 1.0],
               "other_voices": [k for k, f in enumerate(factors) if f != 1.0]}
     out = {}
@@ -102,10 +118,15 @@ def choose_mix(phonetic: list[Tensor], acoustic: Optional[list[Tensor]], target:
         mixed = phon
         if acoustic is not None:
             ac = [acoustic[k] for k in ks]
-            share, share_scores = choose_share(phon, ac, target, error)
+            share, share_scores = choose_share(phon, ac, target, share_errors)
+        evidence = share
+        if name == "other_voices" and other_share is not None:
+            share = float(other_share)
+        if acoustic is not None:
             mixed = [share * p + (1 - share) * a for p, a in zip(phon, ac)]
-        gain, gain_scores = choose_gain(mixed, target, error)
-        out[name] = {"share": share, "gain": gain, "share_scores": share_scores, "gain_scores": gain_scores}
+        gain, gain_scores = choose_gain(mixed, target, gain_error)
+        out[name] = {"share": share, "gain": gain, "share_scores": share_scores, "gain_scores": gain_scores,
+                     "evidence_share": evidence}
     for name, other in (("enrollment_voice", "other_voices"), ("other_voices", "enrollment_voice")):
         out.setdefault(name, out.get(other))
     return out

@@ -49,8 +49,8 @@ def bench_lipsync(cfg: BenchLipsyncConfig) -> dict:
     import numpy as np
     import torch
 
-    from avatar3d.audio2expr.features import SAMPLE_RATE, load_audio, loudness_reference
-    from avatar3d.audio2expr.infer import MIN_REF, animate, load_model, predict_acoustic
+    from avatar3d.audio2expr.features import MIN_REF, SAMPLE_RATE, load_audio, loudness_reference
+    from avatar3d.audio2expr.infer import animate, load_model, predict_acoustic, voice_distance
     from avatar3d.audio2expr.phones import decode_phones
     from avatar3d.audio2expr.phonetic import phonetic_frames, speech_features
 
@@ -65,6 +65,7 @@ def bench_lipsync(cfg: BenchLipsyncConfig) -> dict:
     seg = decode_phones(wave)
     stages["phonetic features (one decode)"] = lambda: phonetic_frames(seg, wave, fps, frames)
     stages["phonetic front-end (all decodes)"] = lambda: speech_features(wave, fps, frames)
+    stages["voice print (which voice)"] = lambda: voice_distance(model, wave)
     if model.nets or model.ridge is not None:
         stages["acoustic path (peer)"] = lambda: predict_acoustic(model, wave, fps, frames)
     stages["animate (everything)"] = lambda: animate(cfg.avatar, wave, fps, 0, sample_rate=SAMPLE_RATE)
