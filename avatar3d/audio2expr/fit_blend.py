@@ -63,7 +63,7 @@ def opening_decorrelation(pred: Tensor, target: Tensor, clip: Clip) -> float:
     g = clip.opening_grad.double()
     a, b = pred[:, : g.shape[0]].double() @ g, target[:, : g.shape[0]].double() @ g
     a, b = a - a.mean(), b - b.mean()
-    return 1.0 - float((a * b).sum() / ((a.norm() * b.norm()).clamp_min(1e-12)))
+    return 1.0 - float((a * b).sum() / ((a.norm() * b.norm()).clamp_min(1e-12)))  # constant: no correlation
 
 
 def out_of_fold(nets: list[Audio2Expr], members: list[Clip], ex: FeatureExtractor, ridge_cfg: RidgeConfig,

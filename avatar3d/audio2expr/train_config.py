@@ -57,9 +57,9 @@ class A2ETrainConfig:
     inference averages them, and their out-of-fold predictions choose the lip regressor's share. 1: a single
     network validated on the last `val_fraction`."""
     repeats: int = 2
-    """Networks per fold (different seeds). On German_20s's held-out tail, ten networks (two seeds) scored better
-    on both lip figures than the five-network runs on average, in each of the 12 settings tried (averaging
-    removes what depends on the seed)."""
+    """Networks per fold (different seeds); inference averages them (their mean depends less on each seed). The
+    default preset uses one: with the phonetic path sharing the lips, ten networks scored no better than five on
+    German_20s's held-out tail (docs/lipsync.md)."""
     network: bool = True
     """Train the transformer; off: the closed-form lip regressor alone (seconds instead of minutes)."""
     phonetic: bool = True

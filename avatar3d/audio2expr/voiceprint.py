@@ -48,19 +48,19 @@ class VoicePrint:
 def voice_print(wave: np.ndarray) -> Optional[VoicePrint]:
     # wave: [A] 16 kHz -> its print, or None with under MIN_SPEECH_FRAMES of speech
     """The level-free long-term average log mel spectrum of the speech frames of `wave` (module doc)."""
-    from avatar3d.audio2expr.features import BASE_HOP, WIN, LogMel, loudness_reference
-    from avatar3d.audio2expr.prosody import _analysis_frames
+    from avatar3d.audio2expr.features import BASE_HOP, LogMel, frame_energy, loudness_reference
 
     wave = np.asarray(wave, np.float32)
     ref = loudness_reference(wave)
     mel = LogMel(BANDS, 1)
+    rate = SAMPLE_RATE / BASE_HOP  # the mel rows' rate: row m centred at m / rate seconds
     total, squares, count = np.zeros(BANDS), np.zeros(BANDS), 0
     step = int(CHUNK_S * SAMPLE_RATE)
     for start in range(0, len(wave), step):
         piece = wave[start: start + step]
-        power = mel.mel_power(torch.as_tensor(piece)).double().numpy()  # [N,B], row m centred at m * BASE_HOP
-        rms = np.sqrt((_analysis_frames(piece, 0, len(power), WIN, BASE_HOP).astype(np.float64) ** 2).mean(1) + 1e-12)
-        speech = 20.0 * np.log10(rms / ref) > -SPEECH_DB
+        power = mel.mel_power(torch.as_tensor(piece)).double().numpy()  # [N,B]
+        energy = frame_energy(piece, rate, len(power), 0.0, ref).numpy()  # 1 at the speech level, 0 40 dB under
+        speech = energy > 1.0 - SPEECH_DB / 40.0
         logs = np.log(power[speech] + 1e-10)
         logs -= logs.mean(1, keepdims=True)  # level-free frame by frame: the print is the spectrum's shape
         total += logs.sum(0)
