@@ -36,7 +36,8 @@ from avatar3d.io.avatar_dir import AvatarPaths, check_rig, read_manifest
 from avatar3d.io.media import AUDIO_RATE
 from avatar3d.rotation import axis_angle_to_matrix
 
-Background = Union[Sequence[float], np.ndarray]
+Background = Union[Sequence[float], np.ndarray, str]  # a colour, an image [H,W,3], or "plate" (the avatar's room)
+PLATE = "plate"
 HEAD_REGIONS = ("face", "scalp", "ears", "eyeball_left", "eyeball_right")  # the head without the neck
 
 
@@ -79,6 +80,16 @@ class Avatar:
         self.enrolled = self._enrolled_camera()
         eye_idx = [torch.nonzero(self.rig.region(n)).flatten() for n in ("eyeball_left", "eyeball_right")]
         self._eyeballs = eye_idx if all(len(i) for i in eye_idx) else None
+        self._plate = None
+
+    @property
+    def plate(self):
+        """The background plate of the enrollment video (render/plate.py), or None when the avatar has none."""
+        from avatar3d.render.plate import load_plate
+
+        if self._plate is None:
+            self._plate = load_plate(self.path) or False
+        return self._plate or None
 
     @classmethod
     def load(cls, path: Union[str, Path], device=None, backend: str = "auto") -> "Avatar":
@@ -238,6 +249,8 @@ class Avatar:
         camera = camera or self.camera(controls, res, progress, clip_seconds or params.duration)
         camera = camera.to(self.device)
         frame = self.rig_params(params, t, controls, camera)
+        if isinstance(background, str) and background == PLATE:
+            background = self._plate_image(camera)
         bg_colour, bg_image = _background(background, camera.height, camera.width)
         out = render_avatar(self.gaussians, self.rig, self.faces, frame, camera.K, camera.viewmat, camera.width,
                             camera.height, bg_colour.to(self.device) if bg_colour is not None else None,
@@ -248,6 +261,12 @@ class Avatar:
             image = image + (1.0 - alpha) * bg_image.to(image.device)
         to_u8 = lambda x: (x.cpu().numpy() * 255.0 + 0.5).astype(np.uint8)  # noqa: E731
         return Frame(to_u8(image), to_u8(alpha[..., 0]), int(t), camera, out.vertices.cpu().numpy())
+
+    def _plate_image(self, camera: Camera) -> np.ndarray:  # -> [H,W,3] uint8
+        if self.plate is None:
+            raise InputError(f"{self.path.name} has no background plate (enrolled before plates existed, or its "
+                             f"video's background moved); re-enroll it for one, or pick a colour (e.g. white)")
+        return self.plate.render(camera.K, camera.viewmat, camera.width, camera.height)
 
     def render(self, params: DriveParams, controls: Optional[Controls] = None, resolution: Optional[int] = None,
                background: Background = (1.0, 1.0, 1.0), *, camera: Optional[Camera] = None,

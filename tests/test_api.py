@@ -254,3 +254,32 @@ def test_write_clip_from_python(avatar, tmp_path):
     with av.open(str(result.path)) as c:
         assert c.streams.audio and c.streams.video[0].codec_context.width == 48
         assert abs(float(c.streams.audio[0].duration * c.streams.audio[0].time_base) - 0.4) <= 0.1
+
+
+def test_the_plate_background_follows_the_camera(avatar, synthetic_avatar_dir, tmp_path):
+    """`background="plate"` puts the room behind the person: where the avatar leaves the frame clear, the pixels
+    are the plate as the frame's own camera sees it, so an orbiting camera sees it move (parallax)."""
+    import shutil
+
+    from avatar3d.render.plate import BackgroundPlate
+
+    params = avatar.tracked(refined=False)
+    with pytest.raises(InputError, match="no background plate"):
+        avatar.render_frame(params, 0, resolution=VIEW, background="plate")
+    folder = tmp_path / "with_plate"
+    shutil.copytree(synthetic_avatar_dir, folder)
+    seq = avatar.sequence
+    rng = np.random.default_rng(0)
+    picture = np.kron(rng.integers(0, 255, (seq.resolution // 4, seq.resolution // 4, 3)), np.ones((4, 4, 1)))
+    BackgroundPlate(picture.astype(np.uint8), seq.K, seq.viewmat, 2.0).save(folder)
+    with_plate = Avatar.load(folder, device="cpu")
+    seen = []
+    for orbit in (0.0, 25.0):
+        frame = with_plate.render_frame(params, 0, Controls(yaw=orbit), VIEW, background="plate")
+        cam = frame.camera
+        expected = with_plate.plate.render(cam.K, cam.viewmat, cam.width, cam.height)
+        clear = frame.alpha == 0
+        assert clear.mean() > 0.2
+        assert np.abs(frame.image[clear].astype(int) - expected[clear].astype(int)).max() <= 1
+        seen.append(expected)
+    assert np.abs(seen[0].astype(int) - seen[1].astype(int)).mean() > 10

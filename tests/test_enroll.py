@@ -73,7 +73,12 @@ def test_eval_json_and_split(enrolled):
         assert int(refined["frames_train"].max()) < 100  # the held-out tail was never trained on
     manifest = json.loads((out / "avatar.json").read_text())
     assert manifest["stages"]["eval"] == "done" and manifest["rig_name"] == "ict"
-    assert manifest["stages"]["audio2expr"] == "done"
+    assert manifest["stages"]["audio2expr"] == "done" and manifest["stages"]["background"] == "done"
+    from avatar3d.render.plate import load_plate
+
+    plate = load_plate(out)  # May_5s: a still room, half of it hidden by the person all along
+    assert plate is not None and plate.image.shape == (512, 512, 3) and plate.depth > 1.0
+    assert 0.2 < manifest["metrics"]["plate"]["seen_share"] < 0.9
     a2e = json.loads((out / "audio2expr" / "config.json").read_text())
     assert a2e["frames_train"] == summary["frames_train"]  # trained on the same split, tail unseen
 

@@ -131,6 +131,7 @@ def test_side_by_side_alpha_and_background(avatar_dir, tmp_path):
 
 def test_background_forms(tmp_path):
     assert parse_background("white") == (1.0, 1.0, 1.0)
+    assert parse_background("plate") == parse_background(" Plate ") == "plate"
     assert parse_background("#336699") == pytest.approx((0.2, 0.4, 0.6))
     Image.fromarray(np.full((8, 8, 3), 7, np.uint8)).save(tmp_path / "bg.png")
     assert parse_background(str(tmp_path / "bg.png")).shape == (8, 8, 3)

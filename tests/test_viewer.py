@@ -17,7 +17,7 @@ from avatar3d.drive.controls import Controls  # noqa: E402
 from avatar3d.errors import InputError  # noqa: E402
 from avatar3d_viewer.audio_html import audio_element, wav_bytes  # noqa: E402
 from avatar3d_viewer.camera_map import orbit_from_position, position_from_orbit  # noqa: E402
-from avatar3d_viewer.frames import fit_aspect  # noqa: E402
+from avatar3d_viewer.frames import fit_aspect, widen_with_plate  # noqa: E402
 from avatar3d_viewer.playback import Playback  # noqa: E402
 from avatar3d_viewer.state import GAZE_CAMERA, GAZE_SLIDERS, ViewState, to_controls  # noqa: E402
 from avatar3d_viewer.uploads import save_upload, speech_files  # noqa: E402
@@ -161,6 +161,37 @@ def test_fit_aspect_keeps_the_square_centred(seed):
     assert (wide[:, 0] == (255, 0, 0)).all()
     tall = fit_aspect(img, 0.5, (1.0, 1.0, 1.0))
     assert tall.shape == (32, 16, 3) and np.array_equal(tall, img[:, 8:24])
+
+
+def test_a_wide_canvas_shows_more_of_the_room(seed):
+    """With the room behind, a wide canvas is the same camera's wider view of the plate: the render in the middle,
+    the plate's own pixels beside it (here the plate's camera is the view's, so column c shows plate column
+    c - left)."""
+    import torch
+
+    from avatar3d.camera import Camera
+    from avatar3d.render.plate import BackgroundPlate
+
+    rng = np.random.default_rng(seed)
+    plate = BackgroundPlate(rng.integers(0, 256, (32, 96, 3), dtype=np.uint8),
+                            np.array([[40.0, 0, 48.0], [0, 40.0, 16.0], [0, 0, 1]]), np.eye(4), 2.0)
+    K = torch.tensor([[40.0, 0, 16.0], [0, 40.0, 16.0], [0, 0, 1]])
+    camera = Camera(K, torch.eye(4), 32, 32)
+    img = plate.render(K, camera.viewmat, 32, 32)
+    np.testing.assert_array_equal(img, plate.image[:, 32:64])
+    img[10:20, 10:20] = 0  # the avatar
+    wide = widen_with_plate(img, plate, camera, 2.0)
+    assert wide.shape == (32, 64, 3) and np.array_equal(wide[:, 16:48], img)
+    np.testing.assert_array_equal(wide[:, :16], plate.image[:, 16:32])
+    assert widen_with_plate(img, plate, camera, 0.5).shape == (32, 16, 3)
+
+
+def test_room_falls_back_to_the_colour_without_a_plate():
+    from avatar3d_viewer.frames import view_background
+
+    state = ViewState(room=True, background=(0.0, 0.5, 1.0))
+    assert view_background(type("A", (), {"plate": None})(), state) == (0.0, 0.5, 1.0)
+    assert view_background(type("A", (), {"plate": object()})(), state) == "plate"
 
 
 def test_playback_clock_follows_the_sound():

@@ -79,12 +79,37 @@ def fit_aspect(image: np.ndarray, aspect: float, background: Sequence[float]) ->
     return out
 
 
+def view_background(avatar, state: ViewState):
+    """What the tab renders behind the avatar: "plate" (its room) when asked for and it has one, else the colour."""
+    if state.room and avatar.plate is not None:
+        return "plate"
+    return tuple(float(c) for c in state.background)
+
+
+def widen_with_plate(image: np.ndarray, plate, camera, aspect: float) -> np.ndarray:
+    # image: [R,R,3] uint8 -> [R, round(R*aspect), 3] uint8
+    """A wide canvas filled by the same camera's view of the plate (wider, same focal length), the render in its
+    centre; a tall one is cropped as fit_aspect does."""
+    h, w = image.shape[:2]
+    width = max(2, int(round(h * float(aspect)))) if np.isfinite(aspect) and aspect > 0 else w
+    if width <= w:
+        return fit_aspect(image, aspect, (1.0, 1.0, 1.0))
+    left = (width - w) // 2
+    K = np.asarray(camera.K.detach().cpu(), np.float64).copy()
+    K[0, 2] += left
+    out = plate.render(K, camera.viewmat, width, h)
+    out[:, left:left + w] = image
+    return out
+
+
 def render_view(avatar, params, index: int, state: ViewState, resolution: int, aspect: float = 1.0,
                 progress: float = 0.0) -> np.ndarray:  # -> [R, R*aspect, 3] uint8
     """Frame `index` of `params` (a DriveParams) as the tab with `state` sees it."""
     index = min(max(int(index), 0), len(params) - 1)
-    background = tuple(float(c) for c in state.background)
+    background = view_background(avatar, state)
     controls = to_controls(state)
     frame = RENDERS.run(lambda: avatar.render_frame(params, index, controls=controls, resolution=int(resolution),
                                                     background=background, progress=progress))
+    if background == "plate":
+        return widen_with_plate(np.asarray(frame.image), avatar.plate, frame.camera, aspect)
     return fit_aspect(np.asarray(frame.image), aspect, background)

@@ -80,6 +80,10 @@ class Panel:
             self.expr_list = gui.add_markdown("")
         with gui.add_folder("Look", expand_by_default=False):
             self.background = gui.add_rgb("Background", (255, 255, 255))
+            self.room = gui.add_checkbox("Room behind", False, disabled=avatar.plate is None,
+                                         hint="the background plate estimated from the enrollment video, seen by "
+                                              "this camera" if avatar.plate is not None else
+                                              "this avatar has no background plate (re-enroll it for one)")
         with gui.add_folder("Record", expand_by_default=False):
             self.record = gui.add_button("Record clip (mp4)", icon="video",
                                          hint="the current sequence from this view, with these controls, into the "
@@ -191,6 +195,11 @@ class Panel:
         @self.background.on_update
         def _(_event) -> None:
             state.background = tuple(c / 255.0 for c in self.background.value)
+            s.changed(moving=False)
+
+        @self.room.on_update
+        def _(_event) -> None:
+            state.room = bool(self.room.value)
             s.changed(moving=False)
 
         @self.source.on_update

@@ -41,10 +41,10 @@ def _write_recording(avatar, params, state: ViewState, path: Path, resolution: i
     from avatar3d.io.atomic import atomic_write_text
     from avatar3d.io.media import Mp4Writer
 
-    from avatar3d_viewer.frames import RENDERS
+    from avatar3d_viewer.frames import RENDERS, view_background
 
     controls = to_controls(state)
-    background = tuple(float(c) for c in state.background)
+    background = view_background(avatar, state)
     total = len(params)
     meta = {"comment": f"made by avatar3d view ({source or params.source})"}
     with Mp4Writer(path, fps=params.fps, audio=params.audio, metadata=meta) as writer:

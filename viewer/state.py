@@ -35,6 +35,7 @@ class ViewState:
     expressiveness: float = 1.0
     blink: str = "auto"  # "auto" | "off"
     background: tuple = (1.0, 1.0, 1.0)  # RGB in [0,1]
+    room: bool = False  # the avatar's background plate behind it instead of the colour (when it has one)
 
     def copy(self) -> "ViewState":
         return dataclasses.replace(self, expression=dict(self.expression))

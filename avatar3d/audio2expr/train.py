@@ -168,7 +168,7 @@ def train_audio2expr(source: Path, out_dir: Optional[Path] = None, *, audio_enco
     speech = speech_seconds(train_audio) if train_audio.size else 0.0
     report = {"speech_s": round(speech, 2), "frames_train": n_train}
     if speech < cfg.min_speech_s:
-        return _little_speech(seq, source, out_dir, n_train, stats, cfg, rig, common, base_tensors, report,
+        return _little_speech(seq, out_dir, n_train, stats, cfg, rig, common, base_tensors, report,
                               started, speech, say)
 
     torch.manual_seed(seed)
@@ -219,17 +219,17 @@ def _common_config(seq: TrackedSequence, n_train: int, stats: dict, rig, seed: i
     }
 
 
-def _little_speech(seq: TrackedSequence, source: Path, out_dir: Path, n_train: int, stats: dict,
+def _little_speech(seq: TrackedSequence, out_dir: Path, n_train: int, stats: dict,
                    cfg: A2ETrainConfig, rig, common: dict, base_tensors: dict, report: dict, started: float,
                    speech: float, say) -> dict:
     """Too little speech for the networks: the phonetic path alone when it has enough phones, else the energy
     fallback (the jaw opens with the audio energy), with a message saying why."""
     short = _train_phonetic_only(seq, out_dir, n_train, stats, cfg, rig, common, base_tensors, report, started, say)
     if short is not None:
-        say(f"note: the training part of {source} has only {speech:.1f} s of speech (the lip networks need "
+        say(f"note: the training part of the video has only {speech:.1f} s of speech (the lip networks need "
             f"{cfg.min_speech_s:.0f} s); its phones and the person's visemes drive the lips alone")
         return short
-    say(f"WARNING: the training part of {source} has only {speech:.1f} s of speech (at least "
+    say(f"WARNING: the training part of the video has only {speech:.1f} s of speech (at least "
         f"{cfg.min_speech_s:.0f} s are needed to learn lip sync); using the fallback that opens the jaw with "
         "the audio energy. Enroll a video in which the person talks for longer to get real lip sync.")
     energy = fit_energy_jaw(seq, n_train)

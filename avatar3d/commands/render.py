@@ -58,7 +58,8 @@ class RenderConfig:
     blink: Literal["auto", "off"] = "auto"
     """Blinks: natural automatic blinks, or none."""
     background: str = "white"
-    """Background colour (name or #rrggbb) or an image file."""
+    """Background: `plate` (the room behind the person, estimated from the enrollment video; the camera's orbit
+    and distance move it with parallax), a colour (name or #rrggbb) or an image file."""
     alpha: bool = False
     """Also write the render with its alpha channel: a PNG sequence (OUT's name + `_alpha/`), or --alpha-out."""
     alpha_out: Optional[Path] = None

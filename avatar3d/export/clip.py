@@ -74,9 +74,11 @@ def resample(params: DriveParams, fps: float, num_frames: Optional[int] = None) 
 
 # ------------------------------------------------------------------------------------------ background
 def parse_background(text: str):
-    """`white`, `#20304a`, `0.2,0.3,0.4` or an image file -> an RGB colour in [0,1] (3 floats) or an image
-    (uint8 [H,W,3]) for `Avatar.render`."""
+    """`plate`, `white`, `#20304a`, `0.2,0.3,0.4` or an image file -> "plate" (the avatar's own room), an RGB
+    colour in [0,1] (3 floats) or an image (uint8 [H,W,3]) for `Avatar.render`."""
     s = str(text).strip()
+    if s.lower() == "plate":
+        return "plate"
     path = Path(s)
     if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff") or path.is_file():
         if not path.is_file():

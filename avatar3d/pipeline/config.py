@@ -20,12 +20,14 @@ from avatar3d.config import Preset, from_dict, load_preset, option_value
 from avatar3d.errors import InputError
 from avatar3d.pipeline.holdout import HoldoutConfig
 from avatar3d.tracking.fit import FitConfig
+from avatar3d.training.background import BackgroundConfig
 from avatar3d.training.config import TrainConfig
 from avatar3d.training.masks import MaskConfig
 
 CONFIG_FILE = "enroll.yaml"  # the resolved config, in the avatar folder
 # EnrollConfig field -> its section in a preset YAML
-PRESET_SECTIONS = {"track": "track", "masks": "masks", "train": "train", "a2e": "audio2expr", "eval": "eval"}
+PRESET_SECTIONS = {"track": "track", "masks": "masks", "background": "background", "train": "train",
+                   "a2e": "audio2expr", "eval": "eval"}
 
 
 @dataclass
@@ -36,8 +38,8 @@ class TrackStageConfig:
     """The rig fit per frame (stages, iterations, priors, smoothing)."""
 
 
-STAGE_TYPES = {"track": TrackStageConfig, "masks": MaskConfig, "train": TrainConfig, "a2e": A2ETrainConfig,
-               "eval": HoldoutConfig}
+STAGE_TYPES = {"track": TrackStageConfig, "masks": MaskConfig, "background": BackgroundConfig, "train": TrainConfig,
+               "a2e": A2ETrainConfig, "eval": HoldoutConfig}
 
 
 @dataclass
@@ -73,6 +75,9 @@ class EnrollConfig:
     """Stage track: landmarks, crop and the rig fit."""
     masks: MaskConfig = field(default_factory=MaskConfig)
     """Stage segment: the foreground masks."""
+    background: BackgroundConfig = field(default_factory=BackgroundConfig)
+    """Stage background: the plate of the room behind the person (background.png), rendered with
+    `--background plate`."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """Stage train: the Gaussians (the preset's `train` section)."""
     a2e: A2ETrainConfig = field(default_factory=A2ETrainConfig)

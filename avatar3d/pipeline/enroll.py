@@ -1,11 +1,11 @@
 """`enroll`: a talking video in, an avatar directory out.
 
-Stages, one function each, in order: check the input → track → segment → train the Gaussians →
-audio-to-expression (lip sync from the video's own speech) → evaluate the held-out tail; each takes its
-section of the `EnrollConfig` (pipeline/config.py). Work happens in a staging folder beside the output (`.NAME.staging`), each finished stage recorded in its
-manifest, so `--resume` continues an interrupted run from the last finished stage (and training from its
-last checkpoint); the finished avatar replaces an existing one only at the very end, so a failed run
-never damages it.
+Stages, one function each, in order: check the input → track → segment → background plate → train the
+Gaussians → audio-to-expression (lip sync from the video's own speech) → evaluate the held-out tail; each takes
+its section of the `EnrollConfig` (pipeline/config.py). Work happens in a staging folder beside the output
+(`.NAME.staging`), each finished stage recorded in its manifest, so `--resume` continues an interrupted run from
+the last finished stage (and training from its last checkpoint); the finished avatar replaces an existing one
+only at the very end, so a failed run never damages it.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from avatar3d.io.avatar_dir import AvatarManifest, AvatarPaths, read_manifest, w
 from avatar3d.pipeline.config import CONFIG_FILE, EnrollConfig, dump_config, from_preset, to_dict
 from avatar3d.pipeline.resume import differences, refuse_mismatch, run_inputs
 
-STAGES = ("check", "track", "segment", "train", "audio2expr", "eval")
+STAGES = ("check", "track", "segment", "background", "train", "audio2expr", "eval")
 
 
 def staging_dir(out: Path) -> Path:
@@ -112,6 +112,7 @@ def run_enrollment(cfg: EnrollConfig) -> dict:
     report = timed(run, "check", lambda: check(cfg.video))
     seq = timed(run, "track", lambda: track(run))
     timed(run, "segment", lambda: segment(run, seq))
+    timed(run, "background", lambda: background(run, seq))
     frames_train, frames_eval = split(seq, cfg.holdout)
     timed(run, "train", lambda: train(run, frames_train, len(frames_eval)))
     timed(run, "audio2expr", lambda: audio2expr(run))
@@ -204,6 +205,29 @@ def segment(run: Run, seq) -> None:
     run.mark("segment")
 
 
+def background(run: Run, seq) -> None:
+    """Stage 4: the background plate (background.png + background.json), unless the background moves."""
+    from avatar3d.progress import progress_bar
+    from avatar3d.training.background import build_plate
+    from avatar3d.training.masks import SelfieSegmenter
+
+    cfg = run.cfg.background
+    if run.done("background") or not cfg.enabled:
+        return
+    _say("stage background: the plate of the room behind the person")
+    segmenter = SelfieSegmenter(run.cfg.masks.model_selection)
+    try:
+        with progress_bar(cfg.samples, "plate", unit="frame") as bar:
+            plate = build_plate(Path(run.cfg.video), seq, cfg, segmenter, _say, progress=lambda: bar.update(1))
+    finally:
+        segmenter.close()
+    if plate is not None:
+        plate.save(run.stage_dir)
+        _say(f"  plate: {plate.image.shape[1]}x{plate.image.shape[0]}, {plate.info['seen_share']:.0%} seen "
+             f"(the rest filled in), placed {plate.depth:.2f} m from the camera")
+    run.mark("background", plate=plate.info if plate is not None else None)
+
+
 def split(seq, holdout: float) -> tuple[list[int], list[int]]:
     """(training frames, held-out frames), frames without a detected face left out of both."""
     from avatar3d.tracking.sequence import describe_frames
@@ -218,7 +242,7 @@ def split(seq, holdout: float) -> tuple[list[int], list[int]]:
 
 
 def train(run: Run, frames_train: list[int], held_out: int) -> None:
-    """Stage 4: the Gaussians (resumes from their own checkpoints)."""
+    """Stage 5: the Gaussians (resumes from their own checkpoints)."""
     from avatar3d.training.trainer import train_gaussians
 
     if run.done("train"):
@@ -230,7 +254,7 @@ def train(run: Run, frames_train: list[int], held_out: int) -> None:
 
 
 def audio2expr(run: Run) -> None:
-    """Stage 5: speech -> expression on the training part, into STAGING/audio2expr. Input problems (e.g. a clip
+    """Stage 6: speech -> expression on the training part, into STAGING/audio2expr. Input problems (e.g. a clip
     too short to learn from) are reported, never fatal: the avatar is still usable without lip sync."""
     from avatar3d.audio2expr.train import train_audio2expr
 
@@ -255,7 +279,7 @@ def audio2expr(run: Run) -> None:
 
 
 def evaluate(run: Run, frames_eval: list[int]) -> dict:
-    """Stage 6: score the held-out tail (eval.json's image metrics, eval.mp4)."""
+    """Stage 7: score the held-out tail (eval.json's image metrics, eval.mp4)."""
     from avatar3d.pipeline.holdout import evaluate_holdout
 
     if not frames_eval:
@@ -282,7 +306,7 @@ def _summary(run: Run, seq, metrics: dict, report, n_train: int, n_eval: int) ->
 
 
 def swap_in(stage_dir: Path, out: Path) -> None:
-    """Stage 7: the finished avatar replaces `out` (the old one goes only once the new one is complete)."""
+    """Stage 8: the finished avatar replaces `out` (the old one goes only once the new one is complete)."""
     write_marker(stage_dir, "avatar")
     if out.exists():
         old = out.parent / f".{out.name}.old"

@@ -1,0 +1,137 @@
+"""The background plate: a picture of the room behind the person, placed as a plane in 3D and seen by any camera.
+
+An enrollment estimates the plate from its video (training/background.py): a clean image of the background as the
+video's camera saw it, over the whole source frame. Here it is a plane fronto-parallel to that camera at `depth`
+metres along its axis. A plane maps into any other pinhole camera by a homography, so rendering it is one
+perspective warp: the enrolled camera sees the video's own background pixel for pixel, and a moved or orbiting
+camera sees it with the parallax of a wall `depth` metres away. Where a camera looks past the plate's edges the
+picture is mirrored at its border (a continuation, not a black band).
+
+Files (owned here): `AVATAR/background.png` (the plate, RGB) and `AVATAR/background.json` (its intrinsics `K`
+for the PNG's pixels, the enrolled camera's `viewmat`, `depth`, and how it was estimated).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from avatar3d.errors import InputError
+from avatar3d.io.atomic import atomic_write_bytes, atomic_write_json
+
+PLATE_PNG = "background.png"
+PLATE_JSON = "background.json"
+PLATE_VERSION = 1
+
+
+@dataclass
+class BackgroundPlate:
+    """A background picture on a plane in front of the camera that took it."""
+
+    image: np.ndarray  # [H,W,3] uint8 RGB
+    K: np.ndarray  # [3,3] intrinsics of `image`'s pixels (pixel centres at +0.5)
+    viewmat: np.ndarray  # [4,4] world->camera of the camera that saw it (the enrollment's)
+    depth: float
+    """Metres from that camera to the plane along its optical axis (the room's back wall, assumed)."""
+    info: dict[str, Any] = field(default_factory=dict)
+    """How it was estimated (frames sampled, share of the picture seen rather than filled in)."""
+
+    def __post_init__(self) -> None:
+        self.image = np.asarray(self.image)
+        self.K = np.asarray(self.K, np.float64)
+        self.viewmat = np.asarray(self.viewmat, np.float64)
+        if self.image.ndim != 3 or self.image.shape[2] != 3 or self.image.dtype != np.uint8:
+            raise InputError(f"a background plate is a uint8 RGB image [H,W,3], got {self.image.dtype} "
+                             f"{self.image.shape}")
+        if self.K.shape != (3, 3) or self.viewmat.shape != (4, 4):
+            raise InputError(f"a background plate needs K [3,3] and viewmat [4,4], got {self.K.shape} and "
+                             f"{self.viewmat.shape}")
+        if not (np.isfinite(self.depth) and self.depth > 0):
+            raise InputError(f"the plate's depth must be a positive number of metres, got {self.depth}")
+
+    def homography(self, K: Any, viewmat: Any) -> np.ndarray:  # K: [3,3], viewmat: [4,4] -> [3,3]
+        """Plate pixel (continuous, homogeneous) -> pixel of the camera (K, viewmat).
+
+        A plate pixel p lies at X_e = depth · K_e⁻¹ p in the enrolled camera's coordinates (its third
+        coordinate is `depth`); the other camera sees R_rel X_e + t_rel, with (R_rel, t_rel) = viewmat ·
+        viewmat_e⁻¹. As p's third component is 1, t_rel = t_rel · e3ᵀ p, so the whole map is linear in p."""
+        rel = np.asarray(viewmat, np.float64) @ np.linalg.inv(self.viewmat)
+        R, t = rel[:3, :3], rel[:3, 3:4]
+        e3 = np.array([[0.0, 0.0, 1.0]])
+        return np.asarray(K, np.float64) @ (self.depth * R @ np.linalg.inv(self.K) + t @ e3)
+
+    def render(self, K: Any, viewmat: Any, width: int, height: int) -> np.ndarray:  # -> [height,width,3] uint8
+        """The plate as the camera (K [3,3], viewmat [4,4], width x height) sees it. A camera behind the plane or
+        looking away from it sees the plate's mean colour."""
+        import cv2
+
+        K, viewmat = _numpy(K), _numpy(viewmat)
+        H = self.homography(K, viewmat)
+        if not self._in_front(K, viewmat, width, height):
+            return np.broadcast_to(self.image.reshape(-1, 3).mean(0).round().astype(np.uint8),
+                                   (int(height), int(width), 3)).copy()
+        # cv2's pixel centres are at integers, ours at +0.5: shift in, map, shift back.
+        to_ours = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
+        M = np.linalg.inv(to_ours) @ H @ to_ours
+        return cv2.warpPerspective(self.image, M, (int(width), int(height)), flags=cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_REFLECT_101)
+
+    def _in_front(self, K: np.ndarray, viewmat: np.ndarray, width: int, height: int) -> bool:
+        """Whether every corner ray of the camera meets the plane in front of the camera (else the warp folds)."""
+        rel = self.viewmat @ np.linalg.inv(viewmat)  # camera -> enrolled camera
+        centre = rel[:3, 3]
+        corners = np.array([[0, 0, 1], [width, 0, 1], [0, height, 1], [width, height, 1]], np.float64)
+        dirs = (rel[:3, :3] @ np.linalg.inv(K) @ corners.T).T  # [4,3] in the enrolled camera's frame
+        if np.any(dirs[:, 2] <= 1e-9) or centre[2] >= self.depth:
+            return False
+        return bool(np.all((self.depth - centre[2]) / dirs[:, 2] > 0))
+
+    # ------------------------------------------------------------------------------------------ files
+    def save(self, folder: Path) -> None:
+        """Write background.png and background.json into `folder` (each atomically; the JSON last, so a plate is
+        complete once its JSON exists)."""
+        from io import BytesIO
+
+        from PIL import Image
+
+        buf = BytesIO()
+        Image.fromarray(self.image).save(buf, format="PNG")
+        folder = Path(folder)
+        atomic_write_bytes(folder / PLATE_PNG, buf.getvalue())
+        atomic_write_json(folder / PLATE_JSON, {
+            "version": PLATE_VERSION, "image": PLATE_PNG, "width": int(self.image.shape[1]),
+            "height": int(self.image.shape[0]), "K": self.K.tolist(), "viewmat": self.viewmat.tolist(),
+            "depth": float(self.depth), "info": self.info})
+
+
+def load_plate(folder: Path) -> BackgroundPlate | None:
+    """The avatar's plate, or None when it has none (enrolled before plates, or its background moved)."""
+    from PIL import Image, UnidentifiedImageError
+
+    folder = Path(folder)
+    meta_path, png_path = folder / PLATE_JSON, folder / PLATE_PNG
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        with Image.open(png_path) as img:
+            image = np.asarray(img.convert("RGB"))
+    except (OSError, ValueError, UnidentifiedImageError) as err:
+        raise InputError(f"the avatar's background plate ({PLATE_JSON}/{PLATE_PNG}) is unreadable ({err}); "
+                         f"re-enroll, or delete both files to render without it") from None
+    if image.shape[:2] != (meta.get("height"), meta.get("width")):
+        raise InputError(f"{PLATE_PNG} is {image.shape[1]}x{image.shape[0]} but {PLATE_JSON} says "
+                         f"{meta.get('width')}x{meta.get('height')}; re-enroll, or delete both files")
+    try:
+        return BackgroundPlate(image, np.array(meta["K"]), np.array(meta["viewmat"]), float(meta["depth"]),
+                               dict(meta.get("info", {})))
+    except (KeyError, TypeError, ValueError) as err:
+        raise InputError(f"{PLATE_JSON} lacks a valid field ({err}); re-enroll, or delete both plate files"
+                         ) from None
+
+
+def _numpy(value: Any) -> np.ndarray:
+    return value.detach().cpu().double().numpy() if hasattr(value, "detach") else np.asarray(value, np.float64)
