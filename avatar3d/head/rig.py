@@ -47,6 +47,7 @@ REGION_NAMES = (
     "eyeball_left",
     "eyeball_right",
     "helper",        # geometry that is never rendered (eyelashes, lacrimal fluid, eye blend/occlusion)
+    "torso",         # the shoulders and chest proxy appended below the neck (head/torso.py)
 )
 
 

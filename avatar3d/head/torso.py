@@ -1,0 +1,219 @@
+"""A torso proxy below the rig's neck: shoulders and chest as a surface that Gaussians can be bound to.
+
+Head rigs stop at the neck. A portrait needs the shoulders, clothes and hair over them, and they must stay attached
+when the camera orbits or the head turns, so the torso is part of the 3D avatar, not a pasted image. The proxy is a
+parametric surface (`TorsoShape`: shoulder width, how far the shoulders drop, chest depth, length) swept around the
+body's vertical axis: for each direction around the axis, a profile leaves the neck's base ring, slopes down and out
+along the trapezius to the shoulder (a quadratic Bézier, rounded at the shoulder's edge), then falls straight down
+the upper arm and chest. Its cross-section is a superellipse (boxier than an ellipse, as shoulders are).
+
+`attach_torso` appends it to a rig: its vertices are skinned wholly to the root joint, as the rigs' own neck skin is,
+so the torso follows the body's rotation and translation while the head turns on the neck above it and there is no
+seam where the two meet. The torso has no identity or expression shapes; a subject's own proportions come from the
+`TorsoShape` fitted to them. Its triangles carry the region "torso".
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from avatar3d.errors import InputError
+from avatar3d.head.rig import HeadRig
+
+NECK_BAND = 0.012  # metres above and below the neck base whose neck vertices give its ring
+SUPERELLIPSE_POWER = 4.0  # the torso's cross-section: |x/a|^p + |z/b|^p = 1
+
+
+@dataclass
+class TorsoShape:
+    """The proxy's proportions, metres (defaults: an average adult)."""
+
+    shoulder_width: float = 0.40
+    """From one shoulder's outer edge to the other."""
+    shoulder_drop: float = 0.07
+    """How far the shoulder's edge lies below the neck's base."""
+    chest_depth: float = 0.22
+    """Front to back at the chest."""
+    length: float = 0.32
+    """From the neck's base down to where the proxy ends (below the frame's edge in a portrait)."""
+    rounding: float = 0.05
+    """Radius over which the shoulder turns from the slope into the upper arm."""
+
+    def check(self) -> "TorsoShape":
+        for name in ("shoulder_width", "chest_depth", "length", "rounding"):
+            if not getattr(self, name) > 0:
+                raise InputError(f"torso {name} must be a positive number of metres, got {getattr(self, name)}")
+        if not 0 <= self.shoulder_drop < self.length - self.rounding:
+            raise InputError(f"torso shoulder_drop must be in [0, length - rounding), got {self.shoulder_drop}")
+        return self
+
+
+@dataclass
+class NeckBase:
+    """The ring where the torso meets the neck: centre (x, y, z), the ring's half-width and half-depth, and the
+    rig's cross-section at that height (segments in x, z) that the ring follows exactly."""
+
+    centre: Tensor  # [3]
+    half_width: float
+    half_depth: float
+    section: Tensor  # [M,2,2] the rig's surface cut by the plane y = centre[1]: segments of (x, z) points
+
+    def crossing(self, theta: Tensor) -> tuple[Tensor, Tensor]:  # theta: [K] -> radius [K], hit [K] bool
+        """Distance from the centre to the section's outermost crossing along (sin θ, cos θ), and whether the ray
+        meets the section at all (a rig's neck may end above this height on some sides)."""
+        d = torch.stack([theta.sin(), theta.cos()], 1)  # [K,2] ray directions in (x, z)
+        a = self.section[:, 0] - self.centre[[0, 2]]  # [M,2]
+        e = self.section[:, 1] - self.section[:, 0]  # [M,2]
+        cross = lambda u, v: u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]  # noqa: E731
+        denom = cross(d[:, None], e[None])  # [K,M]; the ray r d meets a + s e at r = a×e / d×e, s = a×d / d×e
+        safe = torch.where(denom.abs() > 1e-12, denom, torch.ones_like(denom))
+        r, s = cross(a[None], e[None]) / safe, cross(a[None], d[:, None]) / safe
+        hit = (denom.abs() > 1e-12) & (s >= 0) & (s <= 1) & (r > 0)
+        return torch.where(hit, r, torch.zeros_like(r)).max(1).values, hit.any(1)
+
+    def radius(self, theta: Tensor) -> Tensor:  # theta: [K] evenly spaced over the circle -> [K]
+        """The ring: on the section where the rays meet it, interpolated around the circle between those
+        directions where they do not (the ellipse of the half-width and half-depth when none do)."""
+        ellipse = 1.0 / torch.sqrt((theta.sin() / self.half_width) ** 2 + (theta.cos() / self.half_depth) ** 2)
+        if len(self.section) == 0:
+            return ellipse
+        r, hit = self.crossing(theta)
+        if not bool(hit.any()):
+            return ellipse
+        k, idx = len(theta), torch.nonzero(hit).flatten()
+        pos = torch.arange(k, dtype=torch.float64)
+        xs = torch.cat([idx - k, idx, idx + k]).double()  # periodic copies for the wrap-around
+        ys = r[idx].repeat(3)
+        right = torch.searchsorted(xs, pos).clamp(1, len(xs) - 1)
+        w = (pos - xs[right - 1]) / (xs[right] - xs[right - 1])
+        return torch.where(hit, r, ys[right - 1] + w * (ys[right] - ys[right - 1]))
+
+
+def neck_base(rig: HeadRig) -> NeckBase:
+    """The neck's ring at the root joint's height (below it the rigs' necks flare into a collar, which the torso
+    replaces), from the neck vertices of the rig's mean identity within NECK_BAND of that height."""
+    neck = rig.region("neck")
+    if not bool(neck.any()):
+        raise InputError(f"the head model {rig.name!r} marks no neck vertices, so a torso cannot be attached; "
+                         f"use a head model with a neck region (ICT-FaceKit, FLAME)")
+    verts = rig.template.detach().double().cpu()
+    height = float((rig.joint_regressor.detach().double().cpu() @ verts)[0, 1])
+    band = verts[neck.cpu() & ((verts[:, 1] - height).abs() < NECK_BAND)]
+    if len(band) < 8:
+        raise InputError(f"the head model {rig.name!r} has too few neck vertices at its root joint's height to "
+                         f"attach a torso; use a head model whose neck reaches below the root joint")
+    lo, hi = band.min(0).values, band.max(0).values
+    centre = torch.tensor([0.5 * float(lo[0] + hi[0]), height, 0.5 * float(lo[2] + hi[2])], dtype=torch.float64)
+    faces = rig.faces.cpu()[rig.renderable_faces().cpu()]  # below the head only the neck's skin crosses it
+    return NeckBase(centre, 0.5 * float(hi[0] - lo[0]), 0.5 * float(hi[2] - lo[2]), plane_section(verts, faces, height))
+
+
+def plane_section(verts: Tensor, faces: Tensor, height: float) -> Tensor:  # [V,3], [F,3] -> [M,2,2]
+    """The segments (x, z) where the triangles cross the plane y = height."""
+    y = verts[faces][..., 1] - height  # [F,3]
+    crossing = (y.min(1).values < 0) & (y.max(1).values > 0)
+    tri, yt = verts[faces[crossing]], y[crossing]  # [C,3,3], [C,3]
+    points = []
+    for i, j in ((0, 1), (1, 2), (2, 0)):
+        t = yt[:, i] / (yt[:, i] - yt[:, j]).where((yt[:, i] - yt[:, j]).abs() > 1e-15, torch.ones_like(yt[:, i]))
+        p = tri[:, i] + t[:, None] * (tri[:, j] - tri[:, i])
+        points.append((p[:, [0, 2]], (yt[:, i] < 0) != (yt[:, j] < 0)))
+    # each crossing triangle has exactly two crossing edges: its segment joins their points
+    pts = torch.stack([p for p, _ in points], 1)  # [C,3,2]
+    on = torch.stack([m for _, m in points], 1)  # [C,3]
+    keep = on.sum(1) == 2
+    pts, on = pts[keep], on[keep]
+    order = torch.argsort(on.long(), dim=1, descending=True, stable=True)[:, :2]
+    return torch.gather(pts, 1, order[..., None].expand(-1, -1, 2))
+
+
+def _superellipse_radius(theta: Tensor, a: float, b: float) -> Tensor:  # theta: [K] -> [K]
+    """Distance from the centre to the superellipse |x/a|^p + |z/b|^p = 1 along (sin θ, cos θ)."""
+    p = SUPERELLIPSE_POWER
+    return ((theta.sin().abs() / a) ** p + (theta.cos().abs() / b) ** p) ** (-1.0 / p)
+
+
+def _profile(rings_slope: int, rings_fall: int) -> Tensor:  # -> [R] parameters in [0, 2]: 0..1 slope, 1..2 fall
+    slope = torch.linspace(0.0, 1.0, rings_slope + 1, dtype=torch.float64)
+    fall = torch.linspace(1.0, 2.0, rings_fall + 1, dtype=torch.float64)[1:]
+    return torch.cat([slope, fall])
+
+
+def torso_mesh(base: NeckBase, shape: TorsoShape, segments: int = 40, rings_slope: int = 8,
+               rings_fall: int = 6) -> tuple[Tensor, Tensor, Tensor]:
+    """(vertices [N,3] float64 rig space, faces [M,3] int64 counter-clockwise seen from outside, profile [N] in
+    [0, 2]: 0 the neck ring, 1 the shoulder's rounded edge, 2 the bottom) of the proxy swept around the body."""
+    shape.check()
+    theta = torch.arange(segments, dtype=torch.float64) * (2.0 * math.pi / segments)  # 0: front (+z)
+    radial_dir = torch.stack([theta.sin(), torch.zeros_like(theta), theta.cos()], 1)  # [K,3]
+    neck_r = base.radius(theta)
+    outer_r = _superellipse_radius(theta, 0.5 * shape.shoulder_width, 0.5 * shape.chest_depth)
+    outer_r = torch.maximum(outer_r, neck_r + 1e-3)
+    top = base.centre[1]
+    # the shoulder's edge is lowest at the sides; front and back (chest, upper back) fall less
+    side = theta.sin() ** 2
+    corner_y = top - shape.shoulder_drop * side - 0.35 * shape.shoulder_drop * (1 - side)
+    s = _profile(rings_slope, rings_fall)  # [R]
+    radius = torch.empty(len(s), segments, dtype=torch.float64)
+    height = torch.empty_like(radius)
+    slope = s <= 1.0
+    t = s[slope][:, None]
+    end_y = corner_y - shape.rounding
+    # Bézier from the neck ring (r_n, top) through the corner (r_o, corner_y) to (r_o, corner_y - rounding)
+    radius[slope] = (1 - t) ** 2 * neck_r + 2 * t * (1 - t) * outer_r + t ** 2 * outer_r
+    height[slope] = (1 - t) ** 2 * top + 2 * t * (1 - t) * corner_y + t ** 2 * end_y
+    u = (s[~slope] - 1.0)[:, None]
+    radius[~slope] = outer_r.expand(int((~slope).sum()), -1)
+    height[~slope] = end_y + u * ((top - shape.length) - end_y)
+    verts = base.centre + radius[..., None] * radial_dir  # [R,K,3]
+    verts[..., 1] = height
+    faces = _grid_faces(len(s), segments)
+    return verts.reshape(-1, 3), faces, s[:, None].expand(-1, segments).reshape(-1)
+
+
+def _grid_faces(rings: int, segments: int) -> Tensor:  # -> [2*(rings-1)*segments, 3]
+    """Two triangles per quad of the (ring, segment) grid, wrapping around; outward with the sweep above (θ turns
+    from the front towards +x, rings go down)."""
+    r = torch.arange(rings - 1)[:, None]
+    k = torch.arange(segments)[None]
+    a = r * segments + k
+    b = r * segments + (k + 1) % segments
+    c = a + segments
+    d = b + segments
+    tri = torch.stack([torch.stack([a, c, b], -1), torch.stack([b, c, d], -1)], 2)  # [R-1,K,2,3]
+    return tri.reshape(-1, 3).long()
+
+
+def attach_torso(rig: HeadRig, shape: TorsoShape, **mesh_options) -> HeadRig:
+    """A copy of `rig` with the torso proxy appended (vertices after the rig's, triangles after its triangles, region
+    "torso", skinned to the root joint). The rig's own vertices, triangles and joints are unchanged, so everything
+    bound to them stays valid; the checksum stays the base rig's (the torso belongs to the avatar)."""
+    verts, faces, _ = torso_mesh(neck_base(rig), shape, **mesh_options)
+    n, v0 = len(verts), rig.num_vertices
+    like = lambda t, *size: t.new_zeros(*size)  # noqa: E731
+    weights = like(rig.lbs_weights, n, rig.lbs_weights.shape[1])
+    weights[:, 0] = 1.0
+    regions = {name: torch.cat([mask, mask.new_zeros(n)]) for name, mask in rig.regions.items()}
+    regions["torso"] = torch.cat([torch.zeros(v0, dtype=torch.bool, device=rig.device),
+                                  torch.ones(n, dtype=torch.bool, device=rig.device)])
+    out = dataclasses.replace(
+        rig,
+        template=torch.cat([rig.template, verts.to(rig.template)]),
+        faces=torch.cat([rig.faces, faces.to(rig.faces) + v0]),
+        shape_basis=torch.cat([rig.shape_basis, like(rig.shape_basis, n, 3, rig.shape_basis.shape[2])]),
+        expr_basis=torch.cat([rig.expr_basis, like(rig.expr_basis, n, 3, rig.expr_basis.shape[2])]),
+        joint_regressor=torch.cat([rig.joint_regressor, like(rig.joint_regressor, rig.joint_regressor.shape[0], n)], 1),
+        lbs_weights=torch.cat([rig.lbs_weights, weights]),
+        pose_correctives=torch.cat([rig.pose_correctives,
+                                    like(rig.pose_correctives, n, 3, rig.pose_correctives.shape[2])]),
+        regions=regions,
+        meta={**rig.meta, "cache_key": rig.checksum(), "torso": dataclasses.asdict(shape)},
+    )
+    if rig.face_uvs is not None and rig.uvs is not None:  # the torso gets no texture: its faces use uv (0, 0)
+        out.uvs = torch.cat([rig.uvs, rig.uvs.new_zeros(1, 2)])
+        out.face_uvs = torch.cat([rig.face_uvs, rig.face_uvs.new_full((len(faces), 3), len(rig.uvs))])
+    return out
