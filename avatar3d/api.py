@@ -249,7 +249,11 @@ class Avatar:
         camera = camera or self.camera(controls, res, progress, clip_seconds or params.duration)
         camera = camera.to(self.device)
         frame = self.rig_params(params, t, controls, camera)
-        if isinstance(background, str) and background == PLATE:
+        if isinstance(background, str):
+            if background != PLATE:
+                raise InputError(f"background {background!r}: the only word Avatar.render takes is \"plate\"; pass "
+                                 f"a colour as (r, g, b) in [0,1] or an image [H,W,3] (export.clip.parse_background "
+                                 f"reads names like white or #rrggbb)")
             background = self._plate_image(camera)
         bg_colour, bg_image = _background(background, camera.height, camera.width)
         out = render_avatar(self.gaussians, self.rig, self.faces, frame, camera.K, camera.viewmat, camera.width,
@@ -264,8 +268,9 @@ class Avatar:
 
     def _plate_image(self, camera: Camera) -> np.ndarray:  # -> [H,W,3] uint8
         if self.plate is None:
-            raise InputError(f"{self.path.name} has no background plate (enrolled before plates existed, or its "
-                             f"video's background moved); re-enroll it for one, or pick a colour (e.g. white)")
+            raise InputError(f"{self.path.name} has no background plate (enrolled before plates existed: re-enroll "
+                             f"it; or its video's background moved: film in front of a still one); pick a colour "
+                             f"(e.g. white) meanwhile")
         return self.plate.render(camera.K, camera.viewmat, camera.width, camera.height)
 
     def render(self, params: DriveParams, controls: Optional[Controls] = None, resolution: Optional[int] = None,

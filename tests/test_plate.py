@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from avatar3d.errors import InputError
 from avatar3d.render.plate import PLATE_JSON, PLATE_PNG, BackgroundPlate, load_plate
@@ -62,6 +63,50 @@ def test_zooming_out_keeps_the_picture_centred_and_filled(seed):
     np.testing.assert_allclose(seen[v, u].astype(int), plate.image[v, u].astype(int), atol=12)
 
 
+def test_render_matches_a_ray_cast(seed):
+    """Each output pixel centre's ray, met with the plane and projected into the plate (pixel centres at +0.5),
+    gives the colour render shows: any camera, any intrinsics."""
+    import cv2
+
+    from avatar3d.rotation import axis_angle_to_matrix
+
+    rng = np.random.default_rng(seed)
+    plate = _plate(rng, depth=float(rng.uniform(1.5, 3.0)))
+    view = np.eye(4)
+    view[:3, :3] = axis_angle_to_matrix(torch.as_tensor(rng.normal(0, 0.08, 3))).numpy() @ plate.viewmat[:3, :3]
+    view[:3, 3] = plate.viewmat[:3, 3] + rng.uniform(-0.15, 0.15, 3)
+    w, h = 70, 50
+    f = rng.uniform(80, 160)
+    K = np.array([[f, 0, w / 2 + rng.uniform(-4, 4)], [0, f * rng.uniform(0.9, 1.1), h / 2], [0, 0, 1]])
+    seen = plate.render(K, view, w, h).astype(np.float64)
+    jj, ii = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+    rays = np.stack([jj, ii, np.ones_like(jj)], -1) @ np.linalg.inv(K).T  # camera frame
+    to_e = plate.viewmat @ np.linalg.inv(view)  # camera -> enrolled camera
+    o, d = to_e[:3, 3], rays @ to_e[:3, :3].T
+    points = o + d * ((plate.depth - o[2]) / d[..., 2])[..., None]
+    q = points @ plate.K.T
+    u, v = q[..., 0] / q[..., 2] - 0.5, q[..., 1] / q[..., 2] - 0.5
+    ref = cv2.remap(plate.image, u.astype(np.float32), v.astype(np.float32), cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REFLECT_101).astype(np.float64)
+    inside = (u > 1) & (v > 1) & (u < plate.image.shape[1] - 2) & (v < plate.image.shape[0] - 2)
+    assert inside.mean() > 0.2  # enough of the view falls on the plate itself to compare
+    assert np.abs(seen - ref)[inside].max() <= 3
+
+
+def test_plate_camera_undoes_the_crop(seed):
+    from avatar3d.training.background import plate_camera
+
+    rng = np.random.default_rng(seed)
+    f = rng.uniform(400, 900)
+    K_full = np.array([[f, 0, rng.uniform(300, 400)], [0, f, rng.uniform(200, 300)], [0, 0, 1]])
+    x0, y0, size, res = int(rng.integers(-50, 200)), int(rng.integers(-50, 100)), int(rng.integers(200, 500)), 512
+    s = res / size
+    K_crop = np.array([[s, 0, -s * x0], [0, s, -s * y0], [0, 0, 1]]) @ K_full
+    seq = type("Seq", (), {"crop_box": np.array([x0, y0, size]), "resolution": res, "K": K_crop})()
+    sx, sy = rng.uniform(0.3, 1.0), rng.uniform(0.3, 1.0)
+    np.testing.assert_allclose(plate_camera(seq, (sx, sy)), np.diag([sx, sy, 1.0]) @ K_full, rtol=1e-9, atol=1e-9)
+
+
 def test_a_camera_behind_the_plane_sees_its_mean_colour(seed):
     plate = _plate(np.random.default_rng(seed))
     behind = plate.viewmat.copy()
@@ -86,7 +131,12 @@ def test_save_load_round_trip_and_damaged_files(tmp_path, seed):
     with pytest.raises(InputError, match="re-enroll"):
         load_plate(tmp_path)
     (tmp_path / PLATE_PNG).write_bytes(b"not a png")
-    with pytest.raises(InputError, match="unreadable"):
+    with pytest.raises(InputError, match="unreadable") as err:
+        load_plate(tmp_path)
+    assert str(tmp_path) not in str(err.value)  # names the files, not where they live
+    plate.save(tmp_path)
+    (tmp_path / PLATE_JSON).write_text("[1, 2]")
+    with pytest.raises(InputError, match="JSON object"):
         load_plate(tmp_path)
 
 
@@ -174,7 +224,7 @@ def test_plate_of_a_real_video(shared, name, tmp_path):
     finally:
         seg.close()
     with VideoReader(video) as reader:
-        assert frames.shape[1:3] == (reader.height, reader.width) and scale == 1.0
+        assert frames.shape[1:3] == (reader.height, reader.width) and scale == (1.0, 1.0)
     assert not found.moving(cfg) and 0.2 < found.seen_share < 0.9
     first_free = free[0] & (free.sum(0) >= 2)
     err = np.abs(found.image[first_free].astype(int) - frames[0][first_free].astype(int)).max(-1)

@@ -80,10 +80,10 @@ class Panel:
             self.expr_list = gui.add_markdown("")
         with gui.add_folder("Look", expand_by_default=False):
             self.background = gui.add_rgb("Background", (255, 255, 255))
-            self.room = gui.add_checkbox("Room behind", False, disabled=avatar.plate is None,
+            plate, why = _plate_or_reason(avatar)
+            self.room = gui.add_checkbox("Room behind", False, disabled=plate is None,
                                          hint="the background plate estimated from the enrollment video, seen by "
-                                              "this camera" if avatar.plate is not None else
-                                              "this avatar has no background plate (re-enroll it for one)")
+                                              "this camera" if plate is not None else why)
         with gui.add_folder("Record", expand_by_default=False):
             self.record = gui.add_button("Record clip (mp4)", icon="video",
                                          hint="the current sequence from this view, with these controls, into the "
@@ -362,3 +362,14 @@ class Panel:
             handle.options = options
         finally:
             self._syncing = False
+
+
+def _plate_or_reason(avatar):
+    """(the avatar's plate, or None with why: none made, or its files damaged; the viewer opens either way)."""
+    from avatar3d.errors import InputError
+
+    try:
+        plate = avatar.plate
+    except InputError as err:
+        return None, str(err)
+    return plate, "" if plate is not None else "this avatar has no background plate (re-enroll it for one)"

@@ -156,6 +156,9 @@ def main(cfg: RenderConfig) -> int:
         if cfg.seconds is not None:  # the model need not hear what will not be shown
             wave = wave[: int(round(cfg.seconds * AUDIO_RATE))]
     avatar = Avatar.load(cfg.avatar, backend=cfg.backend)
+    if isinstance(background, str) and avatar.plate is None:  # before any driving work
+        raise InputError(f"{Path(cfg.avatar).name} has no background plate (enrolled before plates existed, or its "
+                         f"video's background moved); pick a colour (e.g. --background white) or an image")
     controls = build_controls(cfg, avatar.expr_names)
     if driver == "audio" and not avatar.has_audio_model:
         raise InputError(f"{cfg.avatar} has no audio-to-expression model; train it with "

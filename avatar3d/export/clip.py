@@ -106,8 +106,8 @@ def parse_background(text: str):
     try:
         rgb = ImageColor.getrgb(s)[:3]
     except ValueError:
-        raise InputError(f"--background {s!r} is neither a colour (a name like white or green, #rrggbb) nor an "
-                         f"image file; check the spelling or the path") from None
+        raise InputError(f"--background {s!r} is neither plate, a colour (a name like white or green, #rrggbb) nor "
+                         f"an image file; check the spelling or the path") from None
     return tuple(c / 255.0 for c in rgb)
 
 

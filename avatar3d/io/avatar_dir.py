@@ -11,6 +11,7 @@ AVATAR/checkpoints/           resumable training state
 AVATAR/enroll.yaml            the enrollment's resolved settings (`avatar3d enroll --config` runs it again)
 AVATAR/audio2expr/            model.safetensors + config.json
 AVATAR/eval.json, eval.mp4    held-out metrics and the side-by-side video
+AVATAR/background.png, .json  the background plate and its camera (`render/plate.py`), when the room held still
 ```
 Writers create a new avatar in a temporary sibling folder and swap it in (`atomic_dir`), so a failed
 run never damages an existing avatar.

@@ -21,7 +21,7 @@ from typing import Optional
 
 import torch
 
-from avatar3d.errors import InputError
+from avatar3d.errors import BackendUnavailableError, InputError
 from avatar3d.io.atomic import atomic_write_json, atomic_write_text
 from avatar3d.io.ownership import check_replaceable, write_marker
 from avatar3d.io.avatar_dir import AvatarManifest, AvatarPaths, read_manifest, write_manifest
@@ -208,19 +208,28 @@ def segment(run: Run, seq) -> None:
 def background(run: Run, seq) -> None:
     """Stage 4: the background plate (background.png + background.json), unless the background moves."""
     from avatar3d.progress import progress_bar
+    from avatar3d.render.plate import PLATE_JSON, PLATE_PNG
     from avatar3d.training.background import build_plate
     from avatar3d.training.masks import SelfieSegmenter
 
     cfg = run.cfg.background
-    if run.done("background") or not cfg.enabled:
+    if run.done("background"):
         return
-    _say("stage background: the plate of the room behind the person")
-    segmenter = SelfieSegmenter(run.cfg.masks.model_selection)
-    try:
-        with progress_bar(cfg.samples, "plate", unit="frame") as bar:
-            plate = build_plate(Path(run.cfg.video), seq, cfg, segmenter, _say, progress=lambda: bar.update(1))
-    finally:
-        segmenter.close()
+    for name in (PLATE_PNG, PLATE_JSON):  # what an earlier attempt left must not outlive this decision
+        (run.stage_dir / name).unlink(missing_ok=True)
+    plate = None
+    if cfg.enabled:
+        _say("stage background: the plate of the room behind the person")
+        try:
+            segmenter = SelfieSegmenter(run.cfg.masks.model_selection)
+            try:
+                with progress_bar(min(cfg.samples, seq.num_frames), "plate", unit="frame") as bar:
+                    plate = build_plate(Path(run.cfg.video), seq, cfg, segmenter, _say,
+                                        progress=lambda: bar.update(1))
+            finally:
+                segmenter.close()
+        except (InputError, BackendUnavailableError) as err:  # the plate is optional: the avatar goes on without
+            _say(f"warning: no background plate ({err}); the avatar renders over a solid colour")
     if plate is not None:
         plate.save(run.stage_dir)
         _say(f"  plate: {plate.image.shape[1]}x{plate.image.shape[0]}, {plate.info['seen_share']:.0%} seen "

@@ -115,22 +115,24 @@ def load_plate(folder: Path) -> BackgroundPlate | None:
     meta_path, png_path = folder / PLATE_JSON, folder / PLATE_PNG
     if not meta_path.is_file():
         return None
+    fix = f"re-enroll, or delete {PLATE_JSON} and {PLATE_PNG} in the avatar folder {folder.name} to render without it"
     try:
         meta = json.loads(meta_path.read_text())
         with Image.open(png_path) as img:
             image = np.asarray(img.convert("RGB"))
-    except (OSError, ValueError, UnidentifiedImageError) as err:
-        raise InputError(f"the avatar's background plate ({PLATE_JSON}/{PLATE_PNG}) is unreadable ({err}); "
-                         f"re-enroll, or delete both files to render without it") from None
+    except (OSError, ValueError, UnidentifiedImageError):
+        raise InputError(f"the avatar's background plate ({PLATE_JSON} and {PLATE_PNG}) is unreadable; {fix}"
+                         ) from None
+    if not isinstance(meta, dict):
+        raise InputError(f"{PLATE_JSON} is not a JSON object; {fix}")
     if image.shape[:2] != (meta.get("height"), meta.get("width")):
         raise InputError(f"{PLATE_PNG} is {image.shape[1]}x{image.shape[0]} but {PLATE_JSON} says "
-                         f"{meta.get('width')}x{meta.get('height')}; re-enroll, or delete both files")
+                         f"{meta.get('width')}x{meta.get('height')}; {fix}")
     try:
         return BackgroundPlate(image, np.array(meta["K"]), np.array(meta["viewmat"]), float(meta["depth"]),
                                dict(meta.get("info", {})))
     except (KeyError, TypeError, ValueError) as err:
-        raise InputError(f"{PLATE_JSON} lacks a valid field ({err}); re-enroll, or delete both plate files"
-                         ) from None
+        raise InputError(f"{PLATE_JSON} lacks a valid field ({err}); {fix}") from None
 
 
 def _numpy(value: Any) -> np.ndarray:

@@ -112,9 +112,9 @@ def sample_indices(num_frames: int, samples: int) -> np.ndarray:
 
 
 def read_samples(video: Path, cfg: BackgroundConfig, segment: Callable[[np.ndarray], np.ndarray],
-                 progress: Optional[Callable[[], None]] = None) -> tuple[np.ndarray, np.ndarray, float]:
-    """(frames [S,h,w,3] uint8, free masks [S,h,w] bool, scale plate/source) of the sampled frames, shrunk to
-    `max_side`; the video is decoded once, only the samples are kept."""
+                 progress: Optional[Callable[[], None]] = None) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """(frames [S,h,w,3] uint8, free masks [S,h,w] bool, (x, y) scale plate/source) of the sampled frames, shrunk
+    to `max_side`; the video is decoded once, only the samples are kept."""
     from PIL import Image
 
     from avatar3d.io.media import VideoReader
@@ -135,16 +135,16 @@ def read_samples(video: Path, cfg: BackgroundConfig, segment: Callable[[np.ndarr
                 progress()
     if not frames:
         raise InputError(f"{video.name}: no frames could be read for the background plate; check the video")
-    return np.stack(frames), np.stack(free), size[0] / reader.width
+    return np.stack(frames), np.stack(free), (size[0] / reader.width, size[1] / reader.height)
 
 
-def plate_camera(seq, plate_scale: float) -> np.ndarray:  # -> K [3,3] of the plate's pixels
-    """The source frame's intrinsics (the crop camera undone) scaled to the plate's pixels."""
+def plate_camera(seq, plate_scale: tuple[float, float]) -> np.ndarray:  # -> K [3,3] of the plate's pixels
+    """The source frame's intrinsics (the crop camera undone) scaled to the plate's pixels ((x, y) scales)."""
     box = np.asarray(seq.crop_box, np.float64)
     s = float(seq.resolution) / box[2]
     crop = np.array([[s, 0.0, -s * box[0]], [0.0, s, -s * box[1]], [0.0, 0.0, 1.0]])
     K_full = np.linalg.inv(crop) @ np.asarray(seq.K, np.float64)
-    return np.diag([plate_scale, plate_scale, 1.0]) @ K_full
+    return np.diag([plate_scale[0], plate_scale[1], 1.0]) @ K_full
 
 
 def head_depth(seq) -> float:
@@ -160,6 +160,10 @@ def build_plate(video: Path, seq, cfg: BackgroundConfig, segment: Callable[[np.n
     """The video's plate, or None (with the reason said) when its background moves."""
     frames, free, scale = read_samples(Path(video), cfg, segment, progress)
     found = estimate_plate(frames, free, cfg)
+    if found.seen_share == 0.0:
+        say("warning: a person covers every part of every sampled frame, so the background is never seen; no "
+            "background plate, the avatar renders over a solid colour")
+        return None
     info = {"frames": found.frames, "seen_share": round(found.seen_share, 3),
             "unsteady_share": round(found.unsteady_share, 3), "behind": cfg.behind}
     if found.moving(cfg):
