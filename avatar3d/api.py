@@ -32,12 +32,14 @@ from avatar3d.drive.params import DriveParams
 from avatar3d.drive.viewpoint import EnrolledCamera, view_camera
 from avatar3d.errors import InputError
 from avatar3d.head.lbs import pose_vertices
+from avatar3d.head.torso import avatar_rig
 from avatar3d.io.avatar_dir import AvatarPaths, check_rig, read_manifest
 from avatar3d.io.media import AUDIO_RATE
 from avatar3d.rotation import axis_angle_to_matrix
 
-Background = Union[Sequence[float], np.ndarray, str]  # a colour, an image [H,W,3], or "plate" (the avatar's room)
-PLATE = "plate"
+Background = Union[Sequence[float], np.ndarray, str]  # a colour, an image [H,W,3], "plate" (the avatar's room) or
+# "auto" (the plate for a portrait that has one, else white)
+PLATE, AUTO = "plate", "auto"
 HEAD_REGIONS = ("face", "scalp", "ears", "eyeball_left", "eyeball_right")  # the head without the neck
 
 
@@ -71,6 +73,7 @@ class Avatar:
         self.backend = backend
         self.rig = load_rig(self.manifest.rig_name, device=self.device)
         check_rig(self.manifest, self.rig)
+        self.rig = avatar_rig(self.rig, self.path)  # a portrait's torso, bound like the head
         self.gaussians, self.faces = load_gaussians(self.paths, self.device)
         self.gaussians.requires_grad_(False)
         self.sequence = TrackedSequence.load(self.paths.tracking)
@@ -81,6 +84,11 @@ class Avatar:
         eye_idx = [torch.nonzero(self.rig.region(n)).flatten() for n in ("eyeball_left", "eyeball_right")]
         self._eyeballs = eye_idx if all(len(i) for i in eye_idx) else None
         self._plate = None
+
+    @property
+    def is_portrait(self) -> bool:
+        """Whether the avatar has a torso (enrolled with the portrait framing)."""
+        return "torso" in self.rig.meta
 
     @property
     def plate(self):
@@ -238,7 +246,7 @@ class Avatar:
 
     @torch.no_grad()
     def render_frame(self, params: DriveParams, t: int, controls: Optional[Controls] = None,
-                     resolution: Optional[int] = None, background: Background = (1.0, 1.0, 1.0),
+                     resolution: Optional[int] = None, background: Background = AUTO,
                      progress: float = 0.0, camera: Optional[Camera] = None,
                      clip_seconds: Optional[float] = None) -> Frame:
         """Frame t of `params` under `controls`; `progress` in [0,1] drives --orbit and camera paths."""
@@ -249,9 +257,11 @@ class Avatar:
         camera = camera or self.camera(controls, res, progress, clip_seconds or params.duration)
         camera = camera.to(self.device)
         frame = self.rig_params(params, t, controls, camera)
+        if isinstance(background, str) and background == AUTO:
+            background = PLATE if self.is_portrait and self.plate is not None else (1.0, 1.0, 1.0)
         if isinstance(background, str):
             if background != PLATE:
-                raise InputError(f"background {background!r}: the only word Avatar.render takes is \"plate\"; pass "
+                raise InputError(f"background {background!r}: the words Avatar.render takes are \"plate\" and \"auto\"; pass "
                                  f"a colour as (r, g, b) in [0,1] or an image [H,W,3] (export.clip.parse_background "
                                  f"reads names like white or #rrggbb)")
             background = self._plate_image(camera)
@@ -274,7 +284,7 @@ class Avatar:
         return self.plate.render(camera.K, camera.viewmat, camera.width, camera.height)
 
     def render(self, params: DriveParams, controls: Optional[Controls] = None, resolution: Optional[int] = None,
-               background: Background = (1.0, 1.0, 1.0), *, camera: Optional[Camera] = None,
+               background: Background = AUTO, *, camera: Optional[Camera] = None,
                start: int = 0, stop: Optional[int] = None) -> Iterator[Frame]:
         """Frames [start, stop) of `params` one at a time (constant memory for clips of any length)."""
         if isinstance(controls, Camera):  # render(params, camera, controls) as in the issue's wording
@@ -286,7 +296,7 @@ class Avatar:
 
     def write_clip(self, params: DriveParams, out: Union[str, Path], controls: Optional[Controls] = None, *,
                    fps: Optional[float] = None, resolution: Optional[int] = None,
-                   background: Background = (1.0, 1.0, 1.0), alpha_path: Optional[Path] = None,
+                   background: Background = AUTO, alpha_path: Optional[Path] = None,
                    progress: bool = True):
         """Render `params` into an H.264 + AAC mp4 with its audio (what `avatar3d render` does), streamed."""
         from avatar3d.export.clip import render_clip

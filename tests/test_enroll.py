@@ -76,6 +76,13 @@ def test_eval_json_and_split(enrolled):
     assert manifest["stages"]["audio2expr"] == "done" and manifest["stages"]["background"] == "done"
     from avatar3d.render.plate import load_plate
 
+    # the default framing is the portrait: a torso fitted to her shoulders, scored over her room
+    from avatar3d.head.torso import load_torso
+
+    assert summary["framing"] == "portrait" and load_torso(out) is not None
+    assert manifest["metrics"]["torso"]["iou"] > 0.7 and 0.26 <= manifest["metrics"]["torso"]["shoulder_width"] <= 0.56
+    for key in ("psnr_full", "ssim_full", "psnr_head", "psnr_torso"):
+        assert summary[key] is not None and 10.0 < summary[key] < 60.0 or key == "ssim_full", key
     plate = load_plate(out)  # May_5s: a still room, half of it hidden by the person all along
     assert plate is not None and plate.image.shape == (512, 512, 3) and plate.depth > 1.0
     assert 0.2 < manifest["metrics"]["plate"]["seen_share"] < 0.9

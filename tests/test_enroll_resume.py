@@ -99,13 +99,13 @@ def test_a_failed_run_says_where_its_finished_stages_are(tmp_path, monkeypatch, 
 
 def test_other_overrides_are_refused_with_the_command_that_finishes(tmp_path):
     """The same preset with another `--train.iterations`: refused, and the way to finish names its saved config."""
-    from avatar3d.pipeline.config import CONFIG_FILE, dump_config, from_preset, to_dict
+    from avatar3d.pipeline.config import CONFIG_FILE, dump_config, from_preset, stage_settings
 
     first, _ = _videos(tmp_path)
     out, stage = _interrupted(tmp_path, first)
     started = from_preset(first, "fast", out=out)
     manifest = read_manifest(stage)
-    manifest.settings["stages"] = {k: v for k, v in to_dict(started).items() if isinstance(v, dict)}
+    manifest.settings["stages"] = stage_settings(started)
     write_manifest(stage, manifest)
     (stage / CONFIG_FILE).write_text(dump_config(started))
     changed = from_preset(first, "fast", out=out, head_model="synthetic")

@@ -105,11 +105,15 @@ def test_compute_masks_streams_and_swaps_atomically(tmp_path, seed):
                           segmenter=everyone, progress=seen.append)
     assert seen == list(range(n)) and stats["frames"] == n
     assert sorted(q.name for q in out.iterdir()) == [f"{t:06d}.png" for t in range(n)]
+    from avatar3d.training.masks import read_person
+
     for t in range(n):
-        m = np.asarray(Image.open(out / f"{t:06d}.png"))
+        m = np.asarray(Image.open(out / f"{t:06d}.png").convert("L"))
         assert m.dtype == np.uint8 and m.shape == (R, R)
         assert 0.1 < (m > 127).mean() < 0.9  # the head, not the whole frame
         assert m[-1, 0] == 0 and m[-1, -1] == 0  # bottom corners: torso side
+        person = read_person(out / f"{t:06d}.png")  # the whole person is kept beside it (portraits)
+        assert person.shape == (R, R) and (person[8:-8, 8:-8] == 255).all()
     assert 0.0 < stats["torso_removed_mean"] < 1.0
     # a failing run leaves the earlier masks intact
     def broken(frame):

@@ -81,7 +81,7 @@ class Panel:
         with gui.add_folder("Look", expand_by_default=False):
             self.background = gui.add_rgb("Background", (255, 255, 255))
             plate, why = _plate_or_reason(avatar)
-            self.room = gui.add_checkbox("Room behind", False, disabled=plate is None,
+            self.room = gui.add_checkbox("Room behind", session.state.room, disabled=plate is None,
                                          hint="the background plate estimated from the enrollment video, seen by "
                                               "this camera" if plate is not None else why)
         with gui.add_folder("Record", expand_by_default=False):

@@ -61,7 +61,7 @@ class Session:
         self.sources = sources
         self.settings = settings
         self.client = client
-        self.state = ViewState(distance=float(avatar.enrolled_distance))
+        self.state = ViewState(distance=float(avatar.enrolled_distance), room=_room_by_default(avatar))
         self.playback = Playback()
         self.source_name = STILL
         self.params = sources.get(STILL)
@@ -207,3 +207,13 @@ class Session:
         self._wake.set()
         if wait > 0 and self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(wait)
+
+
+def _room_by_default(avatar) -> bool:
+    """A portrait opens in front of its room; a head avatar (or a damaged plate) over the colour."""
+    from avatar3d.errors import InputError
+
+    try:
+        return bool(avatar.is_portrait and avatar.plate is not None)
+    except InputError:
+        return False

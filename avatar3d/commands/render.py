@@ -57,9 +57,10 @@ class RenderConfig:
     """Scale of the driven expression."""
     blink: Literal["auto", "off"] = "auto"
     """Blinks: natural automatic blinks, or none."""
-    background: str = "white"
-    """Background: `plate` (the room behind the person, estimated from the enrollment video; the camera's orbit
-    and distance move it with parallax), a colour (name or #rrggbb) or an image file."""
+    background: str = "auto"
+    """Background: `auto` (a portrait's own room, a head avatar's white), `plate` (the room behind the person,
+    estimated from the enrollment video; the camera's orbit and distance move it with parallax), a colour (name
+    or #rrggbb) or an image file."""
     alpha: bool = False
     """Also write the render with its alpha channel: a PNG sequence (OUT's name + `_alpha/`), or --alpha-out."""
     alpha_out: Optional[Path] = None
@@ -156,7 +157,7 @@ def main(cfg: RenderConfig) -> int:
         if cfg.seconds is not None:  # the model need not hear what will not be shown
             wave = wave[: int(round(cfg.seconds * AUDIO_RATE))]
     avatar = Avatar.load(cfg.avatar, backend=cfg.backend)
-    if isinstance(background, str) and avatar.plate is None:  # before any driving work
+    if background == "plate" and avatar.plate is None:  # before any driving work
         raise InputError(f"{Path(cfg.avatar).name} has no background plate (enrolled before plates existed, or its "
                          f"video's background moved); pick a colour (e.g. --background white) or an image")
     controls = build_controls(cfg, avatar.expr_names)

@@ -74,11 +74,12 @@ def resample(params: DriveParams, fps: float, num_frames: Optional[int] = None) 
 
 # ------------------------------------------------------------------------------------------ background
 def parse_background(text: str):
-    """`plate`, `white`, `#20304a`, `0.2,0.3,0.4` or an image file -> "plate" (the avatar's own room), an RGB
-    colour in [0,1] (3 floats) or an image (uint8 [H,W,3]) for `Avatar.render`."""
+    """`auto`, `plate`, `white`, `#20304a`, `0.2,0.3,0.4` or an image file -> "auto" (a portrait's room, else
+    white), "plate" (the avatar's own room), an RGB colour in [0,1] (3 floats) or an image (uint8 [H,W,3]) for
+    `Avatar.render`."""
     s = str(text).strip()
-    if s.lower() == "plate":
-        return "plate"
+    if s.lower() in ("plate", "auto"):
+        return s.lower()
     path = Path(s)
     if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff") or path.is_file():
         if not path.is_file():
@@ -236,7 +237,7 @@ def write_clip(out: Path, frames: Iterable, fps: float, num_frames: int, audio: 
 
 
 def render_clip(avatar, params: DriveParams, out: Path, *, controls=None, fps: Optional[float] = None,
-                resolution: Optional[int] = None, background=(1.0, 1.0, 1.0), alpha_path: Optional[Path] = None,
+                resolution: Optional[int] = None, background="auto", alpha_path: Optional[Path] = None,
                 alpha_force: bool = False, side_by_side: bool = False, metadata: Optional[dict] = None,
                 progress: bool = True) -> ClipResult:
     """The Python form of `avatar3d render`: `avatar` (an `Avatar`) performs `params` under `controls` into

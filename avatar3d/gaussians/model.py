@@ -66,11 +66,13 @@ class BoundGaussians(nn.Module):
     @classmethod
     def on_surface(cls, vertices: Tensor, faces: Tensor, count: int, *, sh_degree: int = 0,
                    colours: Optional[Tensor] = None, opacity: float = 0.9,
-                   generator: Optional[torch.Generator] = None) -> "BoundGaussians":
-        """`count` Gaussians spread over the surface in proportion to triangle area.
+                   generator: Optional[torch.Generator] = None, density: Optional[Tensor] = None) -> "BoundGaussians":
+        """`count` Gaussians spread over the surface in proportion to triangle area (times `density`).
 
         vertices: [V,3] the rest-pose mesh; faces: [F,3] the triangles that may carry Gaussians (helper
-        geometry already removed); colours: [F,3] optional initial RGB per triangle.
+        geometry already removed); colours: [F,3] optional initial RGB per triangle; density: [F] optional relative
+        number of Gaussians per unit area (e.g. fewer on clothes than on the face), their size following so each
+        part is covered alike.
         Each Gaussian sits at a random point of its parent triangle, flat along it, sized so the set
         covers the surface (a budget below the triangle count thins the binding instead of decimating).
         """
@@ -81,7 +83,8 @@ class BoundGaussians(nn.Module):
         area = 0.5 * torch.cross(v1 - v0, v2 - v0, dim=-1).norm(dim=-1)
         # systematic sampling over the cumulative area: every triangle gets its share (low variance,
         # so no bald patches), unlike independent draws
-        cdf = torch.cumsum(area, 0) / area.sum()
+        weight = area if density is None else area * density.to(device=device, dtype=dtype)
+        cdf = torch.cumsum(weight, 0) / weight.sum()
         offset = torch.rand((), generator=generator, dtype=dtype).to(device)
         positions = (torch.arange(count, device=device, dtype=dtype) + offset) / count
         parent = torch.searchsorted(cdf, positions).clamp_max(faces.shape[0] - 1)
@@ -94,7 +97,9 @@ class BoundGaussians(nn.Module):
         R = rotation[parent]
         local = (R.transpose(-1, -2) @ (points - origin[parent])[..., None])[..., 0] / tri_scale[parent, None]
         # disc radius so that `count` discs cover the total area about twice: pi r^2 * count ~ 2 * area
-        radius = torch.sqrt(2.0 * area.sum() / (math.pi * count))
+        radius = torch.sqrt(2.0 * weight.sum() / (math.pi * count))
+        if density is not None:  # sparser parts get larger discs: pi r_f^2 n_f ~ 2 area_f
+            radius = radius / torch.sqrt(density.to(device=device, dtype=dtype)[parent])
         in_plane = torch.log(radius / tri_scale[parent])
         log_scales = torch.stack([in_plane, in_plane, in_plane + math.log(0.1)], dim=-1)
         quats = torch.zeros(count, 4, device=device, dtype=dtype)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -217,3 +219,38 @@ def attach_torso(rig: HeadRig, shape: TorsoShape, **mesh_options) -> HeadRig:
         out.uvs = torch.cat([rig.uvs, rig.uvs.new_zeros(1, 2)])
         out.face_uvs = torch.cat([rig.face_uvs, rig.face_uvs.new_full((len(faces), 3), len(rig.uvs))])
     return out
+
+
+# ------------------------------------------------------------------------------------------ the avatar's torso
+TORSO_JSON = "torso.json"
+
+
+def save_torso(folder: Path, shape: TorsoShape, info: Optional[dict] = None) -> None:
+    """AVATAR/torso.json: the fitted proportions (and how the fit went); its presence makes the avatar a portrait."""
+    from avatar3d.io.atomic import atomic_write_json
+
+    atomic_write_json(Path(folder) / TORSO_JSON, {"shape": dataclasses.asdict(shape.check()), "info": info or {}})
+
+
+def load_torso(folder: Path) -> Optional[TorsoShape]:
+    """The avatar's torso proportions, or None for a head-only avatar."""
+    import json
+
+    path = Path(folder) / TORSO_JSON
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        return TorsoShape(**data["shape"]).check()
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputError(f"{TORSO_JSON} of the avatar {Path(folder).name} is damaged ({type(err).__name__}); "
+                         f"re-enroll it") from None
+
+
+def avatar_rig(rig: HeadRig, folder: Path) -> HeadRig:
+    """The rig an avatar in `folder` is bound to: the head model, with the avatar's torso when it has one (a rig
+    that already carries a torso is returned as it is)."""
+    if "torso" in rig.meta:
+        return rig
+    shape = load_torso(folder)
+    return rig if shape is None else attach_torso(rig, shape)

@@ -54,6 +54,9 @@ class EnrollConfig:
     config: Optional[Path] = None
     """A config saved by an earlier enrollment (AVATAR/enroll.yaml) to start from instead of the preset: the same
     settings, so the run can be reproduced; options given here still override it."""
+    framing: Literal["portrait", "head"] = "portrait"
+    """portrait: head, neck, shoulders and clothes over the room behind (a torso in 3D, the background plate,
+    training on the whole picture); head: the head and neck alone over a solid colour (avatars before portraits)."""
     holdout: float = 0.2
     """Fraction of frames at the end of the video kept out of training for evaluation."""
     head_model: Optional[str] = None
@@ -151,3 +154,11 @@ def load_config(path: Path) -> EnrollConfig:
                     where=str(path))
     return dataclasses.replace(cfg, video=None if cfg.video is None else Path(cfg.video), out=Path(cfg.out),
                                config=None)
+
+
+def stage_settings(cfg: EnrollConfig) -> dict:
+    """What a run records of its settings so another run can tell whether it may continue it: every stage's
+    section, and the framing (chosen at the crop)."""
+    stages = {k: v for k, v in to_dict(cfg).items() if isinstance(v, dict)}
+    stages["framing"] = cfg.framing
+    return stages

@@ -1,7 +1,7 @@
 """`enroll`: a talking video in, an avatar directory out.
 
-Stages, one function each, in order: check the input → track → segment → background plate → train the
-Gaussians → audio-to-expression (lip sync from the video's own speech) → evaluate the held-out tail; each takes
+Stages, one function each, in order: check the input → track → segment → background plate → torso (a
+portrait's shoulders) → train the Gaussians → audio-to-expression (lip sync from the video's own speech) → evaluate the held-out tail; each takes
 its section of the `EnrollConfig` (pipeline/config.py). Work happens in a staging folder beside the output
 (`.NAME.staging`), each finished stage recorded in its manifest, so `--resume` continues an interrupted run from
 the last finished stage (and training from its last checkpoint); the finished avatar replaces an existing one
@@ -25,10 +25,10 @@ from avatar3d.errors import BackendUnavailableError, InputError
 from avatar3d.io.atomic import atomic_write_json, atomic_write_text
 from avatar3d.io.ownership import check_replaceable, write_marker
 from avatar3d.io.avatar_dir import AvatarManifest, AvatarPaths, read_manifest, write_manifest
-from avatar3d.pipeline.config import CONFIG_FILE, EnrollConfig, dump_config, from_preset, to_dict
+from avatar3d.pipeline.config import CONFIG_FILE, EnrollConfig, dump_config, from_preset, stage_settings
 from avatar3d.pipeline.resume import differences, refuse_mismatch, run_inputs
 
-STAGES = ("check", "track", "segment", "background", "train", "audio2expr", "eval")
+STAGES = ("check", "track", "segment", "background", "torso", "train", "audio2expr", "eval")
 
 
 def staging_dir(out: Path) -> Path:
@@ -113,6 +113,7 @@ def run_enrollment(cfg: EnrollConfig) -> dict:
     seq = timed(run, "track", lambda: track(run))
     timed(run, "segment", lambda: segment(run, seq))
     timed(run, "background", lambda: background(run, seq))
+    timed(run, "torso", lambda: torso(run, seq))
     frames_train, frames_eval = split(seq, cfg.holdout)
     timed(run, "train", lambda: train(run, frames_train, len(frames_eval)))
     timed(run, "audio2expr", lambda: audio2expr(run))
@@ -144,7 +145,7 @@ def start(cfg: EnrollConfig) -> Run:
     out.parent.mkdir(parents=True, exist_ok=True)
     stage_dir = staging_dir(out)
     rig = load_rig(cfg.head_model, device="cpu")
-    stages = {k: v for k, v in to_dict(cfg).items() if isinstance(v, dict)}
+    stages = stage_settings(cfg)
     inputs = run_inputs(video, cfg.preset, cfg.holdout, rig.checksum(), stages) if video.is_file() else None
     resume = _decide_resume(stage_dir, AvatarPaths(stage_dir), video, out, inputs, cfg.resume, cfg.restart)
     return Run(cfg=cfg, stage_dir=stage_dir, rig=rig, inputs=inputs, resume=resume)
@@ -171,7 +172,7 @@ def track(run: Run):
         _say("stage track: landmarks, crop, rig fitting")
         track_dir = stage_dir.parent / f".{Path(cfg.out).name}.track"
         result = track_video(Path(cfg.video), track_dir, head_model=cfg.head_model, device=cfg.device,
-                             resolution=cfg.track.resolution, fit_config=cfg.track.fit)
+                             resolution=cfg.track.resolution, fit_config=cfg.track.fit, framing=cfg.framing)
         stage_dir.mkdir(exist_ok=True)
         paths.frames.parent.mkdir(parents=True, exist_ok=True)
         if paths.frames.exists():
@@ -237,6 +238,31 @@ def background(run: Run, seq) -> None:
     run.mark("background", plate=plate.info if plate is not None else None)
 
 
+def torso(run: Run, seq) -> None:
+    """Stage 5 (portraits): fit the torso proxy's proportions to the person masks (torso.json)."""
+    from avatar3d.head.torso import TORSO_JSON, save_torso
+    from avatar3d.training.torso_fit import describe, fit_torso
+    from avatar3d.training.trainer import face_split
+
+    if run.done("torso"):
+        return
+    (run.stage_dir / TORSO_JSON).unlink(missing_ok=True)
+    if run.cfg.framing != "portrait":
+        run.mark("torso", torso=None)
+        return
+    _say("stage torso: the shoulders' proportions from the person masks")
+    frames_train, _ = face_split(seq, run.cfg.holdout)
+    try:
+        shape, info = fit_torso(seq, run.rig, run.paths.masks, frames_train)
+    except InputError as err:  # the avatar goes on as a head
+        _say(f"warning: no torso ({err}); the avatar is the head alone")
+        run.mark("torso", torso=None)
+        return
+    save_torso(run.stage_dir, shape, info)
+    _say(f"  torso: {describe(shape, info)}")
+    run.mark("torso", torso={**dataclasses.asdict(shape), **info})
+
+
 def split(seq, holdout: float) -> tuple[list[int], list[int]]:
     """(training frames, held-out frames), frames without a detected face left out of both."""
     from avatar3d.tracking.sequence import describe_frames
@@ -251,7 +277,7 @@ def split(seq, holdout: float) -> tuple[list[int], list[int]]:
 
 
 def train(run: Run, frames_train: list[int], held_out: int) -> None:
-    """Stage 5: the Gaussians (resumes from their own checkpoints)."""
+    """Stage 6: the Gaussians (resumes from their own checkpoints)."""
     from avatar3d.training.trainer import train_gaussians
 
     if run.done("train"):
@@ -263,7 +289,7 @@ def train(run: Run, frames_train: list[int], held_out: int) -> None:
 
 
 def audio2expr(run: Run) -> None:
-    """Stage 6: speech -> expression on the training part, into STAGING/audio2expr. Input problems (e.g. a clip
+    """Stage 7: speech -> expression on the training part, into STAGING/audio2expr. Input problems (e.g. a clip
     too short to learn from) are reported, never fatal: the avatar is still usable without lip sync."""
     from avatar3d.audio2expr.train import train_audio2expr
 
@@ -288,7 +314,7 @@ def audio2expr(run: Run) -> None:
 
 
 def evaluate(run: Run, frames_eval: list[int]) -> dict:
-    """Stage 7: score the held-out tail (eval.json's image metrics, eval.mp4)."""
+    """Stage 8: score the held-out tail (eval.json's image metrics, eval.mp4)."""
     from avatar3d.pipeline.holdout import evaluate_holdout
 
     if not frames_eval:
@@ -304,7 +330,9 @@ def _summary(run: Run, seq, metrics: dict, report, n_train: int, n_eval: int) ->
         "psnr": metrics.get("psnr"), "ssim": metrics.get("ssim"),
         "psnr_refined": metrics.get("psnr_refined"), "ssim_refined": metrics.get("ssim_refined"),
         "psnr_masked": metrics.get("psnr_masked"), "lpips": metrics.get("lpips"),
-        "frames_train": n_train, "frames_eval": n_eval,
+        "psnr_full": metrics.get("psnr_full"), "ssim_full": metrics.get("ssim_full"),
+        "psnr_head": metrics.get("psnr_head"), "psnr_torso": metrics.get("psnr_torso"),
+        "framing": run.cfg.framing, "frames_train": n_train, "frames_eval": n_eval,
         "resolution": seq.resolution, "num_gaussians": metrics.get("num_gaussians"),
         "seconds": {k: round(v, 1) for k, v in run.seconds.items()},
         "device": run.cfg.device, "preset": run.cfg.preset, "warnings": list(report.warnings),
@@ -315,7 +343,7 @@ def _summary(run: Run, seq, metrics: dict, report, n_train: int, n_eval: int) ->
 
 
 def swap_in(stage_dir: Path, out: Path) -> None:
-    """Stage 8: the finished avatar replaces `out` (the old one goes only once the new one is complete)."""
+    """Stage 9: the finished avatar replaces `out` (the old one goes only once the new one is complete)."""
     write_marker(stage_dir, "avatar")
     if out.exists():
         old = out.parent / f".{out.name}.old"
@@ -337,6 +365,9 @@ def print_summary(summary: dict, out: Path) -> None:
         f"  PSNR / SSIM     : {fmt(summary['psnr'])} dB / {fmt(summary['ssim'], 4)} (tracked parameters)",
         f"  refined         : {fmt(summary['psnr_refined'])} dB / {fmt(summary['ssim_refined'], 4)}"
         f"   inside the head mask: {fmt(summary['psnr_masked'])} dB",
+        *([f"  portrait        : {fmt(summary['psnr_full'])} dB / {fmt(summary['ssim_full'], 4)} over its room vs "
+           f"the real frames; head {fmt(summary['psnr_head'])} dB, torso {fmt(summary['psnr_torso'])} dB"]
+          if summary.get("psnr_full") is not None else []),
         f"  Gaussians       : {summary['num_gaussians']}",
         "  time per stage  : " + ", ".join(f"{k} {v:.0f} s" for k, v in s.items()),
         f"  look at it      : {out / 'eval.mp4'} (real | render | error), {out / 'overlay.mp4'} (tracking)",

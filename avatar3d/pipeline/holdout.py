@@ -4,6 +4,10 @@ Two figures, as the field reports them: with the tracked parameters as they are 
 after refining only those frames' parameters with the Gaussians frozen (`psnr_refined`, `ssim_refined`),
 which separates the avatar's quality from the tracker's errors. Metrics use the field's convention (the
 same constant background in render and ground truth, full frame); `psnr_masked` is inside the head mask.
+
+A portrait (an avatar with a torso) is also scored as a user sees it: the render over its background plate
+against the real frame, nothing masked (`psnr_full`, `ssim_full`), and inside the head's and the torso's masks
+(`psnr_head`, `psnr_torso`); its field-convention figures take the whole person (torso included) over the colour.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from avatar3d.gaussians.avatar_render import render_avatar
 from avatar3d.gaussians.store import load_gaussians
 from avatar3d.head.refined import load_refined
 from avatar3d.head.rig import HeadRig
+from avatar3d.head.torso import avatar_rig
 from avatar3d.io.avatar_dir import FRAME_PATTERN, AvatarPaths
 from avatar3d.progress import progress_bar
 from avatar3d.render.metrics import lpips_or_none, psnr, ssim, to_float
@@ -28,6 +33,9 @@ from avatar3d.tracking.sequence import TrackedSequence
 from avatar3d.training.frame_params import FrameAdam, FrameParams
 from avatar3d.training.losses import photometric_loss
 from avatar3d.training.trainer import load_frames
+
+
+MIN_REGION = 0.005  # share of the picture a region needs to be scored on its own
 
 
 @dataclass
@@ -56,47 +64,53 @@ def evaluate_holdout(avatar_dir: Path, rig: HeadRig, *, frames_eval: Optional[Se
     seq = TrackedSequence.load(paths.tracking)
     gaussians, faces = load_gaussians(paths, device)
     gaussians.requires_grad_(False)
-    rig = rig.to(device)
-    if frames_eval is None:
-        _, train = load_refined(paths.refined) if paths.refined.is_file() else (None, [])
-        frames_eval = sorted(set(range(seq.num_frames)) - set(train))
-    frames_eval = [int(i) for i in frames_eval]
-    if not frames_eval:
-        raise InputError("no held-out frames to evaluate; enroll with --holdout 0.2 (the default)")
+    rig = avatar_rig(rig, paths.root).to(device)
+    portrait = "torso" in rig.meta
+    frames_eval = _held_out_frames(paths, seq, frames_eval)
 
     res = seq.resolution
     bg = torch.tensor(background, dtype=torch.float32, device=device)
-    full = load_frames(paths, seq, frames_eval, res, background)
-    small = load_frames(paths, seq, frames_eval, cfg.refine_resolution, background)
+    full = load_frames(paths, seq, frames_eval, res, background, portrait=portrait)
+    small = load_frames(paths, seq, frames_eval, cfg.refine_resolution, background, portrait=portrait)
     masks = _load_masks(paths, frames_eval, res)
+    plate_full = full.backdrop.to(device) if full.backdrop is not None else None
+    plate_small = small.backdrop.to(device) if small.backdrop is not None else None
+    render_bg = None if plate_full is not None else bg  # over a plate: rendered over black, then composited
     tracked = seq.params(device=device).slice(torch.tensor(frames_eval))
     refined = FrameParams(tracked).to(device)
     opt = FrameAdam(refined, cfg.lr_expr, cfg.lr_pose, cfg.lr_transl)
     K_full, K_small, viewmat = full.K.to(device), small.K.to(device), full.viewmat.to(device)
 
-    scores = {"psnr": [], "ssim": [], "psnr_refined": [], "ssim_refined": [], "psnr_masked": []}
+    scores = {"psnr": [], "ssim": [], "psnr_refined": [], "ssim_refined": [], "psnr_masked": [],
+              "psnr_full": [], "ssim_full": [], "psnr_head": [], "psnr_torso": []}
     renders, reals = [], []
     lpips_values = []
     bar = progress_bar(len(frames_eval), "evaluate held-out", unit="frame")
     for n in range(len(frames_eval)):
-        target = full.images[n].to(device).float() / 255.0
+        real = full.images[n].to(device).float() / 255.0
+        person = full.persons[n].to(device).float()[..., None] / 255.0 if plate_full is not None else None
+        target = real if person is None else real * person + (1 - person) * bg  # the field's convention
         with torch.no_grad():
-            before = render_avatar(gaussians, rig, faces, refined.tracked_frame(n), K_full, viewmat, res, res, bg).image
-        scores["psnr"].append(psnr(before.clamp(0, 1), target))
-        scores["ssim"].append(ssim(before.clamp(0, 1), target))
+            out = render_avatar(gaussians, rig, faces, refined.tracked_frame(n), K_full, viewmat, res, res, render_bg)
+        before = _over(out, bg if plate_full is not None else None).clamp(0, 1)
+        scores["psnr"].append(psnr(before, target))
+        scores["ssim"].append(ssim(before, target))
         target_small = small.images[n].to(device).float() / 255.0
-        for _ in range(cfg.refine_steps):
+        for _ in range(cfg.refine_steps):  # this frame's parameters only, the Gaussians frozen
             out = render_avatar(gaussians, rig, faces, refined.frame(n), K_small, viewmat,
-                                cfg.refine_resolution, cfg.refine_resolution, bg).image
-            loss = photometric_loss(out, target_small) + cfg.prior_weight * refined.prior(n)
-            loss.backward()
+                                cfg.refine_resolution, cfg.refine_resolution, render_bg)
+            (photometric_loss(_over(out, plate_small), target_small) + cfg.prior_weight * refined.prior(n)).backward()
             opt.step(n)
         with torch.no_grad():
-            after = render_avatar(gaussians, rig, faces, refined.frame(n), K_full, viewmat, res, res, bg).image.clamp(0, 1)
+            out = render_avatar(gaussians, rig, faces, refined.frame(n), K_full, viewmat, res, res, render_bg)
+        after = _over(out, bg if plate_full is not None else None).clamp(0, 1)
         scores["psnr_refined"].append(psnr(after, target))
         scores["ssim_refined"].append(ssim(after, target))
         if masks is not None:
             scores["psnr_masked"].append(psnr(after, target, masks[n].to(device)))
+        if plate_full is not None:  # the portrait as a user sees it, against the real frame
+            head = masks[n].to(device) if masks is not None else None
+            after, target = _score_portrait(scores, _over(out, plate_full).clamp(0, 1), real, person, head), real
         value = lpips_or_none(after, target)
         if value is not None:
             lpips_values.append(value)
@@ -112,13 +126,40 @@ def evaluate_holdout(avatar_dir: Path, rig: HeadRig, *, frames_eval: Optional[Se
         return to_float(torch.stack(values).mean()) if values else None
 
     return {
-        "psnr": mean(scores["psnr"]), "ssim": mean(scores["ssim"]),
-        "psnr_refined": mean(scores["psnr_refined"]), "ssim_refined": mean(scores["ssim_refined"]),
-        "psnr_masked": mean(scores["psnr_masked"]),
-        "lpips": mean(lpips_values),
+        **{key: mean(values) for key, values in scores.items()}, "lpips": mean(lpips_values),
         "frames_eval": len(frames_eval), "resolution": res, "num_gaussians": gaussians.num_gaussians,
         "seconds_eval": time.perf_counter() - started,
     }
+
+
+def _held_out_frames(paths: AvatarPaths, seq: TrackedSequence, frames_eval: Optional[Sequence[int]]) -> list[int]:
+    """`frames_eval`, or every frame training did not see."""
+    if frames_eval is None:
+        _, train = load_refined(paths.refined) if paths.refined.is_file() else (None, [])
+        frames_eval = sorted(set(range(seq.num_frames)) - set(train))
+    frames_eval = [int(i) for i in frames_eval]
+    if not frames_eval:
+        raise InputError("no held-out frames to evaluate; enroll with --holdout 0.2 (the default)")
+    return frames_eval
+
+
+def _score_portrait(scores: dict, seen: torch.Tensor, real: torch.Tensor, person: torch.Tensor,
+                    head: Optional[torch.Tensor]) -> torch.Tensor:
+    # seen, real: [H,W,3]; person: [H,W,1] whole-person mask; head: [H,W] head mask or None
+    """Add the portrait's figures for one frame to `scores`: over its plate vs the real frame, whole and per region."""
+    scores["psnr_full"].append(psnr(seen, real))
+    scores["ssim_full"].append(ssim(seen, real))
+    if head is not None:
+        scores["psnr_head"].append(psnr(seen, real, head))
+        torso = (person[..., 0] - head).clamp(0, 1)
+        if float(torso.mean()) > MIN_REGION:  # a frame that shows no torso has nothing to score there
+            scores["psnr_torso"].append(psnr(seen, real, torso))
+    return seen
+
+
+def _over(out, backdrop: Optional[torch.Tensor]) -> torch.Tensor:  # -> [H,W,3]
+    """The render over `backdrop` ([H,W,3] or [3]) when it was rendered over black, else as it is."""
+    return out.image if backdrop is None else out.image + (1.0 - out.alpha) * backdrop
 
 
 def _load_masks(paths: AvatarPaths, indices: Sequence[int], resolution: int) -> Optional[torch.Tensor]:

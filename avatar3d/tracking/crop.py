@@ -18,6 +18,9 @@ from avatar3d.errors import InputError
 DEFAULT_MARGIN = 1.7  # crop side / face-landmark box side: room for hair, forehead, chin and neck
 DEFAULT_LIFT = 0.08  # crop centre above the face-box centre, in face-box heights (the mesh stops at the brow)
 DEFAULT_FOV_DEG = 25.0  # assumed field of view (larger image side) when no K is known: a fitter's start
+PORTRAIT_MARGIN = 2.7  # portrait framing: crop side / face size (head, neck and shoulders)
+PORTRAIT_LIFT = -0.45  # portrait framing: the crop centre this many face heights *below* the face centre
+FRAMINGS = ("portrait", "head")
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,22 @@ class CropBox:
     def as_array(self) -> np.ndarray:
         """int64 `[3]` (x0, y0, size), for storing in an npz."""
         return np.array([self.x0, self.y0, self.size], dtype=np.int64)
+
+
+def framed_crop(track: Any, width: int, height: int, framing: str = "portrait") -> CropBox:
+    """The crop of a framing: `head` (the head alone, compute_crop's defaults) or `portrait` (head, neck and
+    shoulders: PORTRAIT_MARGIN face sizes, the face in the upper part), a portrait kept inside the frame (smaller
+    where the frame is too small for it, moved where it would leave the frame) so it needs no padding."""
+    if framing not in FRAMINGS:
+        raise InputError(f"unknown framing {framing!r}; use one of {', '.join(FRAMINGS)}")
+    if framing == "head":
+        return compute_crop(track, width, height)
+    box = compute_crop(track, width, height, margin=PORTRAIT_MARGIN, lift=PORTRAIT_LIFT)
+    size = min(box.size, int(width), int(height))
+    centre_x, centre_y = box.x0 + box.size / 2.0, box.y0 + box.size / 2.0
+    x0 = int(round(min(max(centre_x - size / 2.0, 0), width - size)))
+    y0 = int(round(min(max(centre_y - size / 2.0, 0), height - size)))
+    return CropBox(x0, y0, size)
 
 
 def compute_crop(track: Any, width: int, height: int, margin: float = DEFAULT_MARGIN,

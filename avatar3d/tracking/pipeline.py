@@ -25,7 +25,7 @@ from avatar3d.io.avatar_dir import FRAME_PATTERN
 from avatar3d.io.media import AUDIO_RATE, Mp4Writer, VideoReader, read_audio
 from avatar3d.io.ownership import check_replaceable
 from avatar3d.progress import progress_bar
-from avatar3d.tracking.crop import apply_crop, compute_crop, crop_intrinsics, crop_landmarks
+from avatar3d.tracking.crop import apply_crop, crop_intrinsics, crop_landmarks, framed_crop
 from avatar3d.tracking.fit import FitConfig, fit_sequence
 from avatar3d.tracking.landmarks import LandmarkTrack, detect_video
 from avatar3d.tracking.metrics import cv_mask, tracking_metrics
@@ -89,10 +89,11 @@ def _write_overlay(path: Path, frames_dir: Path, rig, seq: TrackedSequence, fps:
 
 def track_video(video: Path, out: Path, *, head_model: Optional[str] = None, resolution: int = 512,
                 device: str = "cpu", fit_config: Optional[FitConfig] = None, overlay: bool = True,
-                max_frames: Optional[int] = None, force: bool = False) -> TrackOutputs:
+                max_frames: Optional[int] = None, force: bool = False, framing: str = "head") -> TrackOutputs:
     """Track `video` (its first `max_frames` frames when given) into the folder `out`.
 
     An existing `out` is replaced only when avatar3d made it (or with `force`): checked before any work.
+    `framing`: the crop, `head` (the head alone) or `portrait` (head and shoulders; tracking/crop.py).
 
     See `TrackedSequence` for the schema of `tracking.npz`.
     """
@@ -106,7 +107,7 @@ def track_video(video: Path, out: Path, *, head_model: Optional[str] = None, res
     started = time.perf_counter()
     source = _detect(video, head_model, device, max_frames)
     track = source.track
-    box = compute_crop(track, *source.size)
+    box = framed_crop(track, *source.size, framing=framing)
     K_crop = crop_intrinsics(None, box, resolution, image_size=source.size)
     points = crop_landmarks(track.points, box, resolution).astype(np.float32)
     held = cv_mask()

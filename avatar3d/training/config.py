@@ -27,7 +27,13 @@ class TrainConfig:
     sh_increase_every: int = 1000
     """Steps between enabling one more SH band (3DGS's warm-up: diffuse colour first)."""
     background: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
-    """Solid background colour (RGB in [0,1]) the ground truth is composited over with the mask, and rendered over."""
+    """Solid background colour (RGB in [0,1]) the ground truth is composited over with the mask, and rendered over.
+    A portrait with a background plate trains on the real frames over the plate instead."""
+    lambda_alpha: float = 0.1
+    """Portrait: weight of the L1 between the rendered coverage and the person mask (keeps Gaussians off the room,
+    which the plate shows, and on the person's outline)."""
+    torso_density: float = 0.25
+    """Portrait: Gaussians per unit area on the torso at the start, relative to the head (clothes need fewer)."""
     lr_position: float = 5e-3
     """Adam rate of the local positions (units of the parent triangle's size) at the first step."""
     lr_position_final: float = 5e-5

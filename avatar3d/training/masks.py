@@ -23,7 +23,9 @@ torso for this rule), a second person and the background get 0. The silhouette a
 are computed on a coarser grid (`work_resolution`) and upsampled bilinearly, which feathers those
 edges over a few pixels; the segmentation's own soft edges are kept. Before the rule, each frame's person
 probability is averaged with its neighbours' (warped by the head's motion; `temporal_radius`), which steadies
-the flickering hair edges. Masks are uint8 0..255 (255 = head/hair/neck).
+the flickering hair edges. Masks are uint8 0..255 (255 = head/hair/neck), stored as the grey channel of a
+grey+alpha PNG whose second channel is the whole person (the steadied probability, torso and clothes included),
+which a portrait trains and is scored on (`read_person`).
 """
 from __future__ import annotations
 
@@ -136,6 +138,14 @@ def cut_torso(person: np.ndarray,  # [H,W] float in [0,1], person probability
     return (value.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).numpy()
 
 
+def read_person(path: Path) -> Optional[np.ndarray]:  # -> [H,W] uint8, or None
+    """The whole-person channel of a mask file (None for masks written before it was stored)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.getchannel("A")) if image.mode == "LA" else None
+
+
 # ------------------------------------------------------------------------------------------ segmentation
 class SelfieSegmenter:
     """MediaPipe selfie segmentation (model inside the mediapipe 0.10.21 wheel): frame -> person probability."""
@@ -236,7 +246,9 @@ class _MaskWriter:
 
         sil, key = self.pending.pop(i)
         mask = cut_torso(person, sil, key[0], key[1], self.cfg)
-        Image.fromarray(mask).save(self.folder / FRAME_PATTERN.format(i), compress_level=1)
+        whole = (np.clip(person, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        Image.fromarray(np.stack([mask, whole], -1), mode="LA").save(self.folder / FRAME_PATTERN.format(i),
+                                                                      compress_level=1)
         # statistics on the work grid: cheap and resolution-independent
         p_work = F.interpolate(torch.from_numpy(person)[None, None], size=(self.work, self.work), mode="area")[0, 0]
         kept = mask.mean() / 255.0

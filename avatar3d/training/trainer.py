@@ -32,6 +32,7 @@ from avatar3d.gaussians.store import encode_gaussians
 from avatar3d.head.lbs import pose_vertices
 from avatar3d.head.refined import FREE_KEYS, read_split, save_refined
 from avatar3d.head.rig import HeadRig, RigParams
+from avatar3d.head.torso import avatar_rig
 from avatar3d.io.atomic import atomic_write_bytes
 from avatar3d.io.avatar_dir import FRAME_PATTERN, AvatarPaths, check_rig, default_split, read_manifest, write_manifest
 from avatar3d.render.metrics import lpips_available, lpips_dir, lpips_or_none, psnr
@@ -60,11 +61,13 @@ class TrainResult:
 @dataclass
 class TrainingFrames:
     indices: list[int]  # frame numbers in the sequence
-    images: Tensor  # [T,R,R,3] uint8 ground truth composited over the background
+    images: Tensor  # [T,R,R,3] uint8 ground truth: composited over the background, or the real frames (portrait)
     K: Tensor  # [3,3] intrinsics at the training resolution
     viewmat: Tensor  # [4,4]
     resolution: int
     has_masks: bool
+    persons: Optional[Tensor] = None  # [T,R,R] uint8 whole-person masks (portrait), else None
+    backdrop: Optional[Tensor] = None  # [R,R,3] float: the plate as this camera sees it (portrait), else None
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -80,9 +83,19 @@ def _read_image(path: Path, resolution: int, mode: str) -> np.ndarray:
 
 
 def load_frames(paths: AvatarPaths, seq: TrackedSequence, indices: Sequence[int], resolution: int,
-                background: Sequence[float]) -> TrainingFrames:
-    """Training frames at `resolution` (K scaled with them), composited over `background` where masks exist."""
+                background: Sequence[float], portrait: bool = False) -> TrainingFrames:
+    """Training frames at `resolution` (K scaled with them), composited over `background` where masks exist.
+
+    portrait: the whole person (torso and clothes) is the avatar: with a background plate the frames are the real
+    ones and `backdrop` the plate as the training camera sees it; without one the person is composited over
+    `background`. Masks made before the person channel existed train the head alone."""
     masks_present = all((paths.masks / FRAME_PATTERN.format(i)).is_file() for i in indices)
+    K = torch.as_tensor(seq.K, dtype=torch.float32).clone()
+    K[:2] *= resolution / float(seq.resolution)  # pixel centres at +0.5: scaling the image scales u, v exactly
+    if portrait and masks_present:
+        persons = _person_masks(paths, indices, resolution)
+        if persons is not None:
+            return _portrait_frames(paths, seq, indices, resolution, background, persons, K)
     if not masks_present:
         warnings.warn(f"no foreground masks in {paths.masks}: training on the whole frame (background included); "
                       "run the segmentation stage of `avatar3d enroll` for a cleaner avatar", RuntimeWarning,
@@ -95,10 +108,45 @@ def load_frames(paths: AvatarPaths, seq: TrackedSequence, indices: Sequence[int]
             m = _read_image(paths.masks / FRAME_PATTERN.format(i), resolution, "L").astype(np.float32)[..., None] / 255.0
             rgb = rgb * m + bg * (1 - m)
         images[n] = np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
-    K = torch.as_tensor(seq.K, dtype=torch.float32).clone()
-    K[:2] *= resolution / float(seq.resolution)  # pixel centres at +0.5: scaling the image scales u, v exactly
     return TrainingFrames(list(indices), torch.from_numpy(images), K,
                           torch.as_tensor(seq.viewmat, dtype=torch.float32), resolution, masks_present)
+
+
+def _person_masks(paths: AvatarPaths, indices: Sequence[int], resolution: int) -> Optional[Tensor]:
+    """[T,R,R] uint8 whole-person masks, or None when the masks carry no person channel."""
+    from PIL import Image
+
+    from avatar3d.training.masks import read_person
+
+    out = np.empty((len(indices), resolution, resolution), np.uint8)
+    for n, i in enumerate(indices):
+        person = read_person(paths.masks / FRAME_PATTERN.format(i))
+        if person is None:
+            return None
+        if person.shape != (resolution, resolution):
+            person = np.asarray(Image.fromarray(person).resize((resolution, resolution), Image.BILINEAR))
+        out[n] = person
+    return torch.from_numpy(out)
+
+
+def _portrait_frames(paths: AvatarPaths, seq: TrackedSequence, indices: Sequence[int], resolution: int,
+                     background: Sequence[float], persons: Tensor, K: Tensor) -> TrainingFrames:
+    from avatar3d.render.plate import load_plate
+
+    plate = load_plate(paths.root)
+    viewmat = torch.as_tensor(seq.viewmat, dtype=torch.float32)
+    images = np.empty((len(indices), resolution, resolution, 3), dtype=np.uint8)
+    bg = np.asarray(background, dtype=np.float32)
+    for n, i in enumerate(indices):
+        rgb = _read_image(paths.frames / FRAME_PATTERN.format(i), resolution, "RGB")
+        if plate is None:  # no room to stand in: the person over the solid colour
+            m = persons[n].numpy().astype(np.float32)[..., None] / 255.0
+            rgb = np.clip(np.rint((rgb / 255.0 * m + bg * (1 - m)) * 255.0), 0, 255).astype(np.uint8)
+        images[n] = rgb
+    backdrop = None
+    if plate is not None:
+        backdrop = torch.from_numpy(plate.render(K, viewmat, resolution, resolution).astype(np.float32) / 255.0)
+    return TrainingFrames(list(indices), torch.from_numpy(images), K, viewmat, resolution, True, persons, backdrop)
 
 
 def face_split(seq: TrackedSequence, holdout: float) -> tuple[list[int], list[int]]:
@@ -249,6 +297,7 @@ class _Scene:
     K: Tensor  # [3,3] at the training resolution
     viewmat: Tensor  # [4,4]
     background: Tensor  # [3]
+    backdrop: Optional[Tensor]  # [R,R,3] the plate behind a portrait (renders are composited over it), else None
     faces: Tensor  # [F',3] binding triangles
     rest_vertices: Tensor  # [V,3] the tracked identity in the neutral pose
     tri_scale: Tensor  # [F'] triangle scales at rest (densification's size reference)
@@ -278,7 +327,7 @@ def _train(avatar_dir: Path, config: TrainConfig, device, resume: bool, progress
     start_time = time.time()
     paths = AvatarPaths(Path(avatar_dir))
     device = torch.device(device)
-    rig = _checked_rig(paths, rig).to(device)
+    rig = avatar_rig(_checked_rig(paths, rig), paths.root).to(device)
     seq = TrackedSequence.load(paths.tracking)
     if frames_train is None:
         frames_train = read_split(paths.refined) or face_split(seq, holdout)[0]
@@ -308,14 +357,16 @@ def _train(avatar_dir: Path, config: TrainConfig, device, resume: bool, progress
         pick = int(torch.randint(len(frames_train), (1,), generator=generator))
         t = frames_train[pick]
         target = scene.frames.images[pick].to(device).float() / 255.0
+        person = scene.frames.persons[pick].to(device).float() / 255.0 if scene.frames.persons is not None else None
         refining = state.frame_opt is not None and step > config.refine_from
-        out, loss = _loss(state, rig, scene, t, target, weights.get(t), step, refining, lpips_fn, config)
+        out, image, loss = _loss(state, rig, scene, t, target, person, weights.get(t), step, refining, lpips_fn,
+                                 config)
         loss.backward()
         _optimise(state, t, step, refining, config)
         _density_control(state, out, scene, step, config)
 
         loss_value = float(loss.detach())
-        recent_psnr = (recent_psnr + [float(psnr(out.image.detach(), target))])[-50:]
+        recent_psnr = (recent_psnr + [float(psnr(image.detach(), target))])[-50:]
         bar.set_postfix(loss=f"{loss_value:.4f}", psnr=f"{np.mean(recent_psnr):.2f}",
                         n=state.gaussians.num_gaussians, refresh=False)
         bar.update(1)
@@ -360,17 +411,20 @@ def _check_settings(config: TrainConfig, frames_train: list[int], num_frames: in
 def _scene(paths: AvatarPaths, seq: TrackedSequence, shape: Tensor, rig: HeadRig, frames_train: list[int],
            config: TrainConfig, device: torch.device) -> _Scene:
     # shape: the tracked identity coefficients (RigParams.shape of the sequence)
-    frames = load_frames(paths, seq, frames_train, config.resolution, config.background)
+    frames = load_frames(paths, seq, frames_train, config.resolution, config.background,
+                         portrait="torso" in rig.meta)
     faces = binding_faces(rig)
     neutral = RigParams.zeros(rig, 1, device=device)
     neutral.shape = shape
     with torch.no_grad():
         rest_vertices = pose_vertices(rig, neutral)[0]
     _, _, tri_scale = triangle_frames(rest_vertices, faces)
-    extent = float((rest_vertices - rest_vertices.mean(0)).norm(dim=-1).max())
+    head = rest_vertices[~rig.region("torso")]  # densification's size reference is the head, torso or not
+    extent = float((head - head.mean(0)).norm(dim=-1).max())
+    backdrop = frames.backdrop.to(device) if frames.backdrop is not None else None
     return _Scene(frames, frames.K.to(device), frames.viewmat.to(device),
-                  torch.tensor(config.background, dtype=torch.float32, device=device), faces, rest_vertices,
-                  tri_scale, extent)
+                  torch.tensor(config.background, dtype=torch.float32, device=device), backdrop, faces,
+                  rest_vertices, tri_scale, extent)
 
 
 def _start(checkpoint: Optional[ckpt_io.Checkpoint], rig: HeadRig, scene: _Scene, frame_params: FrameParams,
@@ -392,9 +446,12 @@ def _start(checkpoint: Optional[ckpt_io.Checkpoint], rig: HeadRig, scene: _Scene
     else:
         init_gen = torch.Generator(device=device).manual_seed(config.seed)
         colours = _initial_colours(rig, scene.faces, frame_params, scene.frames, config.init_views)
+        on_torso = rig.region("torso")[scene.faces].all(dim=1)
+        density = torch.where(on_torso, config.torso_density, 1.0) if bool(on_torso.any()) else None
         gaussians = BoundGaussians.on_surface(scene.rest_vertices, scene.faces, config.init_gaussians,
                                               sh_degree=config.sh_degree, colours=colours,
-                                              opacity=config.init_opacity, generator=init_gen).to(device)
+                                              opacity=config.init_opacity, generator=init_gen,
+                                              density=density).to(device)
     optimizer = _optimizer(gaussians, config)
     frame_opt = FrameAdam(frame_params, config.lr_refine_expr, config.lr_refine_pose, config.lr_refine_transl) \
         if config.refine_params else None
@@ -409,15 +466,20 @@ def _start(checkpoint: Optional[ckpt_io.Checkpoint], rig: HeadRig, scene: _Scene
                   checkpoint.step if checkpoint is not None else 0)
 
 
-def _loss(state: _State, rig: HeadRig, scene: _Scene, t: int, target: Tensor, weight: Optional[Tensor], step: int,
-          refining: bool, lpips_fn, config: TrainConfig):
-    """(the render of frame `t`, the loss): photometric + binding regularisers (+ the refinement prior, LPIPS)."""
+def _loss(state: _State, rig: HeadRig, scene: _Scene, t: int, target: Tensor, person: Optional[Tensor],
+          weight: Optional[Tensor], step: int, refining: bool, lpips_fn, config: TrainConfig):
+    # target: [R,R,3]; person: [R,R] the whole-person mask of a portrait, else None
+    """(the render of frame `t`, its picture over the background or plate, the loss): photometric + binding
+    regularisers (+ the refinement prior, LPIPS; for a portrait the coverage against the person mask)."""
     fp = state.frame_params
     params_t = fp.frame(t) if refining else fp.frame(t).map(torch.Tensor.detach)
     res = config.resolution
     out = render_avatar(state.gaussians, rig, scene.faces, params_t, scene.K, scene.viewmat, res, res,
-                        scene.background, sh_degree=_active_sh(config, step))
-    loss = photometric_loss(out.image, target, weight, config.lambda_dssim)
+                        None if scene.backdrop is not None else scene.background, sh_degree=_active_sh(config, step))
+    image = out.image if scene.backdrop is None else out.image + (1.0 - out.alpha) * scene.backdrop
+    loss = photometric_loss(image, target, weight, config.lambda_dssim)
+    if person is not None and config.lambda_alpha > 0:
+        loss = loss + config.lambda_alpha * (out.alpha[..., 0] - person).abs().mean()
     reg_pos, reg_scale = binding_regularizer(state.gaussians)
     loss = loss + config.lambda_position * reg_pos + config.lambda_scale * reg_scale
     if config.lambda_thickness > 0 or config.lambda_needle > 0:
@@ -426,8 +488,8 @@ def _loss(state: _State, rig: HeadRig, scene: _Scene, t: int, target: Tensor, we
     if refining:
         loss = loss + config.lambda_refine_prior * fp.prior(t)
     if lpips_fn is not None:
-        loss = loss + config.lambda_lpips * lpips_fn(out.image, target)
-    return out, loss
+        loss = loss + config.lambda_lpips * lpips_fn(image, target)
+    return out, image, loss
 
 
 SH_REST_RATE = 1.0 / 20.0  # higher SH bands move at a twentieth of the DC rate (3DGS)

@@ -1,0 +1,147 @@
+"""Portraits end to end on the synthetic subject: a torso proxy and a background plate in the avatar folder make the
+trainer bind Gaussians to the torso and learn over the plate, the held-out evaluation score the picture a user sees,
+and the runtime render the person in front of the room; the torso fit recovers known shoulders."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from avatar3d.head.torso import TorsoShape, attach_torso, load_torso, save_torso
+from avatar3d.io.avatar_dir import FRAME_PATTERN, AvatarPaths
+from avatar3d.render.plate import BackgroundPlate
+
+
+def _texture(rng, size: int) -> np.ndarray:  # -> [S,S,3] uint8: smooth colour blobs
+    import cv2
+
+    noise = rng.uniform(0, 255, (size // 8 + 1, size // 8 + 1, 3)).astype(np.float32)
+    return cv2.resize(noise, (size, size), interpolation=cv2.INTER_CUBIC).clip(0, 255).astype(np.uint8)
+
+
+def _make_portrait(folder, seed: int) -> BackgroundPlate:
+    """Turn a synthetic avatar folder into a portrait's: a plate behind (the frames composited over it, the masks
+    given the whole-person channel) and a torso."""
+    from avatar3d.tracking.sequence import TrackedSequence
+
+    paths = AvatarPaths(folder)
+    seq = TrackedSequence.load(paths.tracking)
+    rng = np.random.default_rng(seed)
+    plate = BackgroundPlate(_texture(rng, seq.resolution), seq.K, seq.viewmat, 2.0)
+    plate.save(folder)
+    for i in range(seq.num_frames):
+        name = FRAME_PATTERN.format(i)
+        mask = np.asarray(Image.open(paths.masks / name).convert("L"))
+        frame = np.asarray(Image.open(paths.frames / name).convert("RGB")).astype(np.float32)
+        a = mask.astype(np.float32)[..., None] / 255.0
+        real = frame * a + plate.image.astype(np.float32) * (1 - a)
+        Image.fromarray(np.clip(real + 0.5, 0, 255).astype(np.uint8)).save(paths.frames / name)
+        Image.fromarray(np.stack([mask, mask], -1), mode="LA").save(paths.masks / name)
+    save_torso(folder, TorsoShape(), {"iou": 1.0})
+    return plate
+
+
+@pytest.fixture(scope="module")
+def portrait(tmp_path_factory):
+    """A synthetic portrait trained for a few dozen steps (64 px), and its plate."""
+    from avatar3d.pipeline.synthetic_eval import build_avatar_dir, eval_subject
+    from avatar3d.training.config import TrainConfig
+    from avatar3d.training.trainer import train_gaussians
+
+    root = tmp_path_factory.mktemp("portrait")
+    subject = eval_subject(seconds=1.0, fps=10, resolution=64, seed=0, texture_size=256, supersample=1)
+    folder = build_avatar_dir(subject, root / "avatar")
+    plate = _make_portrait(folder, 0)
+    cfg = TrainConfig(iterations=40, resolution=64, init_gaussians=1500, max_gaussians=1500, sh_degree=0,
+                      densify_from=10**6, densify_until=10**6, densify_every=10**6, opacity_reset_every=0,
+                      checkpoint_every=0, refine_params=False, seed=1)
+    train_gaussians(folder, cfg, progress=False, frames_train=list(range(8)), rig=subject.rig)
+    return folder, plate, subject.rig
+
+
+def test_gaussians_cover_the_torso_sparser_than_the_head(portrait):
+    from avatar3d.gaussians.store import load_gaussians
+
+    folder, _, rig = portrait
+    gaussians, faces = load_gaussians(AvatarPaths(folder), "cpu")
+    with_torso = attach_torso(rig, load_torso(folder))
+    on_torso = with_torso.region("torso")[faces].all(1)  # [F'] binding triangles of the torso
+    assert int(faces.max()) >= rig.num_vertices  # the binding reaches the torso's vertices
+    share = float(on_torso[gaussians.parent].double().mean())
+    # by area the torso would take most of them; at a quarter of the density, a clear minority
+    v = with_torso.template.double()
+    area = 0.5 * torch.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]], dim=1).norm(dim=1)
+    by_area = float(area[on_torso].sum() / area.sum())
+    expected = 0.25 * by_area / (0.25 * by_area + (1 - by_area))
+    assert share == pytest.approx(expected, abs=0.03) and share < by_area
+
+
+def test_holdout_scores_the_portrait_over_its_plate(portrait):
+    from avatar3d.pipeline.holdout import HoldoutConfig, evaluate_holdout
+
+    folder, _, rig = portrait
+    m = evaluate_holdout(folder, rig, frames_eval=[8, 9], config=HoldoutConfig(refine_steps=1, refine_resolution=32),
+                         video=False)
+    for key in ("psnr_full", "ssim_full", "psnr_head", "psnr", "psnr_refined"):
+        assert m[key] is not None and np.isfinite(m[key]), key
+    assert m["psnr_torso"] is None  # this subject has no shoulders to score
+    assert m["psnr_full"] > 18.0  # the plate is exact where the person is not; the head is 40 steps old
+
+
+def test_the_runtime_renders_the_person_in_front_of_the_room(portrait):
+    from avatar3d.api import Avatar
+
+    folder, plate, _ = portrait
+    avatar = Avatar.load(folder, device="cpu")
+    assert avatar.is_portrait and avatar.plate is not None
+    params = avatar.tracked(refined=False)
+    frame = avatar.render_frame(params, 0, resolution=64)  # background "auto": the plate
+    clear = frame.alpha == 0
+    assert clear.mean() > 0.2
+    expected = plate.render(frame.camera.K, frame.camera.viewmat, 64, 64)
+    assert np.abs(frame.image[clear].astype(int) - expected[clear].astype(int)).max() <= 1
+    white = avatar.render_frame(params, 0, resolution=64, background=(1.0, 1.0, 1.0))
+    assert (white.image[clear] == 255).all()
+
+
+def test_the_torso_fit_finds_known_shoulders(tmp_path, seed):
+    """Person masks drawn from a known torso on the synthetic rig, seen far enough to show the shoulders: the fit
+    lands within one grid step of the truth."""
+    from avatar3d.camera import intrinsics, orbit_viewmat
+    from avatar3d.head.lbs import pose_vertices
+    from avatar3d.head.registry import load_rig
+    from avatar3d.head.rig import RigParams
+    from avatar3d.render.mesh_raster import rasterize_triangles
+    from avatar3d.tracking.sequence import TrackedSequence
+    from avatar3d.training.torso_fit import fit_torso
+
+    rng = np.random.default_rng(seed)
+    rig = load_rig("synthetic")
+    truth = TorsoShape(shoulder_width=float(rng.choice([0.34, 0.40, 0.46])),
+                       shoulder_drop=float(rng.choice([0.04, 0.08])), chest_depth=0.2, length=0.5)
+    n, R = 4, 96
+    p = RigParams.zeros(rig, n)
+    p.neck[:, 1] = torch.as_tensor(rng.uniform(-0.2, 0.2, n), dtype=torch.float32)
+    K, viewmat = intrinsics(40.0, R, R), orbit_viewmat(1.2, target=(0.0, -0.15, 0.0))
+    body = attach_torso(rig, truth)
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    with torch.no_grad():
+        verts = pose_vertices(body, p)
+    for t in range(n):
+        sil = rasterize_triangles(verts[t], body.faces[body.renderable_faces()], K, viewmat, R, R,
+                                  backfaces="draw").mask.numpy()
+        m = (sil * 255).astype(np.uint8)
+        Image.fromarray(np.stack([m, m], -1), mode="LA").save(masks / FRAME_PATTERN.format(t))
+    seq = TrackedSequence(
+        rig_name=rig.name, rig_checksum=rig.checksum(), fps=25.0, timestamps=np.arange(n) / 25.0, resolution=R,
+        source_size=np.array([R, R]), crop_box=np.array([0, 0, R]), K=K.numpy(), viewmat=viewmat.numpy(),
+        shape=p.shape.numpy(), expr=p.expr.numpy(), global_rot=p.global_rot.numpy(), neck=p.neck.numpy(),
+        jaw=p.jaw.numpy(), eyes=p.eyes.numpy(), transl=p.transl.numpy(),
+        landmarks=np.zeros((n, 478, 2), np.float32), landmarks_fit=np.zeros((n, 478, 2), np.float32),
+        confidence=np.ones(n, np.float32), detected=np.ones(n, bool))
+    shape, info = fit_torso(seq, rig, masks, list(range(n)))
+    assert abs(shape.shoulder_width - truth.shoulder_width) <= 0.021
+    assert abs(shape.shoulder_drop - truth.shoulder_drop) <= 0.021
+    assert info["iou"] > 0.9
