@@ -64,6 +64,9 @@ VERBS: dict[str, Verb | dict[str, Verb]] = {
         "lipsync": Verb("avatar3d.commands.bench", "BenchLipsyncConfig",
                         "Time an avatar's audio drive stage by stage on one core (table + JSON).",
                         main="main_lipsync"),
+        "portrait": Verb("avatar3d.commands.bench", "BenchPortraitConfig",
+                         "Time a portrait's clip against the same avatar's head alone (table + JSON).",
+                         main="main_portrait"),
     },
     "models": {
         "install": Verb("avatar3d.commands.models", "ModelsInstallConfig",

@@ -145,3 +145,69 @@ def test_the_torso_fit_finds_known_shoulders(tmp_path, seed):
     assert abs(shape.shoulder_width - truth.shoulder_width) <= 0.021
     assert abs(shape.shoulder_drop - truth.shoulder_drop) <= 0.021
     assert info["iou"] > 0.9
+
+
+def test_bench_portrait_compares_with_the_head_alone(portrait, tmp_path):
+    import json
+
+    from avatar3d.benchmarks.portrait import BenchPortraitConfig, main
+
+    folder, _, _ = portrait
+    out = tmp_path / "bench.json"
+    assert main(BenchPortraitConfig(folder, frames=3, resolution=32, repeats=1, json=out)) == 0
+    result = json.loads(out.read_text())
+    portrait_mode, head_mode = result["modes"].values()
+    assert result["frames"] == 3 and portrait_mode["gaussians"] > head_mode["gaussians"] > 0
+    assert result["ratio"] == pytest.approx(portrait_mode["fps"] / head_mode["fps"], rel=0.01)
+
+
+def test_exports_carry_the_torso(portrait, tmp_path):
+    """The splat PLY holds every Gaussian, torso included; the rigged bundle's rig has the torso's vertices."""
+    import json
+
+    from avatar3d import cli
+    from avatar3d.gaussians.store import load_gaussians
+    from avatar3d.io.ply import read_ply
+
+    folder, _, rig = portrait
+    gaussians, _ = load_gaussians(AvatarPaths(folder), "cpu")
+    assert cli.run(["export", str(folder), "--ply", str(tmp_path / "a.ply"), "--rig", str(tmp_path / "b")]) == 0
+    assert len(read_ply(tmp_path / "a.ply").means) == gaussians.num_gaussians
+    bundle = json.loads((tmp_path / "b" / "bundle.json").read_text())
+    assert bundle["num_vertices"] == attach_torso(rig, load_torso(folder)).num_vertices > rig.num_vertices
+
+
+def test_framing_warnings_name_a_second_person_and_cut_shoulders(seed):
+    from avatar3d.training.torso_fit import framing_warnings
+
+    rng = np.random.default_rng(seed)
+    W = 64
+    yy, xx = np.mgrid[0:W, 0:W]
+    cx = W / 2 + rng.uniform(-3, 3)
+    head = ((xx - cx) ** 2 + (yy - 20) ** 2) < 100
+    narrow = head | ((np.abs(xx - cx) < 14) & (yy > 30))  # shoulders inside the frame
+    wide = head | (yy > 40)  # shoulders cut by both sides
+    stranger = narrow | (((xx - 8) ** 2 + (yy - 20) ** 2) < 64)  # a head beside: 4.9 % of the picture
+    stack = lambda m: np.repeat(m[None], 4, 0)  # noqa: E731
+    assert framing_warnings(stack(narrow), stack(head)) == []
+    assert any("leave the frame" in w for w in framing_warnings(stack(wide), stack(head)))
+    assert any("someone else" in w for w in framing_warnings(stack(stranger), stack(head)))
+
+
+def test_the_neck_band_spans_where_head_and_torso_meet(seed):
+    from avatar3d.pipeline.holdout import NECK_BAND, neck_band
+
+    rng = np.random.default_rng(seed)
+    W = 80
+    top, bottom = int(rng.integers(5, 15)), int(rng.integers(40, 50))
+    head = torch.zeros(W, W)
+    head[top:bottom + 1, 25:55] = 1
+    person = head.clone()
+    person[bottom:, 10:70] = 1  # the shoulders below
+    band = neck_band(head, person)
+    rows = torch.nonzero(band.any(1)).flatten()
+    height = bottom - top
+    assert int(rows[0]) == int(bottom - NECK_BAND[0] * height)
+    assert int(rows[-1]) == int(bottom + NECK_BAND[1] * height)
+    assert bool((band <= person).all())  # only the person's pixels
+    assert neck_band(torch.zeros(W, W), person) is None

@@ -1,4 +1,4 @@
-"""`avatar3d bench raster|contention|lipsync`: the benchmarks (median of repeats, a table and JSON).
+"""`avatar3d bench raster|contention|lipsync|portrait`: the benchmarks (median of repeats, a table and JSON).
 
 Each benchmark, its settings and its report live in `avatar3d/benchmarks/`; this module only names them.
 """
@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from avatar3d.benchmarks.contention import BenchContentionConfig
 from avatar3d.benchmarks.lipsync import BenchLipsyncConfig
+from avatar3d.benchmarks.portrait import BenchPortraitConfig
 from avatar3d.benchmarks.raster import BenchRasterConfig
 
-__all__ = ["BenchContentionConfig", "BenchLipsyncConfig", "BenchRasterConfig", "main_contention", "main_lipsync",
-           "main_raster"]
+__all__ = ["BenchContentionConfig", "BenchLipsyncConfig", "BenchPortraitConfig", "BenchRasterConfig",
+           "main_contention", "main_lipsync", "main_portrait", "main_raster"]
 
 
 def main_raster(cfg: BenchRasterConfig) -> int:
@@ -29,3 +30,9 @@ def main_lipsync(cfg: BenchLipsyncConfig) -> int:
     from avatar3d.benchmarks import lipsync
 
     return lipsync.main(cfg)
+
+
+def main_portrait(cfg: BenchPortraitConfig) -> int:
+    from avatar3d.benchmarks import portrait
+
+    return portrait.main(cfg)

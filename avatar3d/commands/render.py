@@ -160,6 +160,9 @@ def main(cfg: RenderConfig) -> int:
     if background == "plate" and avatar.plate is None:  # before any driving work
         raise InputError(f"{Path(cfg.avatar).name} has no background plate (enrolled before plates existed, or its "
                          f"video's background moved); pick a colour (e.g. --background white) or an image")
+    if not avatar.is_portrait:
+        print(f"note: {Path(cfg.avatar).name} is a head without shoulders (enrolled before portraits or with "
+              f"--framing head); enrolling its video again makes the portrait", file=sys.stderr)
     controls = build_controls(cfg, avatar.expr_names)
     if driver == "audio" and not avatar.has_audio_model:
         raise InputError(f"{cfg.avatar} has no audio-to-expression model; train it with "

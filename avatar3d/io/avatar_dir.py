@@ -12,6 +12,7 @@ AVATAR/enroll.yaml            the enrollment's resolved settings (`avatar3d enro
 AVATAR/audio2expr/            model.safetensors + config.json
 AVATAR/eval.json, eval.mp4    held-out metrics and the side-by-side video
 AVATAR/background.png, .json  the background plate and its camera (`render/plate.py`), when the room held still
+AVATAR/torso.json             a portrait's torso proportions (`head/torso.py`); without it the avatar is a head
 ```
 Writers create a new avatar in a temporary sibling folder and swap it in (`atomic_dir`), so a failed
 run never damages an existing avatar.

@@ -260,6 +260,8 @@ def torso(run: Run, seq) -> None:
         return
     save_torso(run.stage_dir, shape, info)
     _say(f"  torso: {describe(shape, info)}")
+    for warning in info["warnings"]:
+        _say(f"warning: {warning}")
     run.mark("torso", torso={**dataclasses.asdict(shape), **info})
 
 
@@ -332,6 +334,7 @@ def _summary(run: Run, seq, metrics: dict, report, n_train: int, n_eval: int) ->
         "psnr_masked": metrics.get("psnr_masked"), "lpips": metrics.get("lpips"),
         "psnr_full": metrics.get("psnr_full"), "ssim_full": metrics.get("ssim_full"),
         "psnr_head": metrics.get("psnr_head"), "psnr_torso": metrics.get("psnr_torso"),
+        "psnr_neck": metrics.get("psnr_neck"), "psnr_neck_min": metrics.get("psnr_neck_min"),
         "framing": run.cfg.framing, "frames_train": n_train, "frames_eval": n_eval,
         "resolution": seq.resolution, "num_gaussians": metrics.get("num_gaussians"),
         "seconds": {k: round(v, 1) for k, v in run.seconds.items()},
@@ -366,7 +369,8 @@ def print_summary(summary: dict, out: Path) -> None:
         f"  refined         : {fmt(summary['psnr_refined'])} dB / {fmt(summary['ssim_refined'], 4)}"
         f"   inside the head mask: {fmt(summary['psnr_masked'])} dB",
         *([f"  portrait        : {fmt(summary['psnr_full'])} dB / {fmt(summary['ssim_full'], 4)} over its room vs "
-           f"the real frames; head {fmt(summary['psnr_head'])} dB, torso {fmt(summary['psnr_torso'])} dB"]
+           f"the real frames; head {fmt(summary['psnr_head'])} dB, torso {fmt(summary['psnr_torso'])} dB, neck "
+           f"{fmt(summary['psnr_neck'])} dB (worst frame {fmt(summary['psnr_neck_min'])})"]
           if summary.get("psnr_full") is not None else []),
         f"  Gaussians       : {summary['num_gaussians']}",
         "  time per stage  : " + ", ".join(f"{k} {v:.0f} s" for k, v in s.items()),

@@ -7,7 +7,8 @@ same constant background in render and ground truth, full frame); `psnr_masked` 
 
 A portrait (an avatar with a torso) is also scored as a user sees it: the render over its background plate
 against the real frame, nothing masked (`psnr_full`, `ssim_full`), and inside the head's and the torso's masks
-(`psnr_head`, `psnr_torso`); its field-convention figures take the whole person (torso included) over the colour.
+(`psnr_head`, `psnr_torso`), and where they meet (`psnr_neck`, its mean, and `psnr_neck_min`, the worst frame: a
+gap or a seam at the neck shows there); its field-convention figures take the whole person over the colour.
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from avatar3d.training.trainer import load_frames
 
 
 MIN_REGION = 0.005  # share of the picture a region needs to be scored on its own
+NECK_BAND = (0.15, 0.1)  # the neck band: this share of the head mask's height above its lowest row, and below
 
 
 @dataclass
@@ -82,7 +84,7 @@ def evaluate_holdout(avatar_dir: Path, rig: HeadRig, *, frames_eval: Optional[Se
     K_full, K_small, viewmat = full.K.to(device), small.K.to(device), full.viewmat.to(device)
 
     scores = {"psnr": [], "ssim": [], "psnr_refined": [], "ssim_refined": [], "psnr_masked": [],
-              "psnr_full": [], "ssim_full": [], "psnr_head": [], "psnr_torso": []}
+              "psnr_full": [], "ssim_full": [], "psnr_head": [], "psnr_torso": [], "psnr_neck": []}
     renders, reals = [], []
     lpips_values = []
     bar = progress_bar(len(frames_eval), "evaluate held-out", unit="frame")
@@ -127,6 +129,7 @@ def evaluate_holdout(avatar_dir: Path, rig: HeadRig, *, frames_eval: Optional[Se
 
     return {
         **{key: mean(values) for key, values in scores.items()}, "lpips": mean(lpips_values),
+        "psnr_neck_min": to_float(torch.stack(scores["psnr_neck"]).min()) if scores["psnr_neck"] else None,
         "frames_eval": len(frames_eval), "resolution": res, "num_gaussians": gaussians.num_gaussians,
         "seconds_eval": time.perf_counter() - started,
     }
@@ -154,7 +157,24 @@ def _score_portrait(scores: dict, seen: torch.Tensor, real: torch.Tensor, person
         torso = (person[..., 0] - head).clamp(0, 1)
         if float(torso.mean()) > MIN_REGION:  # a frame that shows no torso has nothing to score there
             scores["psnr_torso"].append(psnr(seen, real, torso))
+        band = neck_band(head, person[..., 0])
+        if band is not None:
+            scores["psnr_neck"].append(psnr(seen, real, band))
     return seen
+
+
+def neck_band(head: torch.Tensor, person: torch.Tensor) -> Optional[torch.Tensor]:  # [H,W] masks -> [H,W] or None
+    """Where head and torso meet: the person's pixels from NECK_BAND[0] of the head mask's height above its lowest
+    row to NECK_BAND[1] below it (a gap or a seam there shows as a drop of this frame's figure)."""
+    rows = torch.nonzero((head > 0.5).any(1)).flatten()
+    if len(rows) < 2:
+        return None
+    top, bottom = int(rows[0]), int(rows[-1])
+    height = bottom - top
+    lo, hi = int(bottom - NECK_BAND[0] * height), int(bottom + NECK_BAND[1] * height) + 1
+    band = torch.zeros_like(person)
+    band[max(lo, 0):hi] = (person[max(lo, 0):hi] > 0.5).float()
+    return band if float(band.mean()) > MIN_REGION else None
 
 
 def _over(out, backdrop: Optional[torch.Tensor]) -> torch.Tensor:  # -> [H,W,3]

@@ -56,6 +56,10 @@ class TrainConfig:
     """Mean screen-space gradient (NDC units) above which a Gaussian is cloned or split."""
     percent_dense: float = 0.01
     """Gaussians smaller than this fraction of the head's extent are cloned, larger ones split."""
+    final_min_opacity: float = 0.0101
+    """Gaussians written at the end need at least this opacity: no more opaque than an opacity reset leaves them
+    (0.01), no training view has needed them since (the back of the torso, below the frame); they would only cost
+    rendering time."""
     prune_opacity: float = 0.005
     """Gaussians less opaque than this are pruned."""
     opacity_reset_every: int = 3000

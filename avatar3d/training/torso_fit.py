@@ -30,6 +30,7 @@ CHEST_RANGE = (0.18, 0.27)  # ...within adults' chest depths
 WORK = 96  # side of the grid the silhouettes are compared on
 FRAMES = 8  # frames the fit looks at
 IOU_TOLERANCE = 0.01  # candidates this close to the best overlap count as fitting as well
+SECOND_PERSON_SHARE = 0.03  # a person-mask blob apart from the subject larger than this share of the picture
 
 
 def _person(masks_dir: Path, frame: int) -> torch.Tensor:  # -> [WORK,WORK] float in [0,1]
@@ -81,7 +82,39 @@ def fit_torso(seq, rig: HeadRig, masks_dir: Path, frames: list[int]) -> tuple[To
             scores[(width, drop)] = _score(rig, shape, params, heads_sil, persons, below, K_work, viewmat)
     (width, drop), iou = _choose(scores)
     best = TorsoShape(float(width), drop, _chest(width), length)
-    return best, {"iou": round(float(iou), 4), "frames": len(pick), "searched": len(scores)}
+    return best, {"iou": round(float(iou), 4), "frames": len(pick), "searched": len(scores),
+                  "warnings": framing_warnings(persons.numpy(), heads_sil.numpy())}
+
+
+def _head_and_below(head: np.ndarray) -> np.ndarray:  # [W,W] bool -> [W,W] bool
+    """The head's silhouette and the columns it spans below it (where its own body is, joined or not)."""
+    out = head.copy()
+    rows, cols = np.nonzero(head)
+    if len(rows):
+        out[rows.max():, cols.min():cols.max() + 1] = True
+    return out
+
+
+def framing_warnings(persons: np.ndarray, heads: np.ndarray) -> list[str]:
+    # persons, heads: [B,W,W] bool person masks and the rig's head silhouettes of the fitted frames
+    """What in the person masks makes a portrait worse, with the advice: a second person, shoulders the frame cuts."""
+    import cv2
+
+    out = []
+    second = 0
+    for person, head in zip(persons, heads):
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(person.astype(np.uint8), connectivity=8)
+        ours = set(np.unique(labels[_head_and_below(head) & person]).tolist()) - {0}
+        others = [stats[i, cv2.CC_STAT_AREA] for i in range(1, count) if i not in ours]
+        second += bool(others) and max(others) > SECOND_PERSON_SHARE * person.size
+    if second > len(persons) // 2:
+        out.append("someone else is in the picture beside the person: they become part of the room or of the "
+                   "torso; film the person alone")
+    lower = persons[:, persons.shape[1] // 2:]
+    if lower[:, :, 0].any(axis=1).mean() > 0.5 and lower[:, :, -1].any(axis=1).mean() > 0.5:
+        out.append("the shoulders leave the frame on both sides, so their width is a guess (seen from the side a "
+                   "turned camera may show them too wide or too narrow); frame a little wider for a portrait")
+    return out
 
 
 def _chest(width: float) -> float:

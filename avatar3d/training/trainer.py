@@ -377,7 +377,7 @@ def _train(avatar_dir: Path, config: TrainConfig, device, resume: bool, progress
     steps_run = config.iterations - state.start_step
     loop_seconds = time.time() - loop_start
     _write_results(paths, state, scene, rig, frames_train, info, config)
-    result = TrainResult(paths.gaussians, paths.refined, state.gaussians.num_gaussians, steps_run,
+    result = TrainResult(paths.gaussians, paths.refined, _written_count(state, config), steps_run,
                          time.time() - start_time, loop_seconds / max(1, steps_run),
                          float(np.mean(recent_psnr)) if recent_psnr else float("nan"), loss_value,
                          checkpoint.step if checkpoint is not None else None)
@@ -526,9 +526,14 @@ def _density_control(state: _State, out, scene: _Scene, step: int, config: Train
         reset_opacity(state.gaussians, state.optimizer)
 
 
+def _written_count(state: _State, config: TrainConfig) -> int:
+    return int((torch.sigmoid(state.gaussians.opacity_logits.detach()) >= config.final_min_opacity).sum())
+
+
 def _write_results(paths: AvatarPaths, state: _State, scene: _Scene, rig: HeadRig, frames_train: list[int],
                    info: dict, config: TrainConfig) -> None:
-    atomic_write_bytes(paths.gaussians, encode_gaussians(state.gaussians, scene.faces, rig))
+    kept = state.gaussians.subset(torch.sigmoid(state.gaussians.opacity_logits.detach()) >= config.final_min_opacity)
+    atomic_write_bytes(paths.gaussians, encode_gaussians(kept, scene.faces, rig))
     save_refined(paths.refined, state.frame_params, frames_train)
     ckpt_io.save_checkpoint(paths.checkpoints, config.iterations, state.tensors(),
                             {"gaussians": state.optimizer.state_dict()}, info)
