@@ -62,7 +62,7 @@ class Avatar:
     """An enrolled avatar: rig, Gaussians, the enrolled camera and the person's resting face."""
 
     def __init__(self, path: Path, *, device=None, backend: str = "auto"):
-        from avatar3d.gaussians.store import load_gaussians
+        from avatar3d.gaussians.store import check_binding, load_gaussians
         from avatar3d.head.registry import load_rig
         from avatar3d.tracking.sequence import TrackedSequence
 
@@ -75,6 +75,7 @@ class Avatar:
         check_rig(self.manifest, self.rig)
         self.rig = avatar_rig(self.rig, self.path)  # a portrait's torso, bound like the head
         self.gaussians, self.faces = load_gaussians(self.paths, self.device)
+        check_binding(self.faces, self.rig)
         self.gaussians.requires_grad_(False)
         self.sequence = TrackedSequence.load(self.paths.tracking)
         seq = self.sequence
@@ -269,10 +270,11 @@ class Avatar:
         out = render_avatar(self.gaussians, self.rig, self.faces, frame, camera.K, camera.viewmat, camera.width,
                             camera.height, bg_colour.to(self.device) if bg_colour is not None else None,
                             backend=self.backend)
-        image = out.image.clamp(0, 1)
+        image = out.image
         alpha = out.alpha.clamp(0, 1)
         if bg_image is not None:  # rendered over black: composite over the picture
             image = image + (1.0 - alpha) * bg_image.to(image.device)
+        image = image.clamp(0, 1)  # after compositing: a bright Gaussian over the picture must not wrap in uint8
         to_u8 = lambda x: (x.cpu().numpy() * 255.0 + 0.5).astype(np.uint8)  # noqa: E731
         return Frame(to_u8(image), to_u8(alpha[..., 0]), int(t), camera, out.vertices.cpu().numpy())
 

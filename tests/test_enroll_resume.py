@@ -116,3 +116,30 @@ def test_other_overrides_are_refused_with_the_command_that_finishes(tmp_path):
     assert "its settings differed: --train.iterations 2000 (now 400)" in text
     assert f"--resume --config {stage / CONFIG_FILE}" in text
     assert (stage / "checkpoint-marker").read_text() == "work worth keeping"
+
+
+def test_a_run_from_before_portraits_is_a_head_and_can_be_finished(tmp_path):
+    """A staging folder recorded before the framing and the newer settings existed: it made a head, so resuming it
+    as a portrait is refused, and its saved config (read as a head) matches it again."""
+    from avatar3d.pipeline.config import CONFIG_FILE, dump_config, from_preset, load_config, stage_settings
+    from avatar3d.pipeline.resume import differences
+
+    first, _ = _videos(tmp_path)
+    out, stage = _interrupted(tmp_path, first)
+    old = from_preset(first, "fast", out=out)
+    recorded = stage_settings(old)
+    del recorded["framing"], recorded["train"]["lambda_alpha"], recorded["background"]
+    manifest = read_manifest(stage)
+    manifest.settings["stages"] = recorded
+    write_manifest(stage, manifest)
+    saved = dump_config(old).replace("framing: portrait\n", "")
+    assert "framing" not in saved
+    (stage / CONFIG_FILE).write_text(saved)
+    rig = load_rig("synthetic")
+    as_portrait = run_inputs(first, "fast", 0.2, rig.checksum(), stage_settings(old))
+    assert differences(read_manifest(stage), as_portrait) == [
+        "its settings differed: --framing head (now portrait)"]
+    reloaded = load_config(stage / CONFIG_FILE)
+    assert reloaded.framing == "head"
+    again = run_inputs(first, "fast", 0.2, rig.checksum(), stage_settings(reloaded))
+    assert differences(read_manifest(stage), again) == []

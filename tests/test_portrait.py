@@ -211,3 +211,18 @@ def test_the_neck_band_spans_where_head_and_torso_meet(seed):
     assert int(rows[-1]) == int(bottom + NECK_BAND[1] * height)
     assert bool((band <= person).all())  # only the person's pixels
     assert neck_band(torch.zeros(W, W), person) is None
+
+
+def test_a_portrait_without_its_torso_is_refused_clearly(portrait, tmp_path):
+    import shutil
+
+    from avatar3d.api import Avatar
+    from avatar3d.errors import InputError
+    from avatar3d.head.torso import TORSO_JSON
+
+    folder, _, _ = portrait
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    (copy / TORSO_JSON).unlink()
+    with pytest.raises(InputError, match="torso.json"):
+        Avatar.load(copy, device="cpu")

@@ -221,3 +221,17 @@ def test_camera_path_keyframes_move_the_camera(avatar_dir, tmp_path):
     assert moved > 3.0  # the keyed camera turned
     # it starts at 0 and ends at 40 degrees (up to the encoder's noise)
     assert diff(keyed[0], y0[0]) < 0.4 * moved and diff(keyed[-1], y40[-1]) < 0.4 * moved
+
+
+def test_a_picture_behind_and_a_missing_plate(avatar_dir, tmp_path, capsys):
+    """`--background photo.png` puts the picture behind the avatar; `--background plate` on an avatar without a
+    plate is refused before any work; a head avatar's render notes that re-enrolling makes the portrait."""
+    Image.fromarray(np.full((8, 8, 3), (0, 0, 255), np.uint8)).save(tmp_path / "blue.png")
+    out = tmp_path / "photo.mp4"
+    assert _render(avatar_dir, out, tracking=True, fps=10, background=str(tmp_path / "blue.png")) == 0
+    corner = _frames(out)[0][1, 1].astype(int)
+    assert corner[2] > 200 and corner[0] < 60
+    assert "is a head without shoulders" in capsys.readouterr().err
+    with pytest.raises(InputError, match="no background plate"):
+        _render(avatar_dir, tmp_path / "plate.mp4", tracking=True, background="plate")
+    assert not (tmp_path / "plate.mp4").exists()

@@ -51,13 +51,13 @@ def _section_gap(rig, base, ring) -> float:
     directions where that surface reaches the height."""
     from avatar3d.head.torso import plane_section
 
-    segs = plane_section(rig.template.double().cpu(), rig.faces.cpu(), float(base.centre[1]))
+    segs = plane_section(rig.template.double().cpu(), rig.faces.cpu(), float(base.centre[1])).points
     a, e = segs[:, 0], segs[:, 1] - segs[:, 0]
     p = ring[:, [0, 2]]
     t = (((p[:, None] - a[None]) * e[None]).sum(-1) / (e ** 2).sum(-1).clamp_min(1e-15)[None]).clamp(0, 1)
     gap = (p[:, None] - (a[None] + t[..., None] * e[None])).norm(dim=-1).min(1).values
     theta = torch.atan2(p[:, 0] - base.centre[0], p[:, 1] - base.centre[2])
-    _, hit = base.crossing(theta)
+    _, hit, _, _ = base.crossing(theta)
     assert hit.double().mean() > 0.8
     return float(gap[hit].max())
 
@@ -108,3 +108,24 @@ def test_the_ict_rig_takes_a_torso(ict_home):
     assert _section_gap(ict_rig, base, verts[profile == 0]) < 1e-6
     with_torso = attach_torso(ict_rig, TorsoShape())
     assert with_torso.num_faces > ict_rig.num_faces and bool(with_torso.renderable_faces()[ict_rig.num_faces:].all())
+
+
+def test_a_persons_neck_carries_the_torso(rig, seed):
+    """With any identity and expression, the top ring stays on the neck's surface (each ring vertex moves as the
+    surface point it sits on), so the join does not open for a person whose neck differs from the average."""
+    torch.manual_seed(seed)
+    with_torso = attach_torso(rig, TorsoShape())
+    v0 = rig.num_vertices
+    params = RigParams.zeros(rig, 1)
+    params.shape = 2.0 * torch.randn(rig.num_shape)
+    params.expr = torch.randn(1, rig.num_expr)
+    rest = pose_vertices(with_torso, RigParams.zeros(rig, 1))[0].double()
+    posed = pose_vertices(with_torso, params)[0].double()
+    base = neck_base(rig)
+    theta = torch.arange(40, dtype=torch.float64) * (2 * np.pi / 40)
+    _, hit, segment, s = base.crossing(theta)
+    idx, w = base.section.weights(segment, s)
+    on_surface = (posed[idx] * w[..., None]).sum(1)  # [40,3] the same surface points on this person
+    top = posed[v0:v0 + 40]
+    assert torch.allclose(top[hit], on_surface[hit], atol=1e-5)
+    assert float((posed[:v0] - rest[:v0]).norm(dim=1).max()) > 1e-3  # the shapes do move this rig

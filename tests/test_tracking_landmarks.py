@@ -337,3 +337,21 @@ def test_mediapipe_two_faces_side_by_side_warn_and_keep_one_subject(shared, may_
     half = track.image_size[0] / 2
     side = track.points[:, 4, 0] > half  # which copy the nose tip is on
     assert side.all() or (~side).all()
+
+
+def test_portrait_framing_holds_head_and_shoulders_inside_the_frame(seed):
+    from avatar3d.tracking.crop import framed_crop
+
+    rng = np.random.default_rng(seed)
+    W, H = int(rng.integers(640, 1920)), int(rng.integers(480, 1080))
+    face = float(rng.uniform(80, 0.35 * min(W, H)))
+    cx, cy = rng.uniform(0.3, 0.7) * W, rng.uniform(0.25, 0.5) * H
+    pts = np.stack([rng.uniform(cx - face / 2, cx + face / 2, (4, 478)),
+                    rng.uniform(cy - face / 2, cy + face / 2, (4, 478))], -1)
+    head, portrait = framed_crop(pts, W, H, "head"), framed_crop(pts, W, H, "portrait")
+    assert portrait.inside(W, H) and portrait.size >= min(head.size, W, H) - 1
+    lo, hi = pts.reshape(-1, 2).min(0), pts.reshape(-1, 2).max(0)
+    assert portrait.x0 <= lo[0] and portrait.x1 >= hi[0] and portrait.y0 <= lo[1] + 1  # the face is in it
+    assert (lo[1] + hi[1]) / 2 < portrait.y0 + portrait.size / 2  # in its upper half: room for the shoulders
+    with pytest.raises(InputError):
+        framed_crop(pts, W, H, "landscape")

@@ -297,3 +297,19 @@ def test_bad_initialisation_settings_are_refused(tmp_path, seed):
     for bad in (dict(init_opacity=1.0), dict(init_opacity=0.0), dict(init_views=0)):
         with pytest.raises(InputError, match="init_opacity"):
             train_gaussians(root, _config(iterations=2, **bad), progress=False, frames_train=[0, 1])
+
+
+def test_unneeded_gaussians_are_dropped_but_never_right_after_a_reset(tmp_path, seed):
+    """Gaussians left at the opacity reset's value long after it are not written; a reset at the very end leaves
+    every Gaussian there, and then all are written (an empty avatar would be the result otherwise)."""
+    from safetensors.torch import load_file
+
+    root, _ = make_synthetic_avatar(tmp_path / "av", seed)
+    late = train_gaussians(root, _config(iterations=60, densify_from=10**6, opacity_reset_every=60), progress=False,
+                           frames_train=range(FRAMES))
+    assert late.num_gaussians == 1500 == len(load_file(AvatarPaths(root).gaussians)["parent"])
+    early = train_gaussians(root, _config(iterations=600, densify_from=10**6, opacity_reset_every=60,
+                                          densify_until=60), progress=False, frames_train=range(FRAMES))
+    written = load_file(AvatarPaths(root).gaussians)
+    assert early.num_gaussians == len(written["parent"]) < 1500  # the ones no view raised again are gone
+    assert float(torch.sigmoid(written["opacity_logits"]).min()) >= 0.0101

@@ -157,9 +157,12 @@ def main(cfg: RenderConfig) -> int:
         if cfg.seconds is not None:  # the model need not hear what will not be shown
             wave = wave[: int(round(cfg.seconds * AUDIO_RATE))]
     avatar = Avatar.load(cfg.avatar, backend=cfg.backend)
-    if background == "plate" and avatar.plate is None:  # before any driving work
+    word = background if isinstance(background, str) else None  # "plate", "auto", else a colour or a picture
+    if word == "plate" and avatar.plate is None:  # before any driving work
         raise InputError(f"{Path(cfg.avatar).name} has no background plate (enrolled before plates existed, or its "
                          f"video's background moved); pick a colour (e.g. --background white) or an image")
+    if word == "auto" and avatar.is_portrait:
+        avatar.plate  # noqa: B018  a damaged plate is reported now, not after the driving work
     if not avatar.is_portrait:
         print(f"note: {Path(cfg.avatar).name} is a head without shoulders (enrolled before portraits or with "
               f"--framing head); enrolling its video again makes the portrait", file=sys.stderr)

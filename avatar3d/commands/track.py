@@ -18,6 +18,8 @@ class TrackConfig:
     """Installed head model to fit (see `avatar3d models list`); default: ICT-FaceKit when installed."""
     resolution: int = 512
     """Side of the square crop the frames are resampled to, in pixels."""
+    framing: Literal["head", "portrait"] = "head"
+    """The crop: head (the head alone) or portrait (head and shoulders, as `enroll`'s default)."""
     device: Literal["cpu", "cuda"] = "cpu"
     """Device for the rig fitting."""
     overlay: bool = True
@@ -35,6 +37,6 @@ def main(cfg: TrackConfig) -> int:
     Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
     result = track_video(cfg.video, cfg.out, head_model=cfg.head_model, resolution=cfg.resolution,
                          device=cfg.device, overlay=cfg.overlay, max_frames=cfg.max_frames,
-                         force=cfg.force)
+                         force=cfg.force, framing=cfg.framing)
     print_summary(result)
     return 0

@@ -40,3 +40,11 @@ def load_gaussians(paths: AvatarPaths, device) -> tuple[BoundGaussians, torch.Te
     if faces is None:
         raise InputError(f"{paths.gaussians} has no binding; re-run `avatar3d train gaussians {paths.root}`")
     return BoundGaussians.from_tensors(tensors).to(device), faces.long()
+
+
+def check_binding(faces: Tensor, rig: HeadRig) -> None:
+    # faces: [F',3] the binding triangles from gaussians.safetensors
+    """Refuse a binding that names vertices the rig lacks (a portrait's Gaussians on a rig without its torso)."""
+    if faces.numel() and int(faces.max()) >= rig.num_vertices:
+        raise InputError("the avatar's Gaussians are bound to a torso that its head model lacks here (its torso.json "
+                         "is missing or was not attached); restore torso.json from the avatar, or re-enroll")

@@ -9,8 +9,9 @@ the upper arm and chest. Its cross-section is a superellipse (boxier than an ell
 
 `attach_torso` appends it to a rig: its vertices are skinned wholly to the root joint, as the rigs' own neck skin is,
 so the torso follows the body's rotation and translation while the head turns on the neck above it and there is no
-seam where the two meet. The torso has no identity or expression shapes; a subject's own proportions come from the
-`TorsoShape` fitted to them. Its triangles carry the region "torso".
+seam where the two meet. Each column of the sweep takes the identity and expression shapes of the neck vertex it
+starts at, so a subject's own neck carries the torso with it; the torso's own proportions come from the `TorsoShape`
+fitted to them. Its triangles carry the region "torso".
 """
 from __future__ import annotations
 
@@ -55,35 +56,55 @@ class TorsoShape:
 
 
 @dataclass
+class Section:
+    """The rig's surface cut by a horizontal plane: segments in (x, z), each end a point on a triangle edge."""
+
+    points: Tensor  # [M,2,2] segment ends (x, z)
+    edges: Tensor  # [M,2,2] int64 the rig vertices (i, j) of the edge each end lies on
+    t: Tensor  # [M,2] where on that edge: (1 - t) v_i + t v_j
+
+    def weights(self, segment: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:  # [K], [K] -> [K,4] idx, [K,4] w
+        """The point `s` of the way along each given segment, as a weighted sum of four rig vertices."""
+        e, t = self.edges[segment], self.t[segment]  # [K,2,2], [K,2]
+        idx = e.reshape(-1, 4)
+        w = torch.stack([(1 - s) * (1 - t[:, 0]), (1 - s) * t[:, 0], s * (1 - t[:, 1]), s * t[:, 1]], 1)
+        return idx, w
+
+
+@dataclass
 class NeckBase:
     """The ring where the torso meets the neck: centre (x, y, z), the ring's half-width and half-depth, and the
-    rig's cross-section at that height (segments in x, z) that the ring follows exactly."""
+    rig's cross-section at that height that the ring follows exactly."""
 
     centre: Tensor  # [3]
     half_width: float
     half_depth: float
-    section: Tensor  # [M,2,2] the rig's surface cut by the plane y = centre[1]: segments of (x, z) points
+    section: Section  # the rig's surface cut by the plane y = centre[1]
 
-    def crossing(self, theta: Tensor) -> tuple[Tensor, Tensor]:  # theta: [K] -> radius [K], hit [K] bool
-        """Distance from the centre to the section's outermost crossing along (sin θ, cos θ), and whether the ray
-        meets the section at all (a rig's neck may end above this height on some sides)."""
+    def crossing(self, theta: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        # theta: [K] -> radius [K], hit [K] bool, segment [K] int64, s [K]
+        """Along each ray (sin θ, cos θ) from the centre: the distance to the section's outermost crossing, whether
+        the ray meets the section at all (a rig's neck may end above this height on some sides), and which segment
+        it meets where (s of the way from its first end)."""
         d = torch.stack([theta.sin(), theta.cos()], 1)  # [K,2] ray directions in (x, z)
-        a = self.section[:, 0] - self.centre[[0, 2]]  # [M,2]
-        e = self.section[:, 1] - self.section[:, 0]  # [M,2]
+        points = self.section.points
+        a = points[:, 0] - self.centre[[0, 2]]  # [M,2]
+        e = points[:, 1] - points[:, 0]  # [M,2]
         cross = lambda u, v: u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]  # noqa: E731
         denom = cross(d[:, None], e[None])  # [K,M]; the ray r d meets a + s e at r = a×e / d×e, s = a×d / d×e
         safe = torch.where(denom.abs() > 1e-12, denom, torch.ones_like(denom))
         r, s = cross(a[None], e[None]) / safe, cross(a[None], d[:, None]) / safe
         hit = (denom.abs() > 1e-12) & (s >= 0) & (s <= 1) & (r > 0)
-        return torch.where(hit, r, torch.zeros_like(r)).max(1).values, hit.any(1)
+        far, segment = torch.where(hit, r, torch.zeros_like(r)).max(1)
+        return far, hit.any(1), segment, s.gather(1, segment[:, None])[:, 0].clamp(0, 1)
 
     def radius(self, theta: Tensor) -> Tensor:  # theta: [K] evenly spaced over the circle -> [K]
         """The ring: on the section where the rays meet it, interpolated around the circle between those
         directions where they do not (the ellipse of the half-width and half-depth when none do)."""
         ellipse = 1.0 / torch.sqrt((theta.sin() / self.half_width) ** 2 + (theta.cos() / self.half_depth) ** 2)
-        if len(self.section) == 0:
+        if len(self.section.points) == 0:
             return ellipse
-        r, hit = self.crossing(theta)
+        r, hit, _, _ = self.crossing(theta)
         if not bool(hit.any()):
             return ellipse
         k, idx = len(theta), torch.nonzero(hit).flatten()
@@ -114,23 +135,26 @@ def neck_base(rig: HeadRig) -> NeckBase:
     return NeckBase(centre, 0.5 * float(hi[0] - lo[0]), 0.5 * float(hi[2] - lo[2]), plane_section(verts, faces, height))
 
 
-def plane_section(verts: Tensor, faces: Tensor, height: float) -> Tensor:  # [V,3], [F,3] -> [M,2,2]
-    """The segments (x, z) where the triangles cross the plane y = height."""
+def plane_section(verts: Tensor, faces: Tensor, height: float) -> Section:  # verts: [V,3], faces: [F,3]
+    """Where the triangles cross the plane y = height: a segment per crossing triangle, between the points where
+    two of its edges cross."""
     y = verts[faces][..., 1] - height  # [F,3]
     crossing = (y.min(1).values < 0) & (y.max(1).values > 0)
-    tri, yt = verts[faces[crossing]], y[crossing]  # [C,3,3], [C,3]
-    points = []
+    tri, yt, fc = verts[faces[crossing]], y[crossing], faces[crossing]  # [C,3,3], [C,3], [C,3]
+    pts, ts, edges, on = [], [], [], []
     for i, j in ((0, 1), (1, 2), (2, 0)):
-        t = yt[:, i] / (yt[:, i] - yt[:, j]).where((yt[:, i] - yt[:, j]).abs() > 1e-15, torch.ones_like(yt[:, i]))
-        p = tri[:, i] + t[:, None] * (tri[:, j] - tri[:, i])
-        points.append((p[:, [0, 2]], (yt[:, i] < 0) != (yt[:, j] < 0)))
-    # each crossing triangle has exactly two crossing edges: its segment joins their points
-    pts = torch.stack([p for p, _ in points], 1)  # [C,3,2]
-    on = torch.stack([m for _, m in points], 1)  # [C,3]
-    keep = on.sum(1) == 2
-    pts, on = pts[keep], on[keep]
-    order = torch.argsort(on.long(), dim=1, descending=True, stable=True)[:, :2]
-    return torch.gather(pts, 1, order[..., None].expand(-1, -1, 2))
+        gap = yt[:, i] - yt[:, j]
+        t = yt[:, i] / gap.where(gap.abs() > 1e-15, torch.ones_like(gap))
+        pts.append((tri[:, i] + t[:, None] * (tri[:, j] - tri[:, i]))[:, [0, 2]])
+        ts.append(t)
+        edges.append(torch.stack([fc[:, i], fc[:, j]], 1))
+        on.append((yt[:, i] < 0) != (yt[:, j] < 0))
+    on_t = torch.stack(on, 1)  # [C,3]
+    keep = on_t.sum(1) == 2  # each crossing triangle has exactly two crossing edges: its segment joins their points
+    order = torch.argsort(on_t[keep].long(), dim=1, descending=True, stable=True)[:, :2]  # [C',2]
+    pick = lambda x: torch.gather(x[keep], 1, order.reshape(order.shape + (1,) * (x.dim() - 2)).expand(  # noqa: E731
+        (-1, -1) + x.shape[2:]))
+    return Section(pick(torch.stack(pts, 1)), pick(torch.stack(edges, 1)), pick(torch.stack(ts, 1)))
 
 
 def _superellipse_radius(theta: Tensor, a: float, b: float) -> Tensor:  # theta: [K] -> [K]
@@ -190,13 +214,38 @@ def _grid_faces(rings: int, segments: int) -> Tensor:  # -> [2*(rings-1)*segment
     return tri.reshape(-1, 3).long()
 
 
+def _neck_weights(rig: HeadRig, base: NeckBase, verts: Tensor, profile: Tensor) -> tuple[Tensor, Tensor]:
+    # -> [N,4] rig vertex indices, [N,4] weights
+    """Per torso vertex, the rig surface point at the top of its column as a weighted sum of rig vertices (the
+    section's edge points; the nearest neck vertex where the column's ray missed the section): the torso takes that
+    point's identity and expression shapes, so a person's own neck carries it and the join stays closed."""
+    top = profile == 0
+    columns = int(top.sum())
+    ring = verts[top]  # [K,3]
+    theta = torch.atan2(ring[:, 0] - base.centre[0], ring[:, 2] - base.centre[2])
+    neck = torch.nonzero(rig.region("neck")).flatten().cpu()
+    nearest = neck[torch.cdist(ring, rig.template.detach().double().cpu()[neck]).argmin(1)]  # [K]
+    idx = nearest[:, None].repeat(1, 4)
+    w = torch.tensor([[1.0, 0.0, 0.0, 0.0]], dtype=torch.float64).repeat(columns, 1)
+    if len(base.section.points):
+        _, hit, segment, s = base.crossing(theta)
+        on_idx, on_w = base.section.weights(segment, s)
+        idx, w = torch.where(hit[:, None], on_idx, idx), torch.where(hit[:, None], on_w, w)
+    column = torch.arange(len(verts)) % columns
+    return idx[column], w[column]
+
+
 def attach_torso(rig: HeadRig, shape: TorsoShape, **mesh_options) -> HeadRig:
     """A copy of `rig` with the torso proxy appended (vertices after the rig's, triangles after its triangles, region
-    "torso", skinned to the root joint). The rig's own vertices, triangles and joints are unchanged, so everything
-    bound to them stays valid; the checksum stays the base rig's (the torso belongs to the avatar)."""
-    verts, faces, _ = torso_mesh(neck_base(rig), shape, **mesh_options)
+    "torso", skinned to the root joint, each column moving with its neck vertex's identity and expression shapes).
+    The rig's own vertices, triangles and joints are unchanged, so everything bound to them stays valid; the checksum
+    stays the base rig's (the torso belongs to the avatar)."""
+    base = neck_base(rig)
+    verts, faces, profile = torso_mesh(base, shape, **mesh_options)
     n, v0 = len(verts), rig.num_vertices
     like = lambda t, *size: t.new_zeros(*size)  # noqa: E731
+    idx, w = _neck_weights(rig, base, verts, profile)  # where on the neck each torso vertex's column starts
+    carry = lambda basis: (basis[idx.to(rig.device)] * w.to(basis)[..., None, None]).sum(1)  # noqa: E731
     weights = like(rig.lbs_weights, n, rig.lbs_weights.shape[1])
     weights[:, 0] = 1.0
     regions = {name: torch.cat([mask, mask.new_zeros(n)]) for name, mask in rig.regions.items()}
@@ -206,8 +255,8 @@ def attach_torso(rig: HeadRig, shape: TorsoShape, **mesh_options) -> HeadRig:
         rig,
         template=torch.cat([rig.template, verts.to(rig.template)]),
         faces=torch.cat([rig.faces, faces.to(rig.faces) + v0]),
-        shape_basis=torch.cat([rig.shape_basis, like(rig.shape_basis, n, 3, rig.shape_basis.shape[2])]),
-        expr_basis=torch.cat([rig.expr_basis, like(rig.expr_basis, n, 3, rig.expr_basis.shape[2])]),
+        shape_basis=torch.cat([rig.shape_basis, carry(rig.shape_basis)]),
+        expr_basis=torch.cat([rig.expr_basis, carry(rig.expr_basis)]),
         joint_regressor=torch.cat([rig.joint_regressor, like(rig.joint_regressor, rig.joint_regressor.shape[0], n)], 1),
         lbs_weights=torch.cat([rig.lbs_weights, weights]),
         pose_correctives=torch.cat([rig.pose_correctives,
@@ -243,8 +292,7 @@ def load_torso(folder: Path) -> Optional[TorsoShape]:
         data = json.loads(path.read_text())
         return TorsoShape(**data["shape"]).check()
     except (ValueError, KeyError, TypeError) as err:
-        raise InputError(f"{TORSO_JSON} of the avatar {Path(folder).name} is damaged ({type(err).__name__}); "
-                         f"re-enroll it") from None
+        raise InputError(f"the avatar's {TORSO_JSON} is damaged ({type(err).__name__}); re-enroll it") from None
 
 
 def avatar_rig(rig: HeadRig, folder: Path) -> HeadRig:

@@ -150,6 +150,7 @@ def load_config(path: Path) -> EnrollConfig:
     if not isinstance(data, dict):
         raise InputError(f"{path} is not a saved enrollment config (a mapping); pass the {CONFIG_FILE} of an avatar")
     sections = {k: data.pop(k) for k in list(data) if k in PRESET_SECTIONS.values()}
+    data.setdefault("framing", "head")  # saved before portraits: those runs made heads
     cfg = from_dict(EnrollConfig, {"video": None, **data, **stage_sections(sections, where=str(path))},
                     where=str(path))
     return dataclasses.replace(cfg, video=None if cfg.video is None else Path(cfg.video), out=Path(cfg.out),

@@ -23,7 +23,7 @@ import torch
 from avatar3d.errors import InputError
 from avatar3d.eval.video import write_eval_video
 from avatar3d.gaussians.avatar_render import render_avatar
-from avatar3d.gaussians.store import load_gaussians
+from avatar3d.gaussians.store import check_binding, load_gaussians
 from avatar3d.head.refined import load_refined
 from avatar3d.head.rig import HeadRig
 from avatar3d.head.torso import avatar_rig
@@ -67,6 +67,7 @@ def evaluate_holdout(avatar_dir: Path, rig: HeadRig, *, frames_eval: Optional[Se
     gaussians, faces = load_gaussians(paths, device)
     gaussians.requires_grad_(False)
     rig = avatar_rig(rig, paths.root).to(device)
+    check_binding(faces, rig)
     portrait = "torso" in rig.meta
     frames_eval = _held_out_frames(paths, seq, frames_eval)
 

@@ -61,7 +61,10 @@ def differences(recorded: AvatarManifest, wanted: dict) -> list[str]:
             found.append(f"its {label} was {settings[key]}, not {wanted[key]}")
     if "stages" in settings and "stages" in wanted:
         was, now = _flat(settings["stages"]), _flat(wanted["stages"])
-        changed = [f"--{k} {was.get(k)} (now {now.get(k)})" for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k)]
+        was.setdefault("framing", "head")  # runs from before portraits made heads
+        # a setting added since the interrupted run started is not held against it (it ran with what is now the default)
+        changed = [f"--{k} {was.get(k)} (now {now.get(k)})" for k in sorted(set(was) | set(now))
+                   if k in was and was.get(k) != now.get(k)]
         if changed:
             found.append(f"its settings differed: {', '.join(changed[:6])}" + (" ..." if len(changed) > 6 else ""))
     if recorded.rig_checksum != wanted["rig_checksum"]:

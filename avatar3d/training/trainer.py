@@ -492,6 +492,7 @@ def _loss(state: _State, rig: HeadRig, scene: _Scene, t: int, target: Tensor, pe
     return out, image, loss
 
 
+SETTLE_STEPS = 500  # steps after an opacity reset before a Gaussian still at the reset's opacity counts as unneeded
 SH_REST_RATE = 1.0 / 20.0  # higher SH bands move at a twentieth of the DC rate (3DGS)
 
 
@@ -526,13 +527,24 @@ def _density_control(state: _State, out, scene: _Scene, step: int, config: Train
         reset_opacity(state.gaussians, state.optimizer)
 
 
+def _written(state: _State, config: TrainConfig) -> Tensor:  # -> [N] bool
+    """The Gaussians to write: those more opaque than `final_min_opacity`, unless an opacity reset came so late
+    (within SETTLE_STEPS of the end) that the views have not yet had time to raise the ones they need."""
+    keep = torch.sigmoid(state.gaussians.opacity_logits.detach()) >= config.final_min_opacity
+    every = config.opacity_reset_every
+    last_reset = (min(config.iterations, config.densify_until) // every) * every if every > 0 else 0
+    if last_reset > 0 and config.iterations - last_reset < SETTLE_STEPS:
+        return torch.ones_like(keep)
+    return keep
+
+
 def _written_count(state: _State, config: TrainConfig) -> int:
-    return int((torch.sigmoid(state.gaussians.opacity_logits.detach()) >= config.final_min_opacity).sum())
+    return int(_written(state, config).sum())
 
 
 def _write_results(paths: AvatarPaths, state: _State, scene: _Scene, rig: HeadRig, frames_train: list[int],
                    info: dict, config: TrainConfig) -> None:
-    kept = state.gaussians.subset(torch.sigmoid(state.gaussians.opacity_logits.detach()) >= config.final_min_opacity)
+    kept = state.gaussians.subset(_written(state, config))
     atomic_write_bytes(paths.gaussians, encode_gaussians(kept, scene.faces, rig))
     save_refined(paths.refined, state.frame_params, frames_train)
     ckpt_io.save_checkpoint(paths.checkpoints, config.iterations, state.tensors(),
