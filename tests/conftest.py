@@ -165,3 +165,20 @@ def make_tiny_avatar(root: Path, resolution: int = 64, iterations: int = 30, gau
 def tiny_avatar_factory():
     """`make_tiny_avatar`: the viewer tests' small synthetic avatar (seconds to make on a CPU)."""
     return make_tiny_avatar
+
+
+def sequence_of(rig, params, K, viewmat, resolution: int, fps: float = 25.0):
+    """A TrackedSequence of known rig parameters (a RigParams, batch = frames) seen by one camera (K [3,3],
+    viewmat [4,4]): for tests that need tracking without a tracker. Landmarks are zeros, every frame detected."""
+    from avatar3d.tracking.sequence import TrackedSequence
+
+    n = params.batch_size
+    f32 = lambda x: np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, np.float32)  # noqa: E731
+    return TrackedSequence(
+        rig_name=rig.name, rig_checksum=rig.checksum(), fps=float(fps), timestamps=np.arange(n) / float(fps),
+        resolution=int(resolution), source_size=np.array([resolution, resolution]),
+        crop_box=np.array([0, 0, resolution]), K=f32(K), viewmat=f32(viewmat), shape=f32(params.shape),
+        expr=f32(params.expr), global_rot=f32(params.global_rot), neck=f32(params.neck), jaw=f32(params.jaw),
+        eyes=f32(params.eyes), transl=f32(params.transl), landmarks=np.zeros((n, 478, 2), np.float32),
+        landmarks_fit=np.zeros((n, 478, 2), np.float32), confidence=np.ones(n, np.float32),
+        detected=np.ones(n, bool))

@@ -78,7 +78,7 @@ def test_compute_masks_streams_and_swaps_atomically(tmp_path, seed):
     from avatar3d.camera import intrinsics, orbit_viewmat
     from avatar3d.head.registry import load_rig
     from avatar3d.head.rig import RigParams
-    from avatar3d.tracking.sequence import TrackedSequence
+    from conftest import sequence_of
 
     rig = load_rig("synthetic")
     n, R = 5, 96
@@ -89,13 +89,7 @@ def test_compute_masks_streams_and_swaps_atomically(tmp_path, seed):
     frames.mkdir()
     for t in range(n):
         Image.fromarray(np.full((R, R, 3), 128, np.uint8)).save(frames / f"{t:06d}.png")
-    seq = TrackedSequence(
-        rig_name=rig.name, rig_checksum=rig.checksum(), fps=25.0, timestamps=np.arange(n) / 25.0, resolution=R,
-        source_size=np.array([R, R]), crop_box=np.array([0, 0, R]), K=K.numpy(), viewmat=viewmat.numpy(),
-        shape=p.shape.numpy(), expr=p.expr.numpy(), global_rot=p.global_rot.numpy(), neck=p.neck.numpy(),
-        jaw=p.jaw.numpy(), eyes=p.eyes.numpy(), transl=p.transl.numpy(),
-        landmarks=np.zeros((n, 478, 2), np.float32), landmarks_fit=np.zeros((n, 478, 2), np.float32),
-        confidence=np.ones(n, np.float32), detected=np.ones(n, bool))
+    seq = sequence_of(rig, p, K, viewmat, R)
     out = tmp_path / "data" / "masks"
     out.mkdir(parents=True)
     (out / "stale.png").write_bytes(b"old")

@@ -113,8 +113,8 @@ def test_the_torso_fit_finds_known_shoulders(tmp_path, seed):
     from avatar3d.head.registry import load_rig
     from avatar3d.head.rig import RigParams
     from avatar3d.render.mesh_raster import rasterize_triangles
-    from avatar3d.tracking.sequence import TrackedSequence
     from avatar3d.training.torso_fit import fit_torso
+    from conftest import sequence_of
 
     rng = np.random.default_rng(seed)
     rig = load_rig("synthetic")
@@ -134,13 +134,7 @@ def test_the_torso_fit_finds_known_shoulders(tmp_path, seed):
                                   backfaces="draw").mask.numpy()
         m = (sil * 255).astype(np.uint8)
         Image.fromarray(np.stack([m, m], -1), mode="LA").save(masks / FRAME_PATTERN.format(t))
-    seq = TrackedSequence(
-        rig_name=rig.name, rig_checksum=rig.checksum(), fps=25.0, timestamps=np.arange(n) / 25.0, resolution=R,
-        source_size=np.array([R, R]), crop_box=np.array([0, 0, R]), K=K.numpy(), viewmat=viewmat.numpy(),
-        shape=p.shape.numpy(), expr=p.expr.numpy(), global_rot=p.global_rot.numpy(), neck=p.neck.numpy(),
-        jaw=p.jaw.numpy(), eyes=p.eyes.numpy(), transl=p.transl.numpy(),
-        landmarks=np.zeros((n, 478, 2), np.float32), landmarks_fit=np.zeros((n, 478, 2), np.float32),
-        confidence=np.ones(n, np.float32), detected=np.ones(n, bool))
+    seq = sequence_of(rig, p, K, viewmat, R)
     shape, info = fit_torso(seq, rig, masks, list(range(n)))
     assert abs(shape.shoulder_width - truth.shoulder_width) <= 0.021
     assert abs(shape.shoulder_drop - truth.shoulder_drop) <= 0.021

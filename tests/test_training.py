@@ -21,6 +21,7 @@ from avatar3d.head.refined import load_refined
 from avatar3d.training.losses import padded_ssim, photometric_loss
 from avatar3d.gaussians.avatar_render import binding_faces, render_avatar
 from avatar3d.training.trainer import train_gaussians
+from conftest import sequence_of
 
 RES = 64
 FRAMES = 6
@@ -61,14 +62,7 @@ def make_synthetic_avatar(root, seed: int, n: int = FRAMES):
                                 backend=_backend())
         Image.fromarray((out.image.clamp(0, 1).numpy() * 255).round().astype(np.uint8)).save(
             paths.frames / f"{t:06d}.png")
-    seq = TrackedSequence(
-        rig_name=rig.name, rig_checksum=rig.checksum(), fps=25.0, timestamps=np.arange(n) / 25.0, resolution=RES,
-        source_size=np.array([RES, RES]), crop_box=np.array([0, 0, RES]), K=K.numpy(), viewmat=viewmat.numpy(),
-        shape=params.shape.numpy(), expr=params.expr.numpy(), global_rot=params.global_rot.numpy(),
-        neck=params.neck.numpy(), jaw=params.jaw.numpy(), eyes=params.eyes.numpy(), transl=params.transl.numpy(),
-        landmarks=np.zeros((n, 478, 2), np.float32), landmarks_fit=np.zeros((n, 478, 2), np.float32),
-        confidence=np.ones(n, np.float32), detected=np.ones(n, bool))
-    seq.save(paths.tracking)
+    sequence_of(rig, params, K, viewmat, RES).save(paths.tracking)
     write_manifest(root, AvatarManifest(rig_name=rig.name, rig_checksum=rig.checksum()))
     return root, params
 
