@@ -85,7 +85,6 @@ class Avatar:
         eye_idx = [torch.nonzero(self.rig.region(n)).flatten() for n in ("eyeball_left", "eyeball_right")]
         self._eyeballs = eye_idx if all(len(i) for i in eye_idx) else None
         self._plate = None
-        self._plate_view = None  # (camera key, the plate as that camera sees it)
 
     @property
     def is_portrait(self) -> bool:
@@ -284,12 +283,7 @@ class Avatar:
             raise InputError(f"{self.path.name} has no background plate (enrolled before plates existed: re-enroll "
                              f"it; or its video's background moved: film in front of a still one); pick a colour "
                              f"(e.g. white) meanwhile")
-        # a still camera (a clip without orbit, a viewer at rest) sees the same plate frame after frame: warp it once
-        key = (camera.width, camera.height, camera.K.detach().cpu().numpy().tobytes(),
-               camera.viewmat.detach().cpu().numpy().tobytes())
-        if self._plate_view is None or self._plate_view[0] != key:
-            self._plate_view = (key, self.plate.render(camera.K, camera.viewmat, camera.width, camera.height))
-        return self._plate_view[1]
+        return self.plate.render(camera.K, camera.viewmat, camera.width, camera.height)
 
     def render(self, params: DriveParams, controls: Optional[Controls] = None, resolution: Optional[int] = None,
                background: Background = AUTO, *, camera: Optional[Camera] = None,

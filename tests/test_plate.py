@@ -243,3 +243,12 @@ def test_plate_of_a_real_video(shared, name, tmp_path):
     assert plate.depth == pytest.approx(0.8 + cfg.behind) and np.allclose(plate.K, seq.K) and not said
     plate.save(tmp_path)
     np.testing.assert_array_equal(load_plate(tmp_path).image, plate.image)
+
+
+def test_a_still_camera_gets_the_same_picture_and_may_draw_on_it(seed):
+    """render keeps the last camera's picture (a still camera warps once) and hands out copies."""
+    plate = _plate(np.random.default_rng(seed))
+    first = plate.render(plate.K, plate.viewmat, 160, 120)
+    first[:] = 0  # a caller drawing on its picture (the viewer pastes the avatar in)
+    again = plate.render(plate.K, plate.viewmat, 160, 120)
+    np.testing.assert_array_equal(again, plate.image)

@@ -28,6 +28,7 @@ from avatar3d.errors import InputError
 from avatar3d.head.rig import HeadRig
 
 NECK_BAND = 0.012  # metres above and below the neck base whose neck vertices give its ring
+SEGMENTS = 40  # vertices around each ring of the sweep (torso_mesh: ring by ring, the neck's ring first)
 SUPERELLIPSE_POWER = 4.0  # the torso's cross-section: |x/a|^p + |z/b|^p = 1
 
 
@@ -169,7 +170,7 @@ def _profile(rings_slope: int, rings_fall: int) -> Tensor:  # -> [R] parameters 
     return torch.cat([slope, fall])
 
 
-def torso_mesh(base: NeckBase, shape: TorsoShape, segments: int = 40, rings_slope: int = 8,
+def torso_mesh(base: NeckBase, shape: TorsoShape, segments: int = SEGMENTS, rings_slope: int = 8,
                rings_fall: int = 6) -> tuple[Tensor, Tensor, Tensor]:
     """(vertices [N,3] float64 rig space, faces [M,3] int64 counter-clockwise seen from outside, profile [N] in
     [0, 2]: 0 the neck ring, 1 the shoulder's rounded edge, 2 the bottom) of the proxy swept around the body."""
@@ -235,12 +236,12 @@ def _neck_weights(rig: HeadRig, base: NeckBase, verts: Tensor, profile: Tensor) 
     return idx[column], w[column]
 
 
-def attach_torso(rig: HeadRig, shape: TorsoShape, **mesh_options) -> HeadRig:
+def attach_torso(rig: HeadRig, shape: TorsoShape, base: Optional[NeckBase] = None, **mesh_options) -> HeadRig:
     """A copy of `rig` with the torso proxy appended (vertices after the rig's, triangles after its triangles, region
     "torso", skinned to the root joint, each column moving with its neck vertex's identity and expression shapes).
     The rig's own vertices, triangles and joints are unchanged, so everything bound to them stays valid; the checksum
-    stays the base rig's (the torso belongs to the avatar)."""
-    base = neck_base(rig)
+    stays the base rig's (the torso belongs to the avatar). `base`: the rig's neck_base, when already at hand."""
+    base = base if base is not None else neck_base(rig)
     verts, faces, profile = torso_mesh(base, shape, **mesh_options)
     n, v0 = len(verts), rig.num_vertices
     like = lambda t, *size: t.new_zeros(*size)  # noqa: E731

@@ -40,6 +40,7 @@ class BackgroundPlate:
     """How it was estimated (frames sampled, share of the picture seen rather than filled in)."""
 
     def __post_init__(self) -> None:
+        self._last = None  # (camera key, the picture it saw): render's one-frame cache
         self.image = np.asarray(self.image)
         self.K = np.asarray(self.K, np.float64)
         self.viewmat = np.asarray(self.viewmat, np.float64)
@@ -69,6 +70,9 @@ class BackgroundPlate:
         import cv2
 
         K, viewmat = _numpy(K), _numpy(viewmat)
+        key = (int(width), int(height), K.tobytes(), viewmat.tobytes())
+        if self._last is not None and self._last[0] == key:  # a still camera: the same picture, warped once
+            return self._last[1].copy()
         H = self.homography(K, viewmat)
         if not self._in_front(K, viewmat, width, height):
             return np.broadcast_to(self.image.reshape(-1, 3).mean(0).round().astype(np.uint8),
@@ -76,8 +80,10 @@ class BackgroundPlate:
         # cv2's pixel centres are at integers, ours at +0.5: shift in, map, shift back.
         to_ours = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
         M = np.linalg.inv(to_ours) @ H @ to_ours
-        return cv2.warpPerspective(self.image, M, (int(width), int(height)), flags=cv2.INTER_LINEAR,
+        seen = cv2.warpPerspective(self.image, M, (int(width), int(height)), flags=cv2.INTER_LINEAR,
                                    borderMode=cv2.BORDER_REFLECT_101)
+        self._last = (key, seen)
+        return seen.copy()
 
     def _in_front(self, K: np.ndarray, viewmat: np.ndarray, width: int, height: int) -> bool:
         """Whether every corner ray of the camera meets the plane in front of the camera (else the warp folds)."""

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from avatar3d.errors import InputError
 from avatar3d.head.lbs import landmarks, pose_vertices
 from avatar3d.head.rig import HeadRig
-from avatar3d.head.torso import TorsoShape, attach_torso
+from avatar3d.head.torso import SEGMENTS, TorsoShape, attach_torso, neck_base
 from avatar3d.io.avatar_dir import FRAME_PATTERN
 from avatar3d.render.mesh_raster import project_vertices, rasterize_triangles
 from avatar3d.training.masks import CHIN, read_person
@@ -42,12 +42,12 @@ def _person(masks_dir: Path, frame: int) -> torch.Tensor:  # -> [WORK,WORK] floa
     return F.interpolate(t, size=(WORK, WORK), mode="area")[0, 0]
 
 
-def _length(rig: HeadRig, params, seq, K: torch.Tensor, viewmat: torch.Tensor) -> float:
+def _length(rig: HeadRig, base, params, seq, K: torch.Tensor, viewmat: torch.Tensor) -> float:
     """Metres from the neck's base down to 5 cm below the frame's lower edge (at the neck's depth), in the frame
     where that reaches lowest."""
-    probe = attach_torso(rig, TorsoShape())
+    probe = attach_torso(rig, TorsoShape(), base)
     with torch.no_grad():
-        ring = pose_vertices(probe, params)[:, rig.num_vertices:][:, :40]  # [B,40,3] the top ring (torso_mesh order)
+        ring = pose_vertices(probe, params)[:, rig.num_vertices:][:, :SEGMENTS]  # [B,S,3] the top ring
     cam = ring @ viewmat[:3, :3].T + viewmat[:3, 3]  # camera frame: y down
     depth, top = cam[..., 2].mean(1), cam[..., 1].mean(1)  # [B]
     bottom = (float(seq.resolution) - float(K[1, 2])) * depth / float(K[1, 1])  # camera y of the lower edge
@@ -74,12 +74,13 @@ def fit_torso(seq, rig: HeadRig, masks_dir: Path, frames: list[int]) -> tuple[To
     below = rows > chins[:, None, None]  # [B,W,1] the torso's part of the picture
     heads_sil = torch.stack([rasterize_triangles(h, head_faces, K_work, viewmat, WORK, WORK, backfaces="draw").mask
                              for h in heads])
-    length = _length(rig, params, seq, K, viewmat)
+    base = neck_base(rig)  # the same for every candidate: made once
+    length = _length(rig, base, params, seq, K, viewmat)
     scores = {}
     for width in WIDTHS:
         for drop in DROPS:
             shape = TorsoShape(float(width), drop, _chest(width), length)
-            scores[(width, drop)] = _score(rig, shape, params, heads_sil, persons, below, K_work, viewmat)
+            scores[(width, drop)] = _score(rig, base, shape, params, heads_sil, persons, below, K_work, viewmat)
     (width, drop), iou = _choose(scores)
     best = TorsoShape(float(width), drop, _chest(width), length)
     return best, {"iou": round(float(iou), 4), "frames": len(pick), "searched": len(scores),
@@ -131,9 +132,9 @@ def _choose(scores: dict) -> tuple[tuple[float, float], float]:
     return key, scores[key]
 
 
-def _score(rig: HeadRig, shape: TorsoShape, params, heads_sil, persons, below, K_work, viewmat) -> float:
+def _score(rig: HeadRig, base, shape: TorsoShape, params, heads_sil, persons, below, K_work, viewmat) -> float:
     """Mean IoU below the chin of (head silhouette ∪ torso silhouette) with the person mask."""
-    with_torso = attach_torso(rig, shape)
+    with_torso = attach_torso(rig, shape, base)
     torso = with_torso.region("torso")
     faces = with_torso.faces[rig.num_faces:]
     ious = []
