@@ -1,9 +1,11 @@
 """`avatar3d demo`: the main job on the built-in synthetic subject, end to end, in a few minutes on a CPU.
 
 1. makes the synthetic subject (a textured mesh of the synthetic rig, talking and turning its head, with
-   known parameters and a synthetic voice) and renders its training video;
-2. builds an avatar directory from it (tracking is skipped: the parameters are known) and trains a small
-   Gaussian avatar on every frame (the fast preset's schedule, shortened);
+   known parameters and a synthetic voice; by default a portrait, with shoulders in a shirt in front of a painted
+   wall) and renders its training video;
+2. builds an avatar directory from it (tracking is skipped: the parameters are known; a portrait's torso is fitted
+   to its person masks and its background plate estimated, by enrollment's own code) and trains a small Gaussian
+   avatar on every frame (the fast preset's schedule, shortened);
 3. scores the trained avatar on novel views (camera yaw +-30 degrees, distance x0.7 / x1.5) against the
    mesh renders;
 4. renders an orbiting clip of the TRAINED avatar through the Python API (`Avatar.render`), driven by the
@@ -44,6 +46,9 @@ class DemoConfig:
     """Rasterizer backend for the scores and the clip (auto: the C++ extension when built, else the PyTorch oracle)."""
     seed: int = 0
     """Seed of the synthetic subject (texture, identity, motion, voice)."""
+    framing: Literal["portrait", "head"] = "portrait"
+    """portrait: the subject with shoulders in a shirt in front of its room, enrolled as a video is (torso fitted to
+    the person masks, plate estimated from the frames); head: the head alone over white."""
     readme_image: Optional[Path] = None
     """Also save the preview of the trained avatar here (the README's docs/images/demo.png; kept under 300 KB)."""
 
@@ -87,7 +92,7 @@ def orbit_clip(avatar_dir: Path, out: Path, subject, *, orbit: float, zoom: floa
 
         params = DriveParams(**{**params.__dict__, "audio": subject.audio})
     controls = Controls(yaw=-orbit / 2, orbit=orbit, distance_scale=1.0 / zoom, gaze="camera")
-    background = tuple(float(v) for v in subject.background)
+    background = "auto" if subject.body is not None else tuple(float(v) for v in subject.background)  # auto: its room
     result = avatar.write_clip(params, out, controls, fps=subject.fps, resolution=subject.resolution,
                                background=background, progress=False)
     picks = np.linspace(0, len(params) - 1, 4).round().astype(int)
@@ -114,7 +119,8 @@ def main(cfg: DemoConfig) -> int:
 
     _say(f"1/4 synthetic subject: {cfg.seconds:.1f} s of talking and head turning at {cfg.fps} fps, "
          f"{cfg.resolution}x{cfg.resolution}, known parameters (a textured mesh, not Gaussians)")
-    subject = eval_subject(cfg.seconds, cfg.fps, cfg.resolution, cfg.seed, background=train.background)
+    subject = eval_subject(cfg.seconds, cfg.fps, cfg.resolution, cfg.seed, background=train.background,
+                           portrait=cfg.framing == "portrait")
     rig = subject.rig
     _say(f"    rig: {rig.num_vertices} vertices, {rig.num_faces} triangles, {rig.num_shape} identity and "
          f"{rig.num_expr} expression shapes; {subject.num_frames} frames")

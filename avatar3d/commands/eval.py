@@ -48,6 +48,9 @@ class EvalSyntheticConfig:
     """Seed of the synthetic subject (its texture, identity and motion)."""
     device: Literal["cpu", "cuda"] = "cpu"
     """Compute device for training and rendering."""
+    framing: Literal["head", "portrait"] = "head"
+    """head: the head alone over white; portrait: with shoulders in a shirt and its room behind, enrolled as a video
+    is (the torso fitted to the person masks, the plate estimated from the frames) and scored over that plate."""
 
 
 def main(cfg: EvalLipsyncConfig) -> int:
@@ -110,7 +113,7 @@ def main_synthetic(cfg: EvalSyntheticConfig) -> int:
         print(f"[eval synthetic] {msg}", flush=True)
 
     report = run_synthetic_eval(cfg.out, train, seconds=cfg.seconds, fps=cfg.fps, resolution=cfg.resolution,
-                                seed=cfg.seed, device=cfg.device, say=say)
+                                seed=cfg.seed, device=cfg.device, say=say, portrait=cfg.framing == "portrait")
     report["preset"] = cfg.preset
     atomic_write_json(Path(cfg.out) / "report.json", report)
     outputs = [str(Path(cfg.out) / "report.json"), report["outputs"]["sheet"]]
@@ -123,9 +126,10 @@ def main_synthetic(cfg: EvalSyntheticConfig) -> int:
     print()
     print(format_table(report))
     s = report["seconds"]
-    short = [name for name in NOVEL_VIEWS if report["views"][name]["psnr"] < report["target_psnr"]]
-    verdict = f"below the {report['target_psnr']:.0f} dB target: {', '.join(short)}" if short else \
-        f"every novel view meets the {report['target_psnr']:.0f} dB target"
+    key = report["target_on"]
+    short = [name for name in NOVEL_VIEWS if report["views"][name][key] < report["target_psnr"]]
+    verdict = f"{key} below the {report['target_psnr']:.0f} dB target: {', '.join(short)}" if short else \
+        f"every novel view meets the {report['target_psnr']:.0f} dB target on {key}"
     print(f"\nnovel views: {report['psnr']:.2f} dB mean ({verdict}); "
           f"{report['num_gaussians']} Gaussians, {report['iterations']} steps on {report['frames_train']} frames "
           f"at {report['resolution']} px; {s['total']:.0f} s (subject {s['subject']:.0f}, train {s['train']:.0f}, "

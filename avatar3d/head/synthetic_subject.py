@@ -22,6 +22,7 @@ views see the same colours as the training view.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
@@ -34,6 +35,9 @@ from torch import Tensor
 from avatar3d.camera import Camera, intrinsics, orbit_viewmat
 from avatar3d.errors import InputError
 from avatar3d.head import synthetic as syn
+from avatar3d.head import synthetic_portrait as portrait
+from avatar3d.head.synthetic_portrait import Body
+from avatar3d.head.synthetic_portrait import make_body as portrait_body
 from avatar3d.head.lbs import pose_vertices
 from avatar3d.head.rig import HeadRig, RigParams
 from avatar3d.io.media import AUDIO_RATE
@@ -43,6 +47,7 @@ from avatar3d.rotation import axis_angle_to_matrix, euler_to_axis_angle
 SUBJECT_VERSION = "synthetic-subject-1"
 JAW_MAX = 0.22  # radians of jaw opening at the loudest syllable (~12.6 degrees)
 HEAD_YAW_DEG = 20.0
+HEAD_TARGET = (0.0, 0.012, 0.0)  # about the middle of the head (crown to chin): the head's cameras look here
 NOVEL_VIEWS = {  # name -> (camera yaw degrees, distance factor)
     "yaw-30": (-30.0, 1.0),
     "yaw+30": (30.0, 1.0),
@@ -386,6 +391,7 @@ class SyntheticSubject:
     novel_frames: list[int] = field(default_factory=list)
     supersample: int = 2
     light_rig: tuple[float, float, float] = LIGHT_RIG
+    body: Optional[Body] = None  # a portrait's shoulders and room (head/synthetic_portrait.py), else a head alone
 
     @property
     def num_frames(self) -> int:
@@ -407,24 +413,21 @@ class SyntheticSubject:
     def render_params(self, params: RigParams, camera: Optional[Camera] = None,
                       supersample: Optional[int] = None) -> MeshRender:
         """Render one set of parameters (batch 1). With supersample s > 1 the image is drawn at s x the size
-        and box-filtered (anti-aliased); `face_id`/`depth` then come from the centre sample of each block."""
+        and box-filtered (anti-aliased); `face_id`/`depth` then come from the centre sample of each block. A
+        portrait's alpha is the whole person's coverage."""
+        return self.render_layers(params, camera, supersample)[0]
+
+    def render_layers(self, params: RigParams, camera: Optional[Camera] = None,
+                      supersample: Optional[int] = None) -> tuple[MeshRender, Tensor]:
+        """`render_params`, and the coverage [H,W,1] of the head where it is in view (all of alpha for a head)."""
         camera = camera or self.camera
         s = int(self.supersample if supersample is None else supersample)
         if s < 1:
             raise InputError(f"supersample={s}; pass 1 (none) or more samples per pixel side")
         with torch.no_grad():
-            verts = pose_vertices(self.rig, params)[0]
-            head = axis_angle_to_matrix(params.global_rot[0]) @ axis_angle_to_matrix(params.neck[0])
-            light = head @ torch.tensor(self.light_rig, dtype=head.dtype)
-            K = camera.K.clone()
-            K[:2] *= s
-            out = render_mesh(verts, self.rig.faces, K, camera.viewmat, camera.width * s, camera.height * s,
-                              uvs=self.rig.uvs, face_uvs=self.rig.face_uvs, texture=self.texture,
-                              background=self.background, light_dir=light, ambient=AMBIENT, diffuse=DIFFUSE,
-                              face_mask=self.rig.renderable_faces(), backfaces="holes",
-                              backface_color=INSIDE_COLOUR)
+            out, head_alpha = self._draw(params, camera, s)
         if s == 1:
-            return out
+            return out, head_alpha
         H, W = camera.height, camera.width
 
         def pool(x):  # [H*s,W*s,C] -> [H,W,C]
@@ -433,7 +436,33 @@ class SyntheticSubject:
         mid = s // 2
         return MeshRender(image=pool(out.image), alpha=pool(out.alpha),
                           face_id=out.face_id[mid::s, mid::s].contiguous(),
-                          depth=out.depth[mid::s, mid::s].contiguous())
+                          depth=out.depth[mid::s, mid::s].contiguous()), pool(head_alpha)
+
+    def _draw(self, params: RigParams, camera: Camera, s: int) -> tuple[MeshRender, Tensor]:
+        """The picture at s x the camera's size: the head (over the background, or for a portrait by depth with the
+        torso over the wall), and the visible head's coverage."""
+        rig = self.rig if self.body is None else self.body.rig
+        verts = pose_vertices(rig, params)[0]
+        head_rot = axis_angle_to_matrix(params.global_rot[0]) @ axis_angle_to_matrix(params.neck[0])
+        K = camera.K.clone()
+        K[:2] *= s
+        size = (camera.width * s, camera.height * s)
+        head = render_mesh(verts[:self.rig.num_vertices], self.rig.faces, K, camera.viewmat, *size, uvs=self.rig.uvs,
+                           face_uvs=self.rig.face_uvs, texture=self.texture, background=self.background,
+                           light_dir=head_rot @ torch.tensor(self.light_rig, dtype=head_rot.dtype), ambient=AMBIENT,
+                           diffuse=DIFFUSE, face_mask=self.rig.renderable_faces(), backfaces="holes",
+                           backface_color=INSIDE_COLOUR)
+        if self.body is None:
+            return head, head.alpha
+        body_rot = axis_angle_to_matrix(params.global_rot[0])
+        torso = render_mesh(verts, self.body.torso_faces, K, camera.viewmat, *size, vertex_colors=self.body.colours,
+                            light_dir=body_rot @ torch.tensor(self.light_rig, dtype=body_rot.dtype), ambient=AMBIENT,
+                            diffuse=DIFFUSE)
+        image, person, head_alpha = portrait.composite(head, torso, self.body.wall.draw(camera, s))
+        face_id = torch.where(head_alpha[..., 0] > 0, head.face_id, torso.face_id)
+        depth = torch.minimum(torch.where(head_alpha[..., 0] > 0, head.depth, torch.full_like(head.depth, math.inf)),
+                              torso.depth)
+        return MeshRender(image=image, alpha=person, face_id=face_id, depth=depth), head_alpha
 
     def render(self, frame: int, camera: Optional[Camera] = None) -> tuple[Tensor, Tensor]:
         """Frame `frame` from `camera` (the training camera by default) -> (image [H,W,3], alpha [H,W,1])."""
@@ -463,12 +492,15 @@ def _to_uint8(image: Tensor) -> np.ndarray:  # image: [H,W,3] in [0,1]
 def make_subject(seconds: float = 4.0, fps: float = 25.0, resolution: int = 512, seed: int = 0, *,
                  background: float | Sequence[float] = (1.0, 1.0, 1.0), camera_distance: float = 0.65,
                  fov_y_deg: float = 22.0, novel_frame_count: int = 4, supersample: int = 2,
-                 texture_size: int = 2048, rig: Optional[HeadRig] = None) -> SyntheticSubject:
+                 texture_size: int = 2048, rig: Optional[HeadRig] = None, portrait: bool = False,
+                 target: Sequence[float] = HEAD_TARGET) -> SyntheticSubject:
     """The synthetic subject: `seconds` of talking at `fps`, rendered at `resolution`^2, all from `seed`.
 
-    background: solid RGB in [0,1]; camera_distance: metres from the head centre; fov_y_deg: vertical field
-    of view; novel_frame_count: frames (evenly spread) that get ground-truth novel views; supersample:
-    samples per pixel side (anti-aliasing); rig: the synthetic rig (built when not given).
+    background: solid RGB in [0,1] (a head's; a portrait stands in its room); camera_distance: metres from
+    `target`, the point the cameras look at and orbit; fov_y_deg: vertical field of view; novel_frame_count: frames
+    (evenly spread) that get ground-truth novel views; supersample: samples per pixel side (anti-aliasing); rig: the
+    synthetic rig (built when not given); portrait: with shoulders in a shirt and a wall behind
+    (head/synthetic_portrait.py).
     """
     if not seconds > 0 or not fps > 0:
         raise InputError(f"seconds={seconds}, fps={fps}: both must be positive (e.g. 4 s at 25 fps)")
@@ -483,7 +515,7 @@ def make_subject(seconds: float = 4.0, fps: float = 25.0, resolution: int = 512,
     rig = rig if rig is not None else syn.synthetic_rig()
     params, ev = make_params(rig, seconds, fps, seed)
     n = params.batch_size
-    target = (0.0, 0.012, 0.0)  # about the middle of the head (crown to chin)
+    target = tuple(float(v) for v in target)
     R = int(resolution)
     camera = Camera(intrinsics(fov_y_deg, R, R), orbit_viewmat(camera_distance, 0.0, 0.0, target), R, R)
     count = max(1, min(int(novel_frame_count), n))
@@ -493,7 +525,7 @@ def make_subject(seconds: float = 4.0, fps: float = 25.0, resolution: int = 512,
         rig=rig, params=params, fps=float(fps), resolution=R, camera=camera, target=target,
         distance=float(camera_distance), fov_y_deg=float(fov_y_deg), texture=make_texture(rig, texture_size, seed),
         background=bg, seed=int(seed), audio=synth_voice(ev, n / fps, seed), novel_frames=novel,
-        supersample=int(supersample),
+        supersample=int(supersample), body=portrait_body(rig, camera, seed) if portrait else None,
     )
 
 

@@ -16,10 +16,11 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from avatar3d.camera import Camera
 from avatar3d.errors import InputError
-from avatar3d.head.synthetic_subject import NOVEL_VIEWS, SyntheticSubject, _png_bytes, make_subject
+from avatar3d.head.synthetic_subject import HEAD_TARGET, NOVEL_VIEWS, SyntheticSubject, _png_bytes, make_subject
 from avatar3d.io.atomic import atomic_dir, atomic_write_bytes
 from avatar3d.io.avatar_dir import FRAME_PATTERN, AvatarManifest, AvatarPaths, write_manifest
 from avatar3d.render.metrics import psnr, ssim, to_float
@@ -33,6 +34,9 @@ VIEW_ORDER = (*NOVEL_VIEWS, TRAIN_VIEW)  # the novel views, then the training ca
 # closer and cuts the neck, which the x1.5 view would then see for the first time.
 CAMERA_DISTANCE = 1.2  # metres
 FOV_Y_DEG = 22.0
+# A portrait frames the crown down to the chest, as a talking-head video does: the cameras look lower and from further.
+PORTRAIT_TARGET = (0.0, -0.11, 0.0)
+PORTRAIT_DISTANCE = 1.45  # metres
 
 
 def _unpremultiply(image: np.ndarray, alpha: np.ndarray, background) -> np.ndarray:
@@ -80,14 +84,13 @@ def build_avatar_dir(subject: SyntheticSubject, avatar_dir: Path, *, video: Opti
             paths = AvatarPaths(tmp)
             paths.frames.mkdir(parents=True)
             paths.masks.mkdir(parents=True)
-            for i, (image, mask) in enumerate(subject.frames()):
+            for i in range(subject.num_frames):
+                image = _write_frame(subject, paths, i)
                 if writer is not None:
                     writer.write(image)
-                alpha = (mask * 255.0 + 0.5).astype(np.uint8)
-                (paths.frames / FRAME_PATTERN.format(i)).write_bytes(
-                    _png_bytes(_unpremultiply(image, alpha / 255.0, subject.background)))
-                (paths.masks / FRAME_PATTERN.format(i)).write_bytes(_png_bytes(alpha))
             tracked_sequence(subject).save(paths.tracking)
+            if subject.body is not None:
+                _portrait_parts(subject, paths, say)
             write_manifest(tmp, AvatarManifest(
                 rig_name=subject.rig.name, rig_checksum=subject.rig.checksum(),
                 source_video=f"synthetic subject (seed {subject.seed})",
@@ -100,6 +103,54 @@ def build_avatar_dir(subject: SyntheticSubject, avatar_dir: Path, *, video: Opti
         if writer is not None:  # failed: drop the half-written clip
             writer.abort()
     return Path(avatar_dir)
+
+
+def _write_frame(subject: SyntheticSubject, paths: AvatarPaths, i: int) -> np.ndarray:  # -> [R,R,3] uint8
+    """Frame i and its mask file, as enrollment writes them: a head's frame holds its foreground colour and its
+    mask the head; a portrait's frame is the whole picture and its mask file the head (grey) and the person
+    (alpha)."""
+    from PIL import Image
+
+    out, head = subject.render_layers(subject.frame_params(i))
+    image = (out.image.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).numpy()
+    to_u8 = lambda a: (a[..., 0].numpy() * 255.0 + 0.5).astype(np.uint8)  # noqa: E731
+    if subject.body is None:
+        alpha = to_u8(out.alpha)
+        (paths.frames / FRAME_PATTERN.format(i)).write_bytes(
+            _png_bytes(_unpremultiply(image, alpha / 255.0, subject.background)))
+        (paths.masks / FRAME_PATTERN.format(i)).write_bytes(_png_bytes(alpha))
+        return image
+    (paths.frames / FRAME_PATTERN.format(i)).write_bytes(_png_bytes(image))
+    Image.fromarray(np.stack([to_u8(head), to_u8(out.alpha)], -1), mode="LA").save(
+        paths.masks / FRAME_PATTERN.format(i), compress_level=1)
+    return image
+
+
+def _portrait_parts(subject: SyntheticSubject, paths: AvatarPaths, say: Callable[[str], None]) -> None:
+    """What enrollment's torso and background stages write, made by those stages' own code from the frames and
+    masks: the torso fitted to the person masks (torso.json) and the plate estimated where the person is not."""
+    from PIL import Image
+
+    from avatar3d.head.torso import save_torso
+    from avatar3d.render.plate import BackgroundPlate
+    from avatar3d.training.background import BackgroundConfig, estimate_plate, head_depth, person_free
+    from avatar3d.training.torso_fit import describe, fit_torso
+
+    seq = TrackedSequence.load(paths.tracking)
+    shape, info = fit_torso(seq, subject.rig, paths.masks, list(range(subject.num_frames)))
+    save_torso(paths.root, shape, info)
+    say(f"torso fitted to the person masks: {describe(shape, info)}")
+    cfg = BackgroundConfig()
+    frames, free = [], []
+    for i in range(subject.num_frames):
+        frames.append(np.asarray(Image.open(paths.frames / FRAME_PATTERN.format(i)).convert("RGB")))
+        with Image.open(paths.masks / FRAME_PATTERN.format(i)) as mask:
+            free.append(person_free(np.asarray(mask.getchannel("A"), np.float32) / 255.0, cfg))
+    found = estimate_plate(np.stack(frames), np.stack(free), cfg)
+    plate = BackgroundPlate(found.image, np.asarray(seq.K, np.float64), np.asarray(seq.viewmat, np.float64),
+                            head_depth(seq) + cfg.behind, {"frames": found.frames, "seen_share": found.seen_share})
+    plate.save(paths.root)
+    say(f"background plate from {found.frames} frames: {found.seen_share:.0%} of it seen, the rest inpainted")
 
 
 def view_cameras(subject: SyntheticSubject) -> dict[str, Camera]:
@@ -117,79 +168,119 @@ def score_views(subject: SyntheticSubject, avatar_dir: Path, *, device="cpu", ba
                 frames: Optional[list[int]] = None, sheet_frame: Optional[int] = None,
                 progress: Optional[Callable[[str], None]] = None) -> tuple[dict, np.ndarray]:
     """Render the trained avatar in `avatar_dir` from every view camera at the subject's novel frames (with
-    the known parameters) and score it against the mesh renders -> ({view: {"psnr", "ssim", "frames"}},
-    sheet: uint8 image, one row per view: ground truth | render | error x4, at `sheet_frame`)."""
-    from avatar3d.gaussians.avatar_render import render_avatar
-    from avatar3d.gaussians.store import load_gaussians
-
+    the known parameters) and score it against the mesh renders -> ({view: {"psnr", "ssim", "frames"}, plus
+    "psnr_person" for a portrait: inside the true person}, sheet: uint8 image, one row per view: ground truth |
+    render | error x4, at `sheet_frame`). A portrait is rendered over its plate, as `avatar3d render` does."""
     say = progress or (lambda msg: None)
     frames = list(subject.novel_frames if frames is None else frames)
     if not frames:
         raise InputError("no frames to score; make the subject with novel_frame_count >= 1")
     sheet_frame = frames[len(frames) // 2] if sheet_frame is None else int(sheet_frame)
-    paths = AvatarPaths(Path(avatar_dir))
-    gaussians, faces = load_gaussians(paths, device)
-    gaussians.requires_grad_(False)
-    rig = subject.rig.to(device)
-    bg = torch.tensor(subject.background, dtype=torch.float32, device=device)
+    draw = _avatar_drawer(subject, Path(avatar_dir), device, backend)
     cams = view_cameras(subject)
     say(f"scoring {len(cams)} views x {len(frames)} frames against the mesh renders")
     scores, rows = {}, []
     for name in VIEW_ORDER:
-        cam = cams[name].to(device)
-        values = {"psnr": [], "ssim": []}
+        values: dict[str, list] = {key: [] for key in _score_keys(subject)}
+        wall_seen = None if subject.body is None else subject.body.wall.seen(cams[name], subject.camera).to(device)
         for t in sorted(set(frames) | {sheet_frame}):
-            truth = subject.render(t, cams[name])[0].to(device)  # [R,R,3]
-            with torch.no_grad():
-                params = subject.frame_params(t).map(lambda x: x.to(device))
-                out = render_avatar(gaussians, rig, faces, params, cam.K, cam.viewmat, cam.width, cam.height, bg,
-                                    backend=backend).image.clamp(0, 1)
+            truth, person = (x.to(device) for x in subject.render(t, cams[name]))  # [R,R,3], [R,R,1]
+            out = draw(subject.frame_params(t), cams[name])
             if t in frames:
                 values["psnr"].append(psnr(out, truth))
                 values["ssim"].append(ssim(out, truth))
+                if wall_seen is not None:
+                    values["psnr_person"].append(psnr(out, truth, person[..., 0]))
+                    values["psnr_seen"].append(psnr(out, truth, ((person[..., 0] > 0) | wall_seen).float()))
             if t == sheet_frame:
                 a, b = truth.cpu().numpy(), out.cpu().numpy()
                 rows.append(np.concatenate([(a * 255 + 0.5).astype(np.uint8), (b * 255 + 0.5).astype(np.uint8),
                                             _heat(np.abs(a - b).mean(-1))], axis=1))
-        scores[name] = {"psnr": to_float(torch.stack(values["psnr"]).mean()),
-                        "ssim": to_float(torch.stack(values["ssim"]).mean()), "frames": len(values["psnr"])}
+        scores[name] = {key: to_float(torch.stack(v).mean()) for key, v in values.items()}
+        scores[name]["frames"] = len(values["psnr"])
     return scores, np.concatenate(rows, axis=0)
+
+
+def _score_keys(subject: SyntheticSubject) -> tuple[str, ...]:
+    """What each view is scored by: the whole picture; for a portrait also inside the true person, and over the
+    person with the part of the room the video showed (what a moved camera sees beyond it, no video told)."""
+    return ("psnr", "ssim") if subject.body is None else ("psnr", "ssim", "psnr_person", "psnr_seen")
+
+
+def _avatar_drawer(subject: SyntheticSubject, avatar_dir: Path, device, backend: str):
+    """(params, camera) -> the trained avatar's picture [R,R,3]: over the subject's background, or for a portrait
+    with its torso over its plate."""
+    from avatar3d.gaussians.avatar_render import render_avatar
+    from avatar3d.gaussians.store import load_gaussians
+    from avatar3d.head.torso import avatar_rig
+    from avatar3d.render.plate import load_plate
+
+    paths = AvatarPaths(avatar_dir)
+    gaussians, faces = load_gaussians(paths, device)
+    gaussians.requires_grad_(False)
+    rig = avatar_rig(subject.rig, paths.root).to(device)
+    plate = load_plate(paths.root) if subject.body is not None else None
+    if subject.body is not None and plate is None:
+        raise InputError(f"{avatar_dir} has no background plate; build it with build_avatar_dir for a portrait subject")
+    bg = torch.tensor(subject.background if plate is None else (0.0, 0.0, 0.0), dtype=torch.float32, device=device)
+
+    def draw(params, camera: Camera) -> Tensor:
+        cam = camera.to(device)
+        with torch.no_grad():
+            out = render_avatar(gaussians, rig, faces, params.map(lambda x: x.to(device)), cam.K, cam.viewmat,
+                                cam.width, cam.height, bg, backend=backend)
+        if plate is None:
+            return out.image.clamp(0, 1)
+        room = torch.from_numpy(plate.render(camera.K, camera.viewmat, camera.width, camera.height)).to(device) / 255.0
+        return (out.image + (1.0 - out.alpha.clamp(0, 1)) * room).clamp(0, 1)
+
+    return draw
 
 
 def format_table(report: dict) -> str:
     """The per-view table (novel views, their mean, the training view) as text."""
-    lines = [f"{'view':<10} {'PSNR dB':>8} {'SSIM':>7}"]
+    portrait = "psnr_seen" in report["views"][TRAIN_VIEW]
+    extras = ("psnr_person", "psnr_seen") if portrait else ()
+    lines = [f"{'view':<10} {'PSNR dB':>8} {'SSIM':>7}" + (f" {'person dB':>10} {'seen dB':>8}" if portrait else "")]
     for name in VIEW_ORDER:
         v = report["views"][name]
         tag = "  (training camera)" if name == TRAIN_VIEW else ""
-        lines.append(f"{name:<10} {v['psnr']:8.2f} {v['ssim']:7.4f}{tag}")
+        extra = "".join(f" {v[key]:{10 if key == 'psnr_person' else 8}.2f}" for key in extras)
+        lines.append(f"{name:<10} {v['psnr']:8.2f} {v['ssim']:7.4f}{extra}{tag}")
         if name == list(NOVEL_VIEWS)[-1]:
-            lines.append(f"{'novel mean':<10} {report['psnr']:8.2f} {report['ssim']:7.4f}")
+            extra = "".join(f" {report[key]:{10 if key == 'psnr_person' else 8}.2f}" for key in extras)
+            lines.append(f"{'novel mean':<10} {report['psnr']:8.2f} {report['ssim']:7.4f}{extra}")
     return "\n".join(lines)
 
 
 def eval_subject(seconds: float = 2.0, fps: float = 25.0, resolution: int = 256, seed: int = 0, *,
                  background=(1.0, 1.0, 1.0), texture_size: int = 1024, novel_frames: int = 4,
-                 camera_distance: float = CAMERA_DISTANCE, fov_y_deg: float = FOV_Y_DEG,
-                 supersample: int = 2) -> SyntheticSubject:
-    """The synthetic subject framed for this evaluation (the whole rig in view; see CAMERA_DISTANCE)."""
+                 camera_distance: Optional[float] = None, fov_y_deg: float = FOV_Y_DEG,
+                 supersample: int = 2, portrait: bool = False) -> SyntheticSubject:
+    """The synthetic subject framed for this evaluation: the whole rig in view (see CAMERA_DISTANCE), or as a
+    portrait, with shoulders and its room, crown to chest (PORTRAIT_TARGET, PORTRAIT_DISTANCE)."""
     if int(resolution) < 32:
         raise InputError(f"resolution {resolution} is too small to judge an avatar; pass at least 32 (256 is typical)")
+    distance = camera_distance or (PORTRAIT_DISTANCE if portrait else CAMERA_DISTANCE)
     return make_subject(seconds, fps, int(resolution), seed, background=tuple(float(c) for c in background),
-                        texture_size=texture_size, novel_frame_count=novel_frames, camera_distance=camera_distance,
-                        fov_y_deg=fov_y_deg, supersample=supersample)
+                        texture_size=texture_size, novel_frame_count=novel_frames, camera_distance=distance,
+                        fov_y_deg=fov_y_deg, supersample=supersample, portrait=portrait,
+                        target=PORTRAIT_TARGET if portrait else HEAD_TARGET)
 
 
 def run_synthetic_eval(out: Path, train: TrainConfig, *, subject: Optional[SyntheticSubject] = None,
                        seconds: float = 4.0, fps: float = 25.0, resolution: Optional[int] = None, seed: int = 0,
                        texture_size: int = 1024, device="cpu", backend: str = "auto", train_video: bool = True,
-                       progress: bool = True, say: Optional[Callable[[str], None]] = None) -> dict:
+                       progress: bool = True, say: Optional[Callable[[str], None]] = None,
+                       portrait: bool = False) -> dict:
     """Make the subject (or take `subject`, whose background must be the training background), build
     `out/avatar`, train it with `train` on every frame, score the views; writes `out/novel_views.png`
     (ground truth | render | error per view) and returns the report: {"psnr", "ssim" (means over the novel
     views), "views": {view: {"psnr", "ssim", "frames"}}, "seconds", "num_gaussians", "train_psnr", ...}.
 
-    resolution: of the subject's frames, the training and the scores (default: the training resolution).
+    resolution: of the subject's frames, the training and the scores (default: the training resolution);
+    portrait: the subject with shoulders and its room (when `subject` is not given); each view then adds
+    "psnr_person".
     """
     from avatar3d.training.trainer import train_gaussians
 
@@ -200,7 +291,7 @@ def run_synthetic_eval(out: Path, train: TrainConfig, *, subject: Optional[Synth
     tic = time.perf_counter()
     if subject is None:
         subject = eval_subject(seconds, fps, int(resolution or train.resolution), seed, background=train.background,
-                               texture_size=texture_size)
+                               texture_size=texture_size, portrait=portrait)
     elif not np.allclose(subject.background, train.background):
         raise InputError(f"the subject's background {subject.background} differs from the training background "
                          f"{tuple(train.background)}; make the subject with background=train.background")
@@ -223,11 +314,13 @@ def run_synthetic_eval(out: Path, train: TrainConfig, *, subject: Optional[Synth
     seconds_used["eval"] = time.perf_counter() - tic
     seconds_used["total"] = sum(seconds_used.values())
     novel = [views[name] for name in NOVEL_VIEWS]
-    return {
+    report = {
         "psnr": float(np.mean([v["psnr"] for v in novel])),
         "ssim": float(np.mean([v["ssim"] for v in novel])),
+        "framing": "head" if subject.body is None else "portrait",
         "views": views,
         "target_psnr": 28.0,
+        "target_on": "psnr" if subject.body is None else "psnr_seen",  # the room no video showed is a guess
         "num_gaussians": result.num_gaussians,
         "train_psnr": result.train_psnr,
         "iterations": train.iterations,
@@ -241,6 +334,9 @@ def run_synthetic_eval(out: Path, train: TrainConfig, *, subject: Optional[Synth
         "outputs": {"avatar": str(avatar), "sheet": str(out / "novel_views.png"),
                     "train_video": str(out / "train.mp4") if train_video else None},
     }
+    for key in _score_keys(subject)[2:]:
+        report[key] = float(np.mean([v[key] for v in novel]))
+    return report
 
 
 __all__ = ["scaled_schedule", "eval_subject", "build_avatar_dir", "tracked_sequence", "score_views",

@@ -42,6 +42,18 @@ def _person(masks_dir: Path, frame: int) -> torch.Tensor:  # -> [WORK,WORK] floa
     return F.interpolate(t, size=(WORK, WORK), mode="area")[0, 0]
 
 
+def _chins(rig: HeadRig, heads: torch.Tensor) -> torch.Tensor:  # heads: [B,V,3] posed -> [B,3]
+    """The chin: MediaPipe's chin landmark through the rig's embedding, or on a rig without one (the synthetic rig)
+    the lowest vertex of its face region at rest."""
+    if rig.landmarks_mp is not None:
+        return landmarks(rig, heads)[:, CHIN]
+    face = torch.nonzero(rig.region("face")).flatten()
+    if len(face) == 0:
+        raise InputError(f"the head model {rig.name!r} has neither a landmark embedding nor a face region, so its "
+                         f"chin cannot be found to fit a torso; use a head model with a landmark embedding")
+    return heads[:, face[rig.template[face, 1].argmin()]]
+
+
 def _length(rig: HeadRig, base, params, seq, K: torch.Tensor, viewmat: torch.Tensor) -> float:
     """Metres from the neck's base down to 5 cm below the frame's lower edge (at the neck's depth), in the frame
     where that reaches lowest."""
@@ -67,7 +79,7 @@ def fit_torso(seq, rig: HeadRig, masks_dir: Path, frames: list[int]) -> tuple[To
     params = seq.params(device="cpu").slice(torch.tensor(pick))
     with torch.no_grad():
         heads = pose_vertices(rig, params)  # [B,V,3]
-        chins = project_vertices(landmarks(rig, heads)[:, CHIN], K_work, viewmat)[0][:, 1]  # [B] rows
+        chins = project_vertices(_chins(rig, heads), K_work, viewmat)[0][:, 1]  # [B] rows
     head_faces = rig.faces[rig.renderable_faces()]
     persons = torch.stack([_person(Path(masks_dir), f) for f in pick]) > 0.5  # [B,W,W]
     rows = torch.arange(WORK, dtype=dtype)[None, :, None] + 0.5
