@@ -17,6 +17,7 @@ head lacks, drawn with the mesh renderer (never with Gaussians):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
@@ -91,12 +92,19 @@ class Wall:
         local = self.points(camera, supersample)
         return self.paint(local[..., 0], local[..., 1]).float()
 
-    def seen(self, camera: Camera, train: Camera) -> Tensor:  # -> [H,W] bool
-        """Where `camera` sees a part of the wall inside `train`'s picture (the rest no video of it showed)."""
+    def seen(self, camera: Camera, train: Camera, shown: Optional[Tensor] = None) -> Tensor:  # -> [H,W] bool
+        """Where `camera` sees a part of the wall that `train`'s picture showed: inside that picture and, with
+        `shown` [train.height, train.width] bool (its pixels where some frame showed the wall, no one in front),
+        there. The rest no video of the room showed."""
         local = self.points(camera)
         pixel = local @ train.K.double().T  # the training camera's pixels (homogeneous: local is in its frame)
         x, y = pixel[..., 0] / pixel[..., 2], pixel[..., 1] / pixel[..., 2]
-        return (x >= 0) & (x <= train.width) & (y >= 0) & (y <= train.height)
+        inside = (x >= 0) & (x < train.width) & (y >= 0) & (y < train.height)
+        if shown is None:
+            return inside
+        col = x.floor().long().clamp(0, train.width - 1)
+        row = y.floor().long().clamp(0, train.height - 1)
+        return inside & shown.to(inside.device)[row, col]
 
     def points(self, camera: Camera, supersample: int = 1) -> Tensor:  # -> [H*s,W*s,3] float64
         """Where each pixel's ray meets the wall, in the training camera's frame (x right, y down, z = depth)."""

@@ -30,6 +30,7 @@ from avatar3d.head.rig import HeadRig
 NECK_BAND = 0.012  # metres above and below the neck base whose neck vertices give its ring
 SEGMENTS = 40  # vertices around each ring of the sweep (torso_mesh: ring by ring, the neck's ring first)
 SUPERELLIPSE_POWER = 4.0  # the torso's cross-section: |x/a|^p + |z/b|^p = 1
+SLOPE_RINGS = 8  # bands of the sweep from the neck ring to the shoulder's edge
 
 
 @dataclass
@@ -46,11 +47,15 @@ class TorsoShape:
     """From the neck's base down to where the proxy ends (below the frame's edge in a portrait)."""
     rounding: float = 0.05
     """Radius over which the shoulder turns from the slope into the upper arm."""
+    fall_rings: int = 6
+    """Bands of the straight part below the shoulder (the fit makes them about FALL_BAND tall)."""
 
     def check(self) -> "TorsoShape":
         for name in ("shoulder_width", "chest_depth", "length", "rounding"):
             if not getattr(self, name) > 0:
                 raise InputError(f"torso {name} must be a positive number of metres, got {getattr(self, name)}")
+        if not (isinstance(self.fall_rings, int) and self.fall_rings >= 1):
+            raise InputError(f"torso fall_rings must be a whole number of bands, at least 1, got {self.fall_rings}")
         if not 0 <= self.shoulder_drop < self.length - self.rounding:
             raise InputError(f"torso shoulder_drop must be in [0, length - rounding), got {self.shoulder_drop}")
         return self
@@ -170,11 +175,13 @@ def _profile(rings_slope: int, rings_fall: int) -> Tensor:  # -> [R] parameters 
     return torch.cat([slope, fall])
 
 
-def torso_mesh(base: NeckBase, shape: TorsoShape, segments: int = SEGMENTS, rings_slope: int = 8,
-               rings_fall: int = 6) -> tuple[Tensor, Tensor, Tensor]:
+def torso_mesh(base: NeckBase, shape: TorsoShape, segments: int = SEGMENTS, rings_slope: int = SLOPE_RINGS,
+               rings_fall: Optional[int] = None) -> tuple[Tensor, Tensor, Tensor]:
     """(vertices [N,3] float64 rig space, faces [M,3] int64 counter-clockwise seen from outside, profile [N] in
-    [0, 2]: 0 the neck ring, 1 the shoulder's rounded edge, 2 the bottom) of the proxy swept around the body."""
+    [0, 2]: 0 the neck ring, 1 the shoulder's rounded edge, 2 the bottom) of the proxy swept around the body.
+    rings_fall: the straight part's bands (default: the shape's fall_rings)."""
     shape.check()
+    rings_fall = shape.fall_rings if rings_fall is None else int(rings_fall)
     theta = torch.arange(segments, dtype=torch.float64) * (2.0 * math.pi / segments)  # 0: front (+z)
     radial_dir = torch.stack([theta.sin(), torch.zeros_like(theta), theta.cos()], 1)  # [K,3]
     neck_r = base.radius(theta)
@@ -204,7 +211,8 @@ def torso_mesh(base: NeckBase, shape: TorsoShape, segments: int = SEGMENTS, ring
 
 def _grid_faces(rings: int, segments: int) -> Tensor:  # -> [2*(rings-1)*segments, 3]
     """Two triangles per quad of the (ring, segment) grid, wrapping around; outward with the sweep above (θ turns
-    from the front towards +x, rings go down)."""
+    from the front towards +x, rings go down). Triangle 2 (band K + segment) + half: band b lies between rings b and
+    b + 1 (`grid_cells` reads it back)."""
     r = torch.arange(rings - 1)[:, None]
     k = torch.arange(segments)[None]
     a = r * segments + k
@@ -236,6 +244,17 @@ def _neck_weights(rig: HeadRig, base: NeckBase, verts: Tensor, profile: Tensor) 
     return idx[column], w[column]
 
 
+def grid_cells(rig: HeadRig, faces: Tensor) -> Tensor:  # faces: [F] int64 indices into rig.faces -> [F,3]
+    """(band, segment, half) of each torso triangle of the sweep's grid (band 0 at the neck; the straight part from
+    band `rig.meta["torso_grid"]["slope_bands"]` down), -1 for triangles that are not the torso's."""
+    grid = rig.meta["torso_grid"]
+    j = faces - grid["first_face"]
+    k = grid["segments"]
+    cells = torch.stack([j // (2 * k), (j // 2) % k, j % 2], 1)
+    on = (j >= 0) & (j < 2 * k * grid["bands"])
+    return torch.where(on[:, None], cells, torch.full_like(cells, -1))
+
+
 def attach_torso(rig: HeadRig, shape: TorsoShape, base: Optional[NeckBase] = None, **mesh_options) -> HeadRig:
     """A copy of `rig` with the torso proxy appended (vertices after the rig's, triangles after its triangles, region
     "torso", skinned to the root joint, each column moving with its neck vertex's identity and expression shapes).
@@ -243,6 +262,9 @@ def attach_torso(rig: HeadRig, shape: TorsoShape, base: Optional[NeckBase] = Non
     stays the base rig's (the torso belongs to the avatar). `base`: the rig's neck_base, when already at hand."""
     base = base if base is not None else neck_base(rig)
     verts, faces, profile = torso_mesh(base, shape, **mesh_options)
+    segments = int(mesh_options.get("segments", SEGMENTS))
+    grid = {"first_face": rig.num_faces, "segments": segments, "bands": len(verts) // segments - 1,
+            "slope_bands": int(mesh_options.get("rings_slope", SLOPE_RINGS))}
     n, v0 = len(verts), rig.num_vertices
     like = lambda t, *size: t.new_zeros(*size)  # noqa: E731
     idx, w = _neck_weights(rig, base, verts, profile)  # where on the neck each torso vertex's column starts
@@ -263,7 +285,7 @@ def attach_torso(rig: HeadRig, shape: TorsoShape, base: Optional[NeckBase] = Non
         pose_correctives=torch.cat([rig.pose_correctives,
                                     like(rig.pose_correctives, n, 3, rig.pose_correctives.shape[2])]),
         regions=regions,
-        meta={**rig.meta, "cache_key": rig.checksum(), "torso": dataclasses.asdict(shape)},
+        meta={**rig.meta, "cache_key": rig.checksum(), "torso": dataclasses.asdict(shape), "torso_grid": grid},
     )
     if rig.face_uvs is not None and rig.uvs is not None:  # the torso gets no texture: its faces use uv (0, 0)
         out.uvs = torch.cat([rig.uvs, rig.uvs.new_zeros(1, 2)])

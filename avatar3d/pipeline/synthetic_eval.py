@@ -177,12 +177,13 @@ def score_views(subject: SyntheticSubject, avatar_dir: Path, *, device="cpu", ba
         raise InputError("no frames to score; make the subject with novel_frame_count >= 1")
     sheet_frame = frames[len(frames) // 2] if sheet_frame is None else int(sheet_frame)
     draw = _avatar_drawer(subject, Path(avatar_dir), device, backend)
+    shown = None if subject.body is None else _room_shown(AvatarPaths(Path(avatar_dir)), subject.num_frames)
     cams = view_cameras(subject)
     say(f"scoring {len(cams)} views x {len(frames)} frames against the mesh renders")
     scores, rows = {}, []
     for name in VIEW_ORDER:
         values: dict[str, list] = {key: [] for key in _score_keys(subject)}
-        wall_seen = None if subject.body is None else subject.body.wall.seen(cams[name], subject.camera).to(device)
+        wall_seen = None if shown is None else subject.body.wall.seen(cams[name], subject.camera, shown).to(device)
         for t in sorted(set(frames) | {sheet_frame}):
             truth, person = (x.to(device) for x in subject.render(t, cams[name]))  # [R,R,3], [R,R,1]
             out = draw(subject.frame_params(t), cams[name])
@@ -199,6 +200,17 @@ def score_views(subject: SyntheticSubject, avatar_dir: Path, *, device="cpu", ba
         scores[name] = {key: to_float(torch.stack(v).mean()) for key, v in values.items()}
         scores[name]["frames"] = len(values["psnr"])
     return scores, np.concatenate(rows, axis=0)
+
+
+def _room_shown(paths: AvatarPaths, frames: int) -> Tensor:  # -> [R,R] bool
+    """The training picture's pixels where some frame showed the room: no one in front (the person masks)."""
+    from avatar3d.training.masks import read_person
+
+    shown = None
+    for i in range(frames):
+        free = torch.from_numpy(read_person(paths.masks / FRAME_PATTERN.format(i)) < 128)
+        shown = free if shown is None else shown | free
+    return shown
 
 
 def _score_keys(subject: SyntheticSubject) -> tuple[str, ...]:

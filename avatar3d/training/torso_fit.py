@@ -4,7 +4,8 @@ From the front a camera sees the shoulders' width and how far they drop, not the
 searched on a grid: for frames spread over the training part, the rig posed as tracked, with a candidate torso
 attached, is drawn as a silhouette and compared with the person mask (intersection over union below the chin,
 where the torso is; the head's own fit is the tracker's business). The chest depth follows the width (an average
-adult's ratio) and the length reaches past the frame's lower edge, so the proxy never ends inside the picture.
+adult's ratio) and the length reaches past the lower edge of the frame a camera backed off to twice the distance
+sees (what no frame showed is filled in after training: training/torso_continue.py).
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ CHEST_RANGE = (0.18, 0.27)  # ...within adults' chest depths
 WORK = 96  # side of the grid the silhouettes are compared on
 FRAMES = 8  # frames the fit looks at
 IOU_TOLERANCE = 0.01  # candidates this close to the best overlap count as fitting as well
+REACH = 2.0  # the torso reaches below the frame of a camera backed off this many times its distance...
+FALL_BAND = 0.03  # ...in bands about this tall (metres): below the frame they are filled as the last one seen was
 SECOND_PERSON_SHARE = 0.03  # a person-mask blob apart from the subject larger than this share of the picture
 
 
@@ -55,14 +58,15 @@ def _chins(rig: HeadRig, heads: torch.Tensor) -> torch.Tensor:  # heads: [B,V,3]
 
 
 def _length(rig: HeadRig, base, params, seq, K: torch.Tensor, viewmat: torch.Tensor) -> float:
-    """Metres from the neck's base down to 5 cm below the frame's lower edge (at the neck's depth), in the frame
-    where that reaches lowest."""
+    """Metres from the neck's base down to 5 cm below the lower edge of the frame a camera backed off to REACH times
+    its distance sees (at the neck's depth), in the frame where that reaches lowest (at most 0.9 m)."""
     probe = attach_torso(rig, TorsoShape(), base)
     with torch.no_grad():
         ring = pose_vertices(probe, params)[:, rig.num_vertices:][:, :SEGMENTS]  # [B,S,3] the top ring
     cam = ring @ viewmat[:3, :3].T + viewmat[:3, 3]  # camera frame: y down
     depth, top = cam[..., 2].mean(1), cam[..., 1].mean(1)  # [B]
-    bottom = (float(seq.resolution) - float(K[1, 2])) * depth / float(K[1, 1])  # camera y of the lower edge
+    # camera y of the lower edge for a camera backed off along its axis: the ring REACH times as deep
+    bottom = (float(seq.resolution) - float(K[1, 2])) * depth * REACH / float(K[1, 1])
     return float(np.clip(float((bottom - top).max()) + 0.05, 0.25, 0.9))
 
 
@@ -94,7 +98,8 @@ def fit_torso(seq, rig: HeadRig, masks_dir: Path, frames: list[int]) -> tuple[To
             shape = TorsoShape(float(width), drop, _chest(width), length)
             scores[(width, drop)] = _score(rig, base, shape, params, heads_sil, persons, below, K_work, viewmat)
     (width, drop), iou = _choose(scores)
-    best = TorsoShape(float(width), drop, _chest(width), length)
+    best = TorsoShape(float(width), drop, _chest(width), length,
+                      fall_rings=max(6, round((length - drop - TorsoShape.rounding) / FALL_BAND)))
     return best, {"iou": round(float(iou), 4), "frames": len(pick), "searched": len(scores),
                   "warnings": framing_warnings(persons.numpy(), heads_sil.numpy())}
 

@@ -40,6 +40,7 @@ from avatar3d.tracking.sequence import TrackedSequence
 from avatar3d.training import checkpoint as ckpt_io
 from avatar3d.training.config import TrainConfig
 from avatar3d.training.frame_params import FrameAdam, FrameParams
+from avatar3d.training.torso_continue import continue_torso
 from avatar3d.training.losses import binding_regularizer, photometric_loss, region_weight_map, surface_regularizer
 
 
@@ -302,6 +303,7 @@ class _Scene:
     rest_vertices: Tensor  # [V,3] the tracked identity in the neutral pose
     tri_scale: Tensor  # [F'] triangle scales at rest (densification's size reference)
     extent: float  # the head's radius at rest, metres
+    on_torso: Tensor  # [F'] bool the binding triangles of the torso (none for a head)
 
 
 def train_gaussians(avatar_dir: Path, config: TrainConfig, *, device="cpu", resume: bool = False,
@@ -376,8 +378,9 @@ def _train(avatar_dir: Path, config: TrainConfig, device, resume: bool, progress
     bar.close()
     steps_run = config.iterations - state.start_step
     loop_seconds = time.time() - loop_start
-    _write_results(paths, state, scene, rig, frames_train, info, config)
-    result = TrainResult(paths.gaussians, paths.refined, _written_count(state, config), steps_run,
+    kept = _final_gaussians(state, scene, rig, frames_train, config)
+    _write_results(paths, kept, state, scene, rig, frames_train, info, config)
+    result = TrainResult(paths.gaussians, paths.refined, kept.num_gaussians, steps_run,
                          time.time() - start_time, loop_seconds / max(1, steps_run),
                          float(np.mean(recent_psnr)) if recent_psnr else float("nan"), loss_value,
                          checkpoint.step if checkpoint is not None else None)
@@ -424,7 +427,7 @@ def _scene(paths: AvatarPaths, seq: TrackedSequence, shape: Tensor, rig: HeadRig
     backdrop = frames.backdrop.to(device) if frames.backdrop is not None else None
     return _Scene(frames, frames.K.to(device), frames.viewmat.to(device),
                   torch.tensor(config.background, dtype=torch.float32, device=device), backdrop, faces,
-                  rest_vertices, tri_scale, extent)
+                  rest_vertices, tri_scale, extent, rig.region("torso")[faces].all(dim=1))
 
 
 def _start(checkpoint: Optional[ckpt_io.Checkpoint], rig: HeadRig, scene: _Scene, frame_params: FrameParams,
@@ -446,7 +449,7 @@ def _start(checkpoint: Optional[ckpt_io.Checkpoint], rig: HeadRig, scene: _Scene
     else:
         init_gen = torch.Generator(device=device).manual_seed(config.seed)
         colours = _initial_colours(rig, scene.faces, frame_params, scene.frames, config.init_views)
-        on_torso = rig.region("torso")[scene.faces].all(dim=1)
+        on_torso = scene.on_torso
         density = torch.where(on_torso, config.torso_density, 1.0) if bool(on_torso.any()) else None
         gaussians = BoundGaussians.on_surface(scene.rest_vertices, scene.faces, config.init_gaussians,
                                               sh_degree=config.sh_degree, colours=colours,
@@ -538,13 +541,23 @@ def _written(state: _State, config: TrainConfig) -> Tensor:  # -> [N] bool
     return keep
 
 
-def _written_count(state: _State, config: TrainConfig) -> int:
-    return int(_written(state, config).sum())
-
-
-def _write_results(paths: AvatarPaths, state: _State, scene: _Scene, rig: HeadRig, frames_train: list[int],
-                   info: dict, config: TrainConfig) -> None:
+def _final_gaussians(state: _State, scene: _Scene, rig: HeadRig, frames_train: list[int],
+                     config: TrainConfig) -> BoundGaussians:
+    """What is written: the Gaussians `_written` keeps, a portrait's torso continued below the frame
+    (training/torso_continue.py)."""
     kept = state.gaussians.subset(_written(state, config))
+    if "torso_grid" not in rig.meta:
+        return kept
+    picks = [frames_train[int(i)] for i in np.linspace(0, len(frames_train) - 1, min(8, len(frames_train)))]
+    with torch.no_grad():
+        views = [(pose_vertices(rig, state.frame_params.frame(t))[0], scene.K, scene.viewmat) for t in picks]
+    binding = torch.nonzero(rig.renderable_faces()).flatten()
+    res = scene.frames.resolution
+    return continue_torso(kept, rig, scene.faces, binding, views, res, res)
+
+
+def _write_results(paths: AvatarPaths, kept: BoundGaussians, state: _State, scene: _Scene, rig: HeadRig,
+                   frames_train: list[int], info: dict, config: TrainConfig) -> None:
     atomic_write_bytes(paths.gaussians, encode_gaussians(kept, scene.faces, rig))
     save_refined(paths.refined, state.frame_params, frames_train)
     ckpt_io.save_checkpoint(paths.checkpoints, config.iterations, state.tensors(),
