@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from avatar3d.pipeline.checks import canonical_face, check_video, head_angles
+from avatar3d.pipeline.checks import HAND_OVER_FACE, canonical_face, check_video, hand_over_face, head_angles
 from avatar3d.tracking.faces import FaceObservation
 
 
@@ -117,6 +117,59 @@ def test_closed_mouth_small_face_and_no_sound_warn(tmp_path, seed):
     assert "move closer" in text and f"{report.stats['face_width_px']:.0f} px wide" in text
 
 
+class FakeHands:
+    """Hands from a schedule: call i -> a list of [21,2] landmark sets."""
+
+    def __init__(self, schedule):
+        self.schedule, self.calls = schedule, 0
+
+    def __call__(self, frame):
+        hands = self.schedule(self.calls)
+        self.calls += 1
+        return hands
+
+
+def _hand(centre, size=60.0, seed=0):
+    rng = np.random.default_rng(seed)
+    points = rng.uniform(-0.5, 0.5, (21, 2)) * size
+    points[:2] = [[-0.5 * size, -0.5 * size], [0.5 * size, 0.5 * size]]  # the box is exactly `size` wide
+    return (points + np.asarray(centre)).astype(np.float32)
+
+
+def test_hand_over_face_is_the_share_of_the_face_box_covered(seed):
+    rng = np.random.default_rng(seed)
+    face = _landmarks()
+    lo, hi = face.min(0), face.max(0)
+    for _ in range(20):
+        centre = rng.uniform(lo - 40, hi + 40)
+        size = rng.uniform(10, 120)
+        box_lo, box_hi = centre - size / 2, centre + size / 2
+        overlap = np.prod(np.clip(np.minimum(box_hi, hi) - np.maximum(box_lo, lo), 0, None)) / np.prod(hi - lo)
+        assert hand_over_face(_hand(centre, size, seed), face) == pytest.approx(overlap, abs=1e-4)
+
+
+def test_a_hand_in_front_of_the_face_is_warned_one_beside_it_is_not(tmp_path, seed):
+    clip = _clip(tmp_path / "hand.mp4", 6.0)
+    face = _landmarks(25, 8, 0.5)
+    talk = FakeDetector(lambda i: _landmarks(25 * np.sin(0.4 * i), 8 * np.sin(0.7 * i), 0.5 + 0.5 * np.sin(1.3 * i)))
+    centre = face.mean(0)
+    width = float((face.max(0) - face.min(0))[0])
+    over = FakeHands(lambda i: [_hand(centre, 0.8 * width, seed)] if 10 <= i < 14 else [])
+    report = check_video(clip, sample_every=3, detector=talk, hands=over)
+    assert report.ok and report.stats["hand_over_face_frames"] == 4
+    text = " | ".join(report.warnings)
+    assert "a hand passes in front of the face in 4 of 50 sampled frames (at 1.2 s, 1.3 s, 1.4 s, 1.6 s)" in text
+    once = FakeHands(lambda i: [_hand(centre, 0.8 * width, seed)] if i == 20 else [])  # one detection: no warning
+    talk.calls = 0
+    report = check_video(clip, sample_every=3, detector=talk, hands=once)
+    assert report.stats["hand_over_face_frames"] == 1 and report.warnings == [], report.warnings
+    beside = FakeHands(lambda i: [_hand(centre + [1.2 * width, 0.0], 0.8 * width, seed)])  # gesturing to the side
+    talk.calls = 0
+    report = check_video(clip, sample_every=3, detector=talk, hands=beside)
+    assert report.stats["hand_over_face_frames"] == 0 and report.warnings == [], report.warnings
+    assert HAND_OVER_FACE < 0.5
+
+
 def test_real_clip_may(shared):
     pytest.importorskip("mediapipe")
     report = check_video(shared / "data" / "video" / "May_5s.mp4")
@@ -126,3 +179,11 @@ def test_real_clip_may(shared):
     assert 100 < s["inter_ocular_px"] < 250  # a 512 px frame filled by the face
     assert s["mouth_open_range"] > 0.1  # she speaks throughout
     assert any("turn your head" in w for w in report.warnings)  # this clip is nearly frontal
+    assert s["hand_over_face_frames"] == 0  # her hands stay out of the picture
+
+
+def test_real_clip_german_has_no_hand_over_the_face(shared):
+    pytest.importorskip("mediapipe")
+    report = check_video(shared / "data" / "video" / "German_20s.mp4")
+    assert report.stats["hand_over_face_frames"] == 0  # a talking mouth is not a hand
+    assert not any("hand" in w for w in report.warnings)

@@ -59,7 +59,7 @@ def test_what_the_frames_showed_is_kept_and_below_it_the_last_band_seen_repeats(
     assert torch.equal(out.local_means[:kept], gaussians.local_means[seen].detach())
     # what was added lies where no frame looked, each a copy of a Gaussian of the same segment and half, higher up
     added = out.subset(torch.arange(gaussians.num_gaussians - int((~seen).sum()), out.num_gaussians))
-    assert added.num_gaussians > 0 and not bool(shown(added, faces, views, RES, RES).any())
+    assert added.num_gaussians > 0 and not bool(shown(added, faces, views, RES, RES, footprint=False).any())
     cells_in, cells_out = grid_cells(rig, binding)[gaussians.parent], grid_cells(rig, binding)[added.parent]
     grid = rig.meta["torso_grid"]
     assert bool((cells_out[:, 0] >= grid["slope_bands"]).all())

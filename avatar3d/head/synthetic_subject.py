@@ -14,7 +14,8 @@ code from a seed:
 * the training camera (`camera_distance` metres in front of the head, `fov_y_deg` vertical field of
   view) and ground-truth novel views: camera yaw -30 and +30 degrees and camera distance x0.7 and
   x1.5, for a few frames;
-* a synthetic voice whose loudness follows the jaw.
+* a synthetic voice whose loudness follows the jaw;
+* optionally (`portrait=True`) shoulders in a shirt and a painted wall behind (head/synthetic_portrait.py).
 
 The light is fixed to the head (it turns with the neck), so the shading is a property of the surface
 that any avatar bound to the rig can learn; Lambert shading does not depend on the camera, so novel
@@ -35,9 +36,7 @@ from torch import Tensor
 from avatar3d.camera import Camera, intrinsics, orbit_viewmat
 from avatar3d.errors import InputError
 from avatar3d.head import synthetic as syn
-from avatar3d.head import synthetic_portrait as portrait
-from avatar3d.head.synthetic_portrait import Body
-from avatar3d.head.synthetic_portrait import make_body as portrait_body
+from avatar3d.head.synthetic_portrait import Body, composite, make_body
 from avatar3d.head.lbs import pose_vertices
 from avatar3d.head.rig import HeadRig, RigParams
 from avatar3d.io.media import AUDIO_RATE
@@ -458,7 +457,7 @@ class SyntheticSubject:
         torso = render_mesh(verts, self.body.torso_faces, K, camera.viewmat, *size, vertex_colors=self.body.colours,
                             light_dir=body_rot @ torch.tensor(self.light_rig, dtype=body_rot.dtype), ambient=AMBIENT,
                             diffuse=DIFFUSE)
-        image, person, head_alpha = portrait.composite(head, torso, self.body.wall.draw(camera, s))
+        image, person, head_alpha = composite(head, torso, self.body.wall.draw(camera, s))
         face_id = torch.where(head_alpha[..., 0] > 0, head.face_id, torso.face_id)
         depth = torch.minimum(torch.where(head_alpha[..., 0] > 0, head.depth, torch.full_like(head.depth, math.inf)),
                               torso.depth)
@@ -525,7 +524,7 @@ def make_subject(seconds: float = 4.0, fps: float = 25.0, resolution: int = 512,
         rig=rig, params=params, fps=float(fps), resolution=R, camera=camera, target=target,
         distance=float(camera_distance), fov_y_deg=float(fov_y_deg), texture=make_texture(rig, texture_size, seed),
         background=bg, seed=int(seed), audio=synth_voice(ev, n / fps, seed), novel_frames=novel,
-        supersample=int(supersample), body=portrait_body(rig, camera, seed) if portrait else None,
+        supersample=int(supersample), body=make_body(rig, camera, seed) if portrait else None,
     )
 
 

@@ -8,7 +8,9 @@ MediaPipe landmarks on a subsample of the frames, from which come
   affine fit of MediaPipe's canonical face to the 2D landmarks, projected onto the nearest rotation),
   reported as the 5th..95th percentile range in degrees (DESIGN.md's signs: yaw > 0 turns the face to
   the subject's left, pitch > 0 looks down);
-- mouth motion: inner-lip gap (landmarks 13/14) over the inter-ocular distance, 5th..95th percentile range.
+- mouth motion: inner-lip gap (landmarks 13/14) over the inter-ocular distance, 5th..95th percentile range;
+- hands: MediaPipe Hands on the sampled frames with a face; a hand whose landmark box covers more than a tenth of
+  the face's is in front of it (the avatar would learn the hand as part of the face); two such frames warn.
 
 Problems that make enrollment pointless are `errors` (the caller raises `InputError`); problems that
 give a weaker avatar are `warnings`, each with concrete advice. The landmark detector is injectable
@@ -40,6 +42,8 @@ MIN_AUDIO_RMS = 3e-3  # below: the sound track is (nearly) silent
 TARGET_SAMPLES_PER_SECOND = 6.0
 MAX_SAMPLES = 150
 UPPER_INNER_LIP, LOWER_INNER_LIP = 13, 14
+HAND_OVER_FACE = 0.1  # a hand's landmark box covering more than this share of the face's: a hand in front of it
+MIN_HAND_FRAMES = 2  # sampled frames (~1/6 s apart) with one before warning: a hand passing stays that long
 
 
 @dataclass
@@ -192,11 +196,14 @@ def _largest_face(faces) -> Optional[np.ndarray]:
 
 
 def check_video(path: os.PathLike, *, sample_every: Optional[int] = None,
-                detector: Optional[Callable[[np.ndarray], list]] = None) -> CheckReport:
+                detector: Optional[Callable[[np.ndarray], list]] = None,
+                hands: Optional[Callable[[np.ndarray], list]] = None) -> CheckReport:
     """Check an enrollment video; returns a `CheckReport` (errors are not raised here).
 
     sample_every: run landmarks on every n-th frame (default: about 6 per second, at most 150 frames)
     detector: frame uint8 [H,W,3] -> list of `FaceObservation` (default: MediaPipe face mesh)
+    hands: frame -> list of hand landmarks [21,2] pixels, run on the sampled frames with a face (default:
+    MediaPipe Hands)
     """
     from avatar3d.io.media import VideoReader
 
@@ -212,28 +219,65 @@ def check_video(path: os.PathLike, *, sample_every: Optional[int] = None,
             sample_every = max(int(round(fps / TARGET_SAMPLES_PER_SECOND)), math.ceil(total / MAX_SAMPLES), 1)
         if int(sample_every) < 1:
             raise InputError(f"sample_every must be at least 1, got {sample_every}")
-        own = detector is None
-        if own:
-            from avatar3d.tracking.landmarks import MediaPipeFaceMesh
-
-            detector = MediaPipeFaceMesh(max_num_faces=1)
-        found, sampled = [], 0
-        try:
-            for i, frame in enumerate(video):
-                if i % sample_every:
-                    continue
-                sampled += 1
-                face = _largest_face(detector(frame))
-                if face is not None:
-                    found.append(face)
-        finally:
-            if own:
-                detector.close()
+        found, covered, sampled = _sample_faces(video, int(sample_every), detector, hands)
     points = np.stack(found) if found else np.zeros((0, 478, 2), np.float32)
     report.stats.update(fps=round(fps, 3), frames=total, sample_every=int(sample_every), sampled_frames=sampled)
     analyse_landmarks(points, sampled, report)
+    analyse_hands([i / fps if fps > 0 else 0.0 for i in covered], len(found), report)
     report.stats["seconds"] = round(time.perf_counter() - started, 2)
     return report
+
+
+def _sample_faces(video, sample_every: int, detector, hands) -> tuple[list[np.ndarray], list[int], int]:
+    """(the largest face's landmarks per sampled frame that has one, the frames where a hand covers that face,
+    the number of frames sampled); the detectors default to MediaPipe's and are closed here when they are ours."""
+    own_faces, own_hands = detector is None, hands is None
+    if own_faces:
+        from avatar3d.tracking.landmarks import MediaPipeFaceMesh
+
+        detector = MediaPipeFaceMesh(max_num_faces=1)
+    if own_hands:
+        from avatar3d.tracking.hands import MediaPipeHands
+
+        hands = MediaPipeHands()
+    found, covered, sampled = [], [], 0
+    try:
+        for i, frame in enumerate(video):
+            if i % sample_every:
+                continue
+            sampled += 1
+            face = _largest_face(detector(frame))
+            if face is None:
+                continue
+            found.append(face)
+            if any(hand_over_face(hand, face) > HAND_OVER_FACE for hand in hands(frame)):
+                covered.append(i)
+    finally:
+        if own_faces:
+            detector.close()
+        if own_hands:
+            hands.close()
+    return found, covered, sampled
+
+
+def hand_over_face(hand: np.ndarray, face: np.ndarray) -> float:  # hand: [21,2], face: [478,2] pixels
+    """The share of the face's landmark box that the hand's landmark box covers."""
+    lo = np.maximum(hand.min(0), face.min(0))
+    hi = np.minimum(hand.max(0), face.max(0))
+    inter = float(np.prod(np.clip(hi - lo, 0.0, None)))
+    area = float(np.prod(face.max(0) - face.min(0)))
+    return inter / area if area > 0 else 0.0
+
+
+def analyse_hands(covered: list[float], with_face: int, report: CheckReport) -> None:
+    """The hand rule: a warning when a hand covers the face in any sampled frame (`covered`: their times, seconds)."""
+    report.stats["hand_over_face_frames"] = len(covered)
+    if len(covered) < MIN_HAND_FRAMES:
+        return
+    times = ", ".join(f"{t:.1f} s" for t in covered[:5]) + (" ..." if len(covered) > 5 else "")
+    report.warnings.append(f"a hand passes in front of the face in {len(covered)} of {with_face} sampled frames "
+                           f"(at {times}): the avatar learns the hand as part of the face there; film with the "
+                           f"hands away from the face, or trim those moments")
 
 
 def format_report(report: CheckReport) -> str:

@@ -22,10 +22,11 @@ from avatar3d.head.torso import grid_cells
 
 
 def shown(gaussians: BoundGaussians, faces: Tensor, views: Sequence[tuple[Tensor, Tensor, Tensor]],
-          width: int, height: int) -> Tensor:
+          width: int, height: int, footprint: bool = True) -> Tensor:
     # faces: [F',3] binding triangles; views: (posed vertices [V,3], K [3,3], viewmat [4,4]) per frame -> [N] bool
     """Whether some frame had a part of each Gaussian in its picture: its 3-sigma footprint (in front of the camera)
-    meeting the picture, so the Gaussians that trained the picture's edge count as shown."""
+    meeting the picture, so the Gaussians that trained the picture's edge count as shown (`footprint` False: its
+    centre inside the picture)."""
     seen = torch.zeros(gaussians.num_gaussians, dtype=torch.bool, device=faces.device)
     with torch.no_grad():
         for vertices, K, viewmat in views:
@@ -33,7 +34,7 @@ def shown(gaussians: BoundGaussians, faces: Tensor, views: Sequence[tuple[Tensor
             cam = world.means @ viewmat[:3, :3].T + viewmat[:3, 3]
             z = cam[:, 2].clamp_min(1e-6)
             x, y = K[0, 0] * cam[:, 0] / z + K[0, 2], K[1, 1] * cam[:, 1] / z + K[1, 2]
-            r = 3.0 * world.scales.max(dim=1).values * K[0, 0] / z  # pixels
+            r = 3.0 * world.scales.max(dim=1).values * K[0, 0] / z if footprint else torch.zeros_like(z)  # pixels
             seen |= (cam[:, 2] > 0) & (x + r >= 0) & (x - r < width) & (y + r >= 0) & (y - r < height)
     return seen
 
@@ -62,7 +63,8 @@ def continue_torso(gaussians: BoundGaussians, rig: HeadRig, faces: Tensor, bindi
         picked = source[inside][parent >= 0]
         copy = gaussians.subset(picked)
         copy.parent = parent[parent >= 0]
-        parts.append(copy.subset(~shown(copy, faces, views, width, height)))
+        # a copy fills up to the picture's edge: the trained Gaussians there reach only partly beyond it
+        parts.append(copy.subset(~shown(copy, faces, views, width, height, footprint=False)))
     return _concat(parts)
 
 
