@@ -182,3 +182,14 @@ def sequence_of(rig, params, K, viewmat, resolution: int, fps: float = 25.0):
         eyes=f32(params.eyes), transl=f32(params.transl), landmarks=np.zeros((n, 478, 2), np.float32),
         landmarks_fit=np.zeros((n, 478, 2), np.float32), confidence=np.ones(n, np.float32),
         detected=np.ones(n, bool))
+
+
+def tiny_train_config(resolution: int, **overrides):
+    """A TrainConfig small enough for a test to train an avatar in seconds (a few thousand Gaussians, 150 steps)."""
+    from avatar3d.training.config import TrainConfig
+
+    base = dict(iterations=150, resolution=resolution, init_gaussians=3000, max_gaussians=6000, sh_degree=0,
+                densify_from=50, densify_until=120, densify_every=50, opacity_reset_every=0, checkpoint_every=0,
+                refine_from=50, seed=1)
+    base.update(overrides)
+    return TrainConfig(**base)

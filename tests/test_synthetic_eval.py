@@ -33,11 +33,9 @@ def _subject(rig, seed, **kw):
 
 
 def _tiny_train(**kw) -> TrainConfig:
-    base = dict(iterations=150, resolution=RES, init_gaussians=3000, max_gaussians=6000, sh_degree=0,
-                densify_from=50, densify_until=120, densify_every=50, opacity_reset_every=0, checkpoint_every=0,
-                refine_from=50, seed=1)
-    base.update(kw)
-    return TrainConfig(**base)
+    from conftest import tiny_train_config
+
+    return tiny_train_config(RES, **kw)
 
 
 def test_unpremultiplied_frames_composite_back_to_the_rendered_frame(seed):

@@ -101,11 +101,9 @@ def test_enrollment_stages_fit_the_subjects_torso_and_recover_its_room(rig, tmp_
 
 
 def _tiny_train(**kw) -> TrainConfig:
-    base = dict(iterations=200, resolution=RES, init_gaussians=3000, max_gaussians=6000, sh_degree=0,
-                densify_from=50, densify_until=150, densify_every=50, opacity_reset_every=0, checkpoint_every=0,
-                refine_from=50, seed=1)
-    base.update(kw)
-    return TrainConfig(**base)
+    from conftest import tiny_train_config
+
+    return tiny_train_config(RES, **{"iterations": 200, "densify_until": 150, **kw})
 
 
 def test_a_portrait_trained_on_the_subject_is_scored_over_its_plate(tmp_path, seed):
