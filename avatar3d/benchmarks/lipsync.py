@@ -16,7 +16,7 @@ from typing import Callable, Optional
 
 import tyro
 
-from avatar3d.io.atomic import atomic_write_json
+from avatar3d.benchmarks import report
 
 
 @dataclass
@@ -90,8 +90,5 @@ def main(cfg: BenchLipsyncConfig) -> int:
     if not cfg.audio.is_file():
         raise InputError(f"--audio {cfg.audio} does not exist; pass a speech clip (wav/mp3/m4a/mp4)")
     result = bench_lipsync(cfg)
-    print(format_table(result))
-    if cfg.json is not None:
-        atomic_write_json(cfg.json, result)
-        print(f"wrote {cfg.json}")
+    report(format_table(result), result, cfg.json)
     return 0

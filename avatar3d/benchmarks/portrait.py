@@ -21,7 +21,7 @@ from typing import Optional
 import tyro
 
 from avatar3d.errors import InputError
-from avatar3d.io.atomic import atomic_write_json
+from avatar3d.benchmarks import report
 
 WHITE = (1.0, 1.0, 1.0)
 
@@ -107,8 +107,5 @@ def format_table(result: dict) -> str:
 
 def main(cfg: BenchPortraitConfig) -> int:
     result = bench_portrait(cfg)
-    print(format_table(result))
-    if cfg.json is not None:
-        atomic_write_json(cfg.json, result)
-        print(f"wrote {cfg.json}")
+    report(format_table(result), result, cfg.json)
     return 0
