@@ -32,7 +32,6 @@ from avatar3d.drive.params import DriveParams
 from avatar3d.drive.viewpoint import EnrolledCamera, view_camera
 from avatar3d.errors import InputError
 from avatar3d.head.lbs import pose_vertices
-from avatar3d.head.torso import avatar_rig
 from avatar3d.io.avatar_dir import AvatarPaths, check_rig, read_manifest
 from avatar3d.io.media import AUDIO_RATE
 from avatar3d.rotation import axis_angle_to_matrix
@@ -62,7 +61,7 @@ class Avatar:
     """An enrolled avatar: rig, Gaussians, the enrolled camera and the person's resting face."""
 
     def __init__(self, path: Path, *, device=None, backend: str = "auto"):
-        from avatar3d.gaussians.store import check_binding, load_gaussians
+        from avatar3d.gaussians.store import load_bound
         from avatar3d.head.registry import load_rig
         from avatar3d.tracking.sequence import TrackedSequence
 
@@ -73,10 +72,7 @@ class Avatar:
         self.backend = backend
         self.rig = load_rig(self.manifest.rig_name, device=self.device)
         check_rig(self.manifest, self.rig)
-        self.rig = avatar_rig(self.rig, self.path)  # a portrait's torso, bound like the head
-        self.gaussians, self.faces = load_gaussians(self.paths, self.device)
-        check_binding(self.faces, self.rig)
-        self.gaussians.requires_grad_(False)
+        self.gaussians, self.faces, self.rig = load_bound(self.paths, self.rig, self.device)  # a portrait's torso too
         self.sequence = TrackedSequence.load(self.paths.tracking)
         seq = self.sequence
         self.stats = PersonStats.from_arrays(seq.expr, seq.jaw, seq.neck, seq.eyes, seq.global_rot, seq.transl,

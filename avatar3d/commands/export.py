@@ -42,9 +42,8 @@ class ExportConfig:
 def main_export(cfg: ExportConfig) -> int:
     from avatar3d.export.rig_bundle import write_rig_bundle
     from avatar3d.export.splat import export_ply, frame_index, neutral_params, sequence_params
-    from avatar3d.gaussians.store import check_binding, load_gaussians
+    from avatar3d.gaussians.store import load_bound
     from avatar3d.head.registry import load_rig
-    from avatar3d.head.torso import avatar_rig
     from avatar3d.io.avatar_dir import AvatarPaths, check_rig, read_manifest
     from avatar3d.tracking.sequence import TrackedSequence
 
@@ -61,11 +60,8 @@ def main_export(cfg: ExportConfig) -> int:
     manifest = read_manifest(paths.root)
     rig = load_rig(manifest.rig_name, device="cpu")
     check_rig(manifest, rig)
-    rig = avatar_rig(rig, paths.root)  # a portrait's torso: its Gaussians are bound to it
     seq = TrackedSequence.load(paths.tracking)
-    gaussians, faces = load_gaussians(paths, "cpu")
-    check_binding(faces, rig)
-    gaussians.requires_grad_(False)
+    gaussians, faces, rig = load_bound(paths, rig, "cpu")  # a portrait's torso attached: its Gaussians bind to it
     tracked, refined, best, train = sequence_params(paths, seq)
     if cfg.ply is not None:
         if cfg.neutral:

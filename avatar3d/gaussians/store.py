@@ -1,6 +1,6 @@
 """`AVATAR/gaussians.safetensors`: a trained avatar's Gaussians, their binding triangles and the rig they
 belong to. Training writes it (`encode_gaussians`, then an atomic write); everything that shows an avatar
-reads it (`load_gaussians`)."""
+reads it (`load_bound`: the Gaussians with the rig they are bound to)."""
 from __future__ import annotations
 
 import torch
@@ -48,3 +48,15 @@ def check_binding(faces: Tensor, rig: HeadRig) -> None:
     if faces.numel() and int(faces.max()) >= rig.num_vertices:
         raise InputError("the avatar's Gaussians are bound to a torso that its head model lacks here (its torso.json "
                          "is missing or was not attached); restore torso.json from the avatar, or re-enroll")
+
+
+def load_bound(paths: AvatarPaths, rig: HeadRig, device) -> tuple[BoundGaussians, Tensor, HeadRig]:
+    """What showing an avatar needs: its frozen Gaussians, their binding triangles [F',3] and the head model `rig`
+    with the avatar's own torso attached (a portrait's Gaussians are bound to it), the binding checked against it."""
+    from avatar3d.head.torso import avatar_rig
+
+    gaussians, faces = load_gaussians(paths, device)
+    gaussians.requires_grad_(False)
+    rig = avatar_rig(rig, paths.root).to(device)
+    check_binding(faces, rig)
+    return gaussians, faces, rig

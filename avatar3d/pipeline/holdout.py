@@ -23,10 +23,9 @@ import torch
 from avatar3d.errors import InputError
 from avatar3d.eval.video import write_eval_video
 from avatar3d.gaussians.avatar_render import render_avatar
-from avatar3d.gaussians.store import check_binding, load_gaussians
+from avatar3d.gaussians.store import load_bound
 from avatar3d.head.refined import load_refined
 from avatar3d.head.rig import HeadRig
-from avatar3d.head.torso import avatar_rig
 from avatar3d.io.avatar_dir import FRAME_PATTERN, AvatarPaths
 from avatar3d.progress import progress_bar
 from avatar3d.render.metrics import lpips_or_none, psnr, ssim, to_float
@@ -64,10 +63,7 @@ def evaluate_holdout(avatar_dir: Path, rig: HeadRig, *, frames_eval: Optional[Se
     started = time.perf_counter()
     paths = AvatarPaths(Path(avatar_dir))
     seq = TrackedSequence.load(paths.tracking)
-    gaussians, faces = load_gaussians(paths, device)
-    gaussians.requires_grad_(False)
-    rig = avatar_rig(rig, paths.root).to(device)
-    check_binding(faces, rig)
+    gaussians, faces, rig = load_bound(paths, rig, device)
     portrait = "torso" in rig.meta
     frames_eval = _held_out_frames(paths, seq, frames_eval)
 

@@ -223,14 +223,11 @@ def _avatar_drawer(subject: SyntheticSubject, avatar_dir: Path, device, backend:
     """(params, camera) -> the trained avatar's picture [R,R,3]: over the subject's background, or for a portrait
     with its torso over its plate."""
     from avatar3d.gaussians.avatar_render import render_avatar
-    from avatar3d.gaussians.store import load_gaussians
-    from avatar3d.head.torso import avatar_rig
+    from avatar3d.gaussians.store import load_bound
     from avatar3d.render.plate import load_plate
 
     paths = AvatarPaths(avatar_dir)
-    gaussians, faces = load_gaussians(paths, device)
-    gaussians.requires_grad_(False)
-    rig = avatar_rig(subject.rig, paths.root).to(device)
+    gaussians, faces, rig = load_bound(paths, subject.rig, device)
     plate = load_plate(paths.root) if subject.body is not None else None
     if subject.body is not None and plate is None:
         raise InputError(f"{avatar_dir} has no background plate; build it with build_avatar_dir for a portrait subject")
