@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from avatar3d.gaussians.avatar_render import binding_faces
+from avatar3d.gaussians.avatar_render import binding_faces, binding_index
 from avatar3d.gaussians.model import BoundGaussians
 from avatar3d.head.lbs import pose_vertices
 from avatar3d.head.synthetic import synthetic_rig
@@ -48,11 +48,11 @@ def test_the_fitted_torso_reaches_below_a_backed_off_frame_in_bands_of_the_fill_
 
 def test_what_the_frames_showed_is_kept_and_below_it_the_last_band_seen_repeats(enrolled, seed):
     subject, _, rig, views = enrolled
-    faces, binding = binding_faces(rig), torch.nonzero(rig.renderable_faces()).flatten()
+    faces, binding = binding_faces(rig), binding_index(rig)
     gaussians = _gaussians(rig, seed)
     seen = shown(gaussians, faces, views, RES, RES)
     assert 0.2 < seen.float().mean() < 0.95  # the torso runs out of the frame
-    out = continue_torso(gaussians, rig, faces, binding, views, RES, RES)
+    out = continue_torso(gaussians, rig, views, RES, RES)
     # every Gaussian a frame showed is written unchanged, first and in order
     kept = int(seen.sum())
     assert torch.equal(out.parent[:kept], gaussians.parent[seen])
@@ -81,7 +81,7 @@ def test_a_backed_off_camera_sees_the_torso_run_out_of_its_frame(enrolled, seed)
     from avatar3d.pipeline.synthetic_eval import PORTRAIT_TARGET
 
     subject, _, rig, views = enrolled
-    faces, binding = binding_faces(rig), torch.nonzero(rig.renderable_faces()).flatten()
+    faces = binding_faces(rig)
     gaussians = _gaussians(rig, seed, 20000)
     gaussians.opacity_logits.data.fill_(math.log(0.9 / 0.1))
     far = orbit_viewmat(subject.distance * 1.5, 0.0, 0.0, PORTRAIT_TARGET)
@@ -93,7 +93,7 @@ def test_a_backed_off_camera_sees_the_torso_run_out_of_its_frame(enrolled, seed)
         return float(out.alpha[-3:, RES // 3:2 * RES // 3].mean())  # the bottom rows, middle third
 
     before = bottom_coverage(gaussians.subset(shown(gaussians, faces, views, RES, RES)))
-    after = bottom_coverage(continue_torso(gaussians, rig, faces, binding, views, RES, RES))
+    after = bottom_coverage(continue_torso(gaussians, rig, views, RES, RES))
     assert before < 0.5 < after, (before, after)  # only what was seen ends inside the picture; continued, it does not
 
 
@@ -102,5 +102,5 @@ def test_a_head_avatar_is_left_as_it_is(seed):
     faces = binding_faces(rig)
     g = torch.Generator().manual_seed(seed)
     gaussians = BoundGaussians.on_surface(rig.template, faces, 500, generator=g)
-    out = continue_torso(gaussians, rig, faces, torch.nonzero(rig.renderable_faces()).flatten(), [], RES, RES)
+    out = continue_torso(gaussians, rig, [], RES, RES)
     assert out is gaussians

@@ -28,7 +28,12 @@ class AvatarRender:
 
 def binding_faces(rig: HeadRig) -> Tensor:
     """[F',3] the rig's renderable triangles (helper geometry removed): what Gaussians bind to."""
-    return rig.faces[rig.renderable_faces()]
+    return rig.faces[binding_index(rig)]
+
+
+def binding_index(rig: HeadRig) -> Tensor:
+    """[F'] int64: where each binding triangle (a Gaussian's `parent`) sits among the rig's triangles."""
+    return torch.nonzero(rig.renderable_faces()).flatten()
 
 
 def pose_gaussians(gaussians: BoundGaussians, vertices: Tensor, faces: Tensor) -> WorldGaussians:

@@ -16,6 +16,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from avatar3d.gaussians.avatar_render import binding_index
 from avatar3d.gaussians.model import BoundGaussians
 from avatar3d.head.rig import HeadRig
 from avatar3d.head.torso import grid_cells
@@ -39,13 +40,15 @@ def shown(gaussians: BoundGaussians, faces: Tensor, views: Sequence[tuple[Tensor
     return seen
 
 
-def continue_torso(gaussians: BoundGaussians, rig: HeadRig, faces: Tensor, binding: Tensor,
-                   views: Sequence[tuple[Tensor, Tensor, Tensor]], width: int, height: int) -> BoundGaussians:
-    # faces: [F',3] binding triangles; binding: [F'] their indices into rig.faces; views as in `shown`
+def continue_torso(gaussians: BoundGaussians, rig: HeadRig, views: Sequence[tuple[Tensor, Tensor, Tensor]],
+                   width: int, height: int) -> BoundGaussians:
+    # gaussians bound to binding_faces(rig); views as in `shown`
     """The Gaussians with the torso's unseen straight part filled from the lowest band seen in full (module doc)."""
     if "torso_grid" not in rig.meta:
         return gaussians
     grid = rig.meta["torso_grid"]
+    binding = binding_index(rig)  # [F'] where each binding triangle sits among the rig's
+    faces = rig.faces[binding]
     cells = grid_cells(rig, binding)[gaussians.parent]  # [N,3] (band, segment, half) or -1
     seen = shown(gaussians, faces, views, width, height)
     source_band = _source_bands(cells, seen, grid)[cells[:, 1].clamp_min(0)]  # [N] its segment's, -1: none

@@ -551,9 +551,8 @@ def _final_gaussians(state: _State, scene: _Scene, rig: HeadRig, frames_train: l
     picks = [frames_train[int(i)] for i in np.linspace(0, len(frames_train) - 1, min(8, len(frames_train)))]
     with torch.no_grad():
         views = [(pose_vertices(rig, state.frame_params.frame(t))[0], scene.K, scene.viewmat) for t in picks]
-    binding = torch.nonzero(rig.renderable_faces()).flatten()
     res = scene.frames.resolution
-    return continue_torso(kept, rig, scene.faces, binding, views, res, res)
+    return continue_torso(kept, rig, views, res, res)
 
 
 def _write_results(paths: AvatarPaths, kept: BoundGaussians, state: _State, scene: _Scene, rig: HeadRig,
