@@ -16,7 +16,7 @@ head lacks, drawn with the mesh renderer (never with Gaussians):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -69,6 +69,7 @@ class Wall:
     viewmat: Tensor  # [4,4] the training camera, world -> camera
     depth: float  # metres along its axis
     seed: int
+    _last: Optional[tuple] = field(default=None, init=False, repr=False, compare=False)  # draw's one-camera cache
 
     def paint(self, a: Tensor, b: Tensor) -> Tensor:  # a, b: [...] metres right / down of the axis -> [...,3]
         """The wall's colour at (a, b): a soft gradient, a framed picture above-left of the head, a door at the right."""
@@ -88,9 +89,13 @@ class Wall:
         return torch.where(((a > 0.24) & (a < 0.27))[..., None], 0.6 * door, colour)
 
     def draw(self, camera: Camera, supersample: int = 1) -> Tensor:  # -> [H*s,W*s,3]
-        """The wall as `camera` sees it, each pixel's ray met with the plane."""
-        local = self.points(camera, supersample)
-        return self.paint(local[..., 0], local[..., 1]).float()
+        """The wall as `camera` sees it, each pixel's ray met with the plane (a still camera's picture is drawn once:
+        every training frame sees the same wall)."""
+        key = (camera.K.numpy().tobytes(), camera.viewmat.numpy().tobytes(), camera.width, camera.height, supersample)
+        if self._last is None or self._last[0] != key:
+            local = self.points(camera, supersample)
+            self._last = (key, self.paint(local[..., 0], local[..., 1]).float())
+        return self._last[1]
 
     def seen(self, camera: Camera, train: Camera, shown: Optional[Tensor] = None) -> Tensor:  # -> [H,W] bool
         """Where `camera` sees a part of the wall that `train`'s picture showed: inside that picture and, with
