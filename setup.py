@@ -54,8 +54,9 @@ def _extensions():
     include = [str(ROOT / EXT_DIR / "include"), str(ROOT / EXT_DIR)]
     sources = [f"{EXT_DIR}/{s}" for s in CPP_SOURCES]
     # No -ffast-math: results must match the oracle. The other flags only let GCC vectorise the masked pixel
-    # loops (-fno-wrapv undoes the -fwrapv of Python's own CFLAGS). The C++ standard is the one torch picks.
-    cxx = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-fno-wrapv"]
+    # loops (-fno-wrapv undoes the -fwrapv of Python's own CFLAGS). -ffp-contract=off: no fused multiply-adds, so
+    # every clone (avx2, default) rounds as written (simd8.h). The C++ standard is the one torch picks.
+    cxx = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-fno-wrapv", "-ffp-contract=off"]
     if _want_cuda():
         ext = cpp_extension.CUDAExtension(
             name="avatar3d._C",

@@ -19,7 +19,8 @@ std::vector<at::Tensor> project_backward(const at::Tensor& means, const at::Tens
                                          bool antialiased, const at::Tensor& radii, const at::Tensor& v_means2d,
                                          const at::Tensor& v_conics, const at::Tensor& v_depths,
                                          const at::Tensor& v_opacities_eff);
-// -> image [H,W,C], alpha [H,W,1], gauss_ids [M] int32, tile_ranges [T,2] int32, last [H,W] int32, final_T [H,W]
+// -> image [H,W,C], alpha [H,W,1], gauss_ids [M] int32, tile_ranges [T,2] int32, last [H,W] int32, final_T [H,W],
+//    spans [M] int32 (CPU: the lane groups each entry reaches, reused by the backward; CUDA: empty)
 std::vector<at::Tensor> composite_forward(const at::Tensor& means2d, const at::Tensor& conics,
                                           const at::Tensor& opacities, const at::Tensor& colors,
                                           const at::Tensor& background, const at::Tensor& radii,
@@ -28,7 +29,8 @@ std::vector<at::Tensor> composite_forward(const at::Tensor& means2d, const at::T
 std::vector<at::Tensor> composite_backward(const at::Tensor& means2d, const at::Tensor& conics,
                                            const at::Tensor& opacities, const at::Tensor& colors,
                                            const at::Tensor& background, const at::Tensor& gauss_ids,
-                                           const at::Tensor& tile_ranges, const at::Tensor& last,
+                                           const at::Tensor& tile_ranges, const at::Tensor& spans,
+                                           const at::Tensor& last,
                                            const at::Tensor& final_T, const at::Tensor& v_image,
                                            const at::Tensor& v_alpha, int64_t width, int64_t height);
 

@@ -4,6 +4,7 @@
 
 #include "a3d/cores.h"
 #include "glue.h"
+#include "stage_times.h"
 
 #include "glue_cuda.h"
 
@@ -75,6 +76,7 @@ std::vector<at::Tensor> project_forward(const at::Tensor& means_in, const at::Te
         TORCH_CHECK(false, "avatar3d._C was built without CUDA; rebuild with AVATAR3D_CUDA=1");
 #endif
     } else {
+        StageTimer timer(stage_times().project);
         project_forward_cpu(a, means2d.data_ptr<float>(), conics.data_ptr<float>(), depths.data_ptr<float>(),
                             radii.data_ptr<int32_t>(), opac_eff.data_ptr<float>(), at::get_num_threads());
     }
@@ -121,6 +123,7 @@ std::vector<at::Tensor> project_backward(const at::Tensor& means_in, const at::T
         TORCH_CHECK(false, "avatar3d._C was built without CUDA; rebuild with AVATAR3D_CUDA=1");
 #endif
     } else {
+        StageTimer timer(stage_times().project_backward);
         project_backward_cpu(a, radii.data_ptr<int32_t>(), v_means2d.data_ptr<float>(), v_conics.data_ptr<float>(),
                              v_depths.data_ptr<float>(), v_opac.data_ptr<float>(), v_means.data_ptr<float>(),
                              v_quats.data_ptr<float>(), v_scales.data_ptr<float>(), v_opacities.data_ptr<float>(),

@@ -1,15 +1,17 @@
 // CPU core of the compositing op: tile binning, then per-tile front-to-back compositing and its reverse
-// traversal. OpenMP over tiles; the per-pixel loops run over the tile's 256 pixels with no branches so that
-// they vectorise (one Gaussian at a time, all pixels of the tile in SIMD lanes).
+// traversal. OpenMP over tiles. Within a tile, one Gaussian at a time over the lane groups (8 pixels, half a
+// row: simd8.h) its alpha ellipse reaches, each group blended and coloured (or, in reverse, given all its
+// gradients) in one pass with the values in registers.
 #include <omp.h>
 
 #include <algorithm>
+#include <memory>
 #include <cstring>
-#include <utility>
 #include <vector>
 
 #include "a3d/cores.h"
 #include "a3d/raster.h"
+#include "a3d/simd8.h"
 
 // Hot loops get an AVX2 clone picked at load time; the default clone runs on any x86-64.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
@@ -20,6 +22,12 @@
 
 namespace a3d {
 namespace {
+
+using simd::f8;
+using simd::i8;
+using simd::splat;
+
+#define INLINE static inline __attribute__((always_inline))
 
 constexpr int P = TILE_PIXELS;
 constexpr int LANES = 8;  // pixels per SIMD group (half a tile row)
@@ -46,29 +54,29 @@ void tile_geom(int tile, int tiles_x, int width, int height, TileGeom& g) {
     }
 }
 
-// The part of a tile a Gaussian can reach: rows [r0,r1), and in row r the lane groups [lo[r],hi[r]) that meet
+// The part of a tile a Gaussian can reach: bit row * GROUPS_PER_ROW + h is set for the lane groups that meet
 // its alpha >= 1/255 ellipse. Every other pixel would skip it, so leaving them out changes nothing but time.
+// A bit mask, so that the loops over it (set bit by set bit) have one trip count instead of one per row
+// (fewer mispredicted branches) and building it has no branches at all.
+static_assert(TILE * GROUPS_PER_ROW <= 32, "a tile's lane groups must fit a 32-bit mask");
 struct Span {
-    int r0, r1;
-    int lo[TILE], hi[TILE];
-    bool empty() const { return r0 >= r1; }
+    uint32_t groups;
+    bool empty() const { return groups == 0; }
 };
 
 constexpr int EXT = 3;  // per-Gaussian extent record: hx, hy, two_s (alpha_extent)
 
-A3D_CLONES void tile_span(const float* ext, const float* conic, float mx, float my, const TileGeom& tg, Span& sp) {
-    const float hx = ext[0], hy = ext[1], two_s = ext[2];
-    sp.r0 = sp.r1 = 0;
-    if (hx < 0.f) return;
-    const float fx0 = (float)tg.x0 + 0.5f, fy0 = (float)tg.y0 + 0.5f;
-    sp.r0 = (int)clampf(ceilf(my - hy - fy0), 0.f, (float)TILE);
-    sp.r1 = (int)clampf(floorf(my + hy - fy0) + 1.f, 0.f, (float)TILE);
+// Lane groups [lo[r], hi[r]) of each row r (as floats) that meet the Gaussian's ellipse (or its box when it
+// has none).
+A3D_CLONES void row_groups(const float* ext, const float* conic, float mx, float my, float fx0, float fy0,
+                           float* lo_out, float* hi_out) {
+    const float hx = ext[0], two_s = ext[2];
     const float box_lo = floorf(clampf(ceilf(mx - hx - fx0), 0.f, (float)TILE) * (1.f / LANES));
     const float box_hi = ceilf(clampf(floorf(mx + hx - fx0) + 1.f, 0.f, (float)TILE) * (1.f / LANES));
-    if (!(two_s > 0.f)) {  // no ellipse bound: the box
+    if (!(two_s > 0.f)) {
         for (int r = 0; r < TILE; ++r) {
-            sp.lo[r] = (int)box_lo;
-            sp.hi[r] = (int)box_hi;
+            lo_out[r] = box_lo;
+            hi_out[r] = box_hi;
         }
         return;
     }
@@ -87,101 +95,115 @@ A3D_CLONES void tile_span(const float* ext, const float* conic, float mx, float 
         const float ch = clampf(floorf(x_hi) + 1.f, 0.f, (float)TILE);
         const float lo = maxf(box_lo, floorf(cl * (1.f / LANES)));
         const float hi = minf(box_hi, ceilf(ch * (1.f / LANES)));
-        sp.lo[r] = (int)lo;
-        sp.hi[r] = (int)(q2 >= 0.f ? hi : lo);  // no pixel of this row reaches the ellipse
+        lo_out[r] = lo;
+        hi_out[r] = q2 >= 0.f ? hi : lo;  // no pixel of this row reaches the ellipse
     }
+}
+
+// The bits of the groups [lo[r], hi[r]) of rows [r0, r1), eight rows at a time.
+A3D_CLONES uint32_t group_bits(const float* lo, const float* hi, int r0, int r1) {
+    static_assert(GROUPS_PER_ROW == 2, "two bits per row below");
+    const simd::i8 shift{0, 2, 4, 6, 8, 10, 12, 14};
+    uint32_t bits = 0;
+    for (int half = 0; half < TILE / LANES; ++half) {
+        const f8 row = splat((float)(half * LANES)) + simd::iota();
+        const f8 lo8 = simd::load(lo + half * LANES), hi8 = simd::load(hi + half * LANES);
+        const i8 in = (row >= (float)r0) & (row < (float)r1);
+        const i8 g0 = in & (lo8 <= 0.f) & (0.f < hi8), g1 = in & (lo8 <= 1.f) & (1.f < hi8);
+        bits |= (uint32_t)simd::hor(((g0 & 1) | (g1 & 2)) << shift) << (half * 2 * LANES);
+    }
+    return bits;
+}
+
+void tile_span(const float* ext, const float* conic, float mx, float my, const TileGeom& tg, Span& sp) {
+    sp.groups = 0;
+    const float hx = ext[0], hy = ext[1];
+    if (hx < 0.f) return;
+    const float fx0 = (float)tg.x0 + 0.5f, fy0 = (float)tg.y0 + 0.5f;
+    const int r0 = (int)clampf(ceilf(my - hy - fy0), 0.f, (float)TILE);
+    const int r1 = (int)clampf(floorf(my + hy - fy0) + 1.f, 0.f, (float)TILE);
+    if (r0 >= r1) return;
+    alignas(32) float lo[TILE], hi[TILE];
+    row_groups(ext, conic, mx, my, fx0, fy0, lo, hi);
+    sp.groups = group_bits(lo, hi, r0, r1);
 }
 
 struct FwdScratch {
     alignas(64) float T[P];
-    alignas(64) float w[P];
-    alignas(64) float last[P];  // entries processed, as float (exact below 2^24) to keep the loops all-float
-    alignas(64) float live[P];  // 1 while the pixel is still compositing
-    float group_live[P / LANES];  // live pixels per lane group
-    std::vector<float> acc;     // [C,P]
+    alignas(64) int32_t last[P];  // entries processed
+    alignas(64) int32_t live[P];  // -1 while the pixel is still compositing, else 0
+    int group_live[P / LANES];    // live pixels per lane group
+    std::vector<float> acc;       // [C,P]
 };
 
-// One Gaussian against the pixels of a span. Masks are 0/1 floats and selects are m*x + (1-m)*y (exact for
-// 0/1), the form GCC vectorises. Returns the number of pixels that stopped at this Gaussian.
-A3D_CLONES float forward_pixels(const Span& sp, const float* __restrict px, const float* __restrict py,
-                                float* __restrict T, float* __restrict w, float* __restrict last,
-                                float* __restrict live, float* __restrict group_live, float mx, float my,
-                                float ca, float cb, float cc, float o, float entry, float& n_added) {
-    float nstop = 0.f, nadd = 0.f;
-    for (int r = sp.r0; r < sp.r1; ++r) {
-        for (int h = sp.lo[r]; h < sp.hi[r]; ++h) {
-            const int grp = r * GROUPS_PER_ROW + h;
-            if (group_live[grp] == 0.f) continue;  // every pixel of the group has stopped
-            const int base = grp * LANES;
-            float gstop = 0.f;
-#pragma omp simd reduction(+ : gstop, nadd)
-            for (int l = 0; l < LANES; ++l) {
-                const int p = base + l;
-                const float dx = mx - px[p], dy = my - py[p];
-                const float sigma = gauss_sigma(ca, cb, cc, dx, dy);
-                const float al = minf(ALPHA_MAX, o * exp_neg(-sigma));
-                const float lv = live[p], t = T[p], lp = last[p];
-                const float ok = (float)(sigma >= 0.f) * (float)(al >= ALPHA_MIN) * lv;
-                const float tn = t * (1.f - al);
-                const float stop = (float)(tn <= T_MIN) * ok;
-                const float add = ok - stop;
-                w[p] = add * al * t;
-                T[p] = add * tn + (1.f - add) * t;
-                last[p] = add * entry + (1.f - add) * lp;
-                live[p] = lv - stop;
-                gstop += stop;
-                nadd += add;
-            }
-            group_live[grp] -= gstop;
-            nstop += gstop;
-        }
-    }
-    n_added = nadd;
-    return nstop;
+// One Gaussian against one lane group (8 pixels of row r starting at column x): blends it in front to back
+// (the README's compositing rule) and adds its colour. Returns the number of pixels that stopped at it.
+INLINE int forward_group(FwdScratch& s, float* __restrict acc, int C, const float* __restrict col, int base,
+                         f8 dx, float dy, float cdy2, float ca, float cb, float o, int32_t entry) {
+    // sigma = 0.5 (a dx² + c dy²) + b dx dy, rounded as gauss_sigma (c dy² is the row's)
+    const f8 sigma = (ca * dx * dx + cdy2) * 0.5f + cb * dx * dy;
+    const f8 al = simd::vmin(splat(ALPHA_MAX), o * simd::exp_neg(-sigma));
+    const i8 live = simd::load_i(s.live + base);
+    const i8 ok = (sigma >= 0.f) & (al >= ALPHA_MIN) & live;
+    if (!simd::any(ok)) return 0;
+    const f8 t = simd::load(s.T + base);
+    const f8 tn = t * (1.f - al);
+    const i8 stop = (tn <= T_MIN) & ok;
+    const i8 add = ok & ~stop;
+    const f8 w = simd::select(add, al * t, splat(0.f));
+    simd::store(s.T + base, simd::select(add, tn, t));
+    simd::store_i(s.last + base, simd::select_i(add, simd::splat_i(entry), simd::load_i(s.last + base)));
+    for (int ch = 0; ch < C; ++ch) simd::store(acc + ch * P + base, simd::load(acc + ch * P + base) + w * col[ch]);
+    if (!simd::any(stop)) return 0;
+    simd::store_i(s.live + base, live & ~stop);
+    const int n = simd::count(stop);
+    s.group_live[base / LANES] -= n;
+    return n;
 }
 
-// Groups that had stopped before this Gaussian were not evaluated (their w is stale); groups that stopped at
-// it have w = 0. Both are skipped.
-A3D_CLONES void accumulate_color(const Span& sp, const float* __restrict w, const float* __restrict group_live,
-                                 float* __restrict acc, float col) {
-    for (int r = sp.r0; r < sp.r1; ++r) {
-        for (int h = sp.lo[r]; h < sp.hi[r]; ++h) {
-            const int grp = r * GROUPS_PER_ROW + h;
-            if (group_live[grp] == 0.f) continue;
-            const int base = grp * LANES;
-#pragma omp simd
-            for (int l = 0; l < LANES; ++l) acc[base + l] += w[base + l] * col;
-        }
+// One Gaussian over the lane groups of a span that still have live pixels; returns the pixels that stopped.
+INLINE int forward_span(const Span& sp, const TileGeom& tg, FwdScratch& s, float* acc, int C, const float* col,
+                        float mx, float my, float ca, float cb, float cc, float o, int32_t entry) {
+    const float fx0 = (float)tg.x0 + 0.5f, fy0 = (float)tg.y0 + 0.5f;
+    int stopped = 0;
+    for (uint32_t left = sp.groups; left != 0; left &= left - 1) {
+        const int grp = __builtin_ctz(left);
+        if (s.group_live[grp] == 0) continue;  // every pixel of the group has stopped
+        const int r = grp / GROUPS_PER_ROW, h = grp % GROUPS_PER_ROW;
+        const float dy = my - (fy0 + (float)r);
+        const f8 dx = mx - (splat(fx0 + (float)(h * LANES)) + simd::iota());
+        stopped += forward_group(s, acc, C, col, grp * LANES, dx, dy, cc * dy * dy, ca, cb, o, entry);
     }
+    return stopped;
 }
 
-void forward_tile(const CompositeArgs& a, const float* extents, const int32_t* ids, int start, int end,
-                  const TileGeom& tg, FwdScratch& s, float* image, float* alpha, int32_t* last, float* final_T) {
+// Blends the tile's entries [start,end) and records the span of each entry it visits in spans (for the backward).
+A3D_CLONES void forward_tile(const CompositeArgs& a, const float* extents, const int32_t* ids, int start, int end,
+                             const TileGeom& tg, FwdScratch& s, float* image, float* alpha, int32_t* last,
+                             float* final_T, uint32_t* spans) {
     const int C = a.channels;
     s.acc.assign((size_t)C * P, 0.f);
     float* acc = s.acc.data();
     for (int p = 0; p < P; ++p) {
         s.T[p] = 1.f;
-        s.last[p] = 0.f;
-        s.live[p] = tg.inside[p] ? 1.f : 0.f;
+        s.last[p] = 0;
+        s.live[p] = tg.inside[p] ? -1 : 0;
     }
     for (int grp = 0; grp < P / LANES; ++grp) {
-        s.group_live[grp] = 0.f;
-        for (int l = 0; l < LANES; ++l) s.group_live[grp] += s.live[grp * LANES + l];
+        s.group_live[grp] = 0;
+        for (int l = 0; l < LANES; ++l) s.group_live[grp] -= s.live[grp * LANES + l];
     }
-    float active = (float)tg.valid;
+    int active = tg.valid;
     Span sp;
-    for (int k = start; k < end && active > 0.5f; ++k) {
+    for (int k = start; k < end && active > 0; ++k) {
         const int g = ids[k];
         const float mx = a.means2d[2 * g], my = a.means2d[2 * g + 1];
-        tile_span(extents + EXT * g, a.conics + 3 * g, mx, my, tg, sp);
+        const float* conic = a.conics + 3 * g;
+        tile_span(extents + EXT * g, conic, mx, my, tg, sp);
+        spans[k] = sp.groups;
         if (sp.empty()) continue;
-        float nadd;
-        active -= forward_pixels(sp, tg.px, tg.py, s.T, s.w, s.last, s.live, s.group_live, mx, my, a.conics[3 * g],
-                                 a.conics[3 * g + 1], a.conics[3 * g + 2], a.opacities[g], (float)(k - start + 1),
-                                 nadd);
-        if (nadd > 0.f)
-            for (int ch = 0; ch < C; ++ch) accumulate_color(sp, s.w, s.group_live, acc + ch * P, a.colors[(int64_t)g * C + ch]);
+        active -= forward_span(sp, tg, s, acc, C, a.colors + (int64_t)g * C, mx, my, conic[0], conic[1], conic[2],
+                               a.opacities[g], k - start + 1);
     }
     for (int p = 0; p < P; ++p) {
         if (!tg.inside[p]) continue;
@@ -189,7 +211,7 @@ void forward_tile(const CompositeArgs& a, const float* extents, const int32_t* i
         const int64_t pix = (int64_t)y * a.width + x;
         for (int ch = 0; ch < C; ++ch) image[pix * C + ch] = acc[ch * P + p] + s.T[p] * a.background[ch];
         alpha[pix] = 1.f - s.T[p];
-        last[pix] = (int32_t)s.last[p];
+        last[pix] = s.last[p];
         final_T[pix] = s.T[p];
     }
 }
@@ -197,163 +219,131 @@ void forward_tile(const CompositeArgs& a, const float* extents, const int32_t* i
 constexpr int GS = 6;  // per-intersection geometry gradients: mean2d (2), conic (3), opacity (1)
 
 struct BwdScratch {
-    alignas(64) float T[P];
+    alignas(64) float T[P];        // transmittance in front of the Gaussians still to visit
     alignas(64) float Tfin[P];
-    alignas(64) float vA[P];    // dL/dalpha_out - background·dL/dimage (per pixel)
-    alignas(64) float last[P];  // entries processed, as float
-    alignas(64) float dx[P];
-    alignas(64) float dy[P];
-    alignas(64) float vis[P];
-    alignas(64) float mask[P];
-    alignas(64) float fac[P];
-    alignas(64) float ra[P];
-    alignas(64) float va[P];
-    float group_last[P / LANES];  // largest `last` in each lane group: groups past it are skipped
-    std::vector<float> vC;    // [C,P]
-    std::vector<float> buf;   // [C,P]
-    std::vector<float> v_bg;  // [C] per thread
+    alignas(64) float vA[P];       // dL/dalpha_out - background·dL/dimage (per pixel)
+    alignas(64) int32_t last[P];   // entries processed
+    int group_last[P / LANES];     // largest `last` in each lane group: groups past it are skipped
+    std::vector<float> vC;         // [C,P]
+    std::vector<float> buf;        // [C,P] colour of what lies behind, built back to front
+    std::vector<float> v_col;      // [C,LANES] one Gaussian's colour gradient, lane-wise partial sums
 };
 
-// Reverse step of one Gaussian over a span: restores T in front of it, the blend factor and the
-// colour-independent part of dL/dalpha. Returns how many pixels it contributed to.
-A3D_CLONES float backward_pixels_geom(const Span& sp, BwdScratch& s, const float* __restrict px,
-                                      const float* __restrict py, float mx, float my, float ca, float cb, float cc,
-                                      float o, float idx) {
-    float* __restrict T = s.T;
-    float nm = 0.f;
-    for (int r = sp.r0; r < sp.r1; ++r) {
-        for (int h = sp.lo[r]; h < sp.hi[r]; ++h) {
-            const int grp = r * GROUPS_PER_ROW + h;
-            if (idx >= s.group_last[grp]) continue;  // past every pixel's last contributor
-            const int base = grp * LANES;
-#pragma omp simd reduction(+ : nm)
-            for (int l = 0; l < LANES; ++l) {
-                const int p = base + l;
-                const float dx = mx - px[p], dy = my - py[p];
-                const float sigma = gauss_sigma(ca, cb, cc, dx, dy);
-                const float vis = exp_neg(-sigma);
-                const float al = minf(ALPHA_MAX, o * vis);
-                const float m = (float)(idx < s.last[p]) * (float)(sigma >= 0.f) * (float)(al >= ALPHA_MIN);
-                const float ra = m / (1.f - al);                      // 1/(1-alpha) where contributing, else 0
-                const float t = m * (T[p] * ra) + (1.f - m) * T[p];  // transmittance in front of this Gaussian
-                T[p] = t;
-                s.dx[p] = dx;
-                s.dy[p] = dy;
-                s.vis[p] = vis;
-                s.mask[p] = m;
-                s.fac[p] = m * al * t;
-                s.ra[p] = ra;
-                s.va[p] = s.Tfin[p] * ra * s.vA[p];
-                nm += m;
-            }
-        }
+struct GeoSums {  // one Gaussian's mean2d, conic and opacity gradients, lane-wise partial sums
+    f8 mx, my, a, b, c, o;
+};
+
+// Reverse step of one Gaussian over one lane group: restores T in front of it and adds its gradients to the
+// partial sums. Returns whether any pixel of the group had blended it.
+INLINE bool backward_group(BwdScratch& s, GeoSums& g, int C, const float* __restrict col, int base, f8 dx, float dy,
+                           float cdy2, float ca, float cb, float cc, float o, int32_t idx) {
+    const f8 sigma = (ca * dx * dx + cdy2) * 0.5f + cb * dx * dy;
+    const f8 vis = simd::exp_neg(-sigma);
+    const f8 al = simd::vmin(splat(ALPHA_MAX), o * vis);
+    const i8 m = (simd::splat_i(idx) < simd::load_i(s.last + base)) & (sigma >= 0.f) & (al >= ALPHA_MIN);
+    if (!simd::any(m)) return false;
+    const f8 zero = splat(0.f);
+    const f8 ra = simd::select(m, 1.f / (1.f - al), zero);  // 1/(1-alpha) where it was blended
+    const f8 T_behind = simd::load(s.T + base);
+    const f8 t = simd::select(m, T_behind * ra, T_behind);  // transmittance in front of this Gaussian
+    simd::store(s.T + base, t);
+    const f8 fac = simd::select(m, al * t, zero);
+    f8 va = simd::load(s.Tfin + base) * ra * simd::load(s.vA + base);
+    for (int ch = 0; ch < C; ++ch) {
+        const f8 vc = simd::load(s.vC.data() + ch * P + base);
+        float* bf_at = s.buf.data() + ch * P + base;
+        const f8 bf = simd::load(bf_at);
+        float* vcol_at = s.v_col.data() + ch * LANES;
+        simd::store(vcol_at, simd::load(vcol_at) + fac * vc);
+        va += (simd::select(m, col[ch] * t, zero) - bf * ra) * vc;
+        simd::store(bf_at, bf + col[ch] * fac);
     }
-    return nm;
+    // alpha = min(0.99, o vis): no gradient through the clamp
+    const f8 va_live = simd::select(m & (o * vis <= ALPHA_MAX), va, zero);
+    const f8 v_sigma = -o * vis * va_live;
+    g.mx += v_sigma * (ca * dx + cb * dy);
+    g.my += v_sigma * (cb * dx + cc * dy);
+    g.a += 0.5f * v_sigma * dx * dx;
+    g.b += v_sigma * dx * dy;
+    g.c += 0.5f * v_sigma * dy * dy;
+    g.o += vis * va_live;
+    return true;
 }
 
-// Colour channel ch: dL/dcolour (returned) and its part of dL/dalpha; advances the back-to-front buffer.
-A3D_CLONES float backward_pixels_color(const Span& sp, BwdScratch& s, const float* __restrict vc,
-                                       float* __restrict bf, float col, float idx) {
-    float sum = 0.f;
-    for (int r = sp.r0; r < sp.r1; ++r) {
-        for (int h = sp.lo[r]; h < sp.hi[r]; ++h) {
-            const int grp = r * GROUPS_PER_ROW + h;
-            if (idx >= s.group_last[grp]) continue;  // past every pixel's last contributor
-            const int base = grp * LANES;
-#pragma omp simd reduction(+ : sum)
-            for (int l = 0; l < LANES; ++l) {
-                const int p = base + l;
-                sum += s.fac[p] * vc[p];
-                s.va[p] += (col * s.T[p] * s.mask[p] - bf[p] * s.ra[p]) * vc[p];
-                bf[p] += col * s.fac[p];
-            }
-        }
+// One Gaussian's gradients over the groups of a span that blended it, into geo [GS] and vcol [C].
+INLINE void backward_span(const Span& sp, const TileGeom& tg, BwdScratch& s, int C, const float* col, float mx,
+                          float my, float ca, float cb, float cc, float o, int32_t idx, float* geo, float* vcol) {
+    const float fx0 = (float)tg.x0 + 0.5f, fy0 = (float)tg.y0 + 0.5f;
+    GeoSums g{splat(0.f), splat(0.f), splat(0.f), splat(0.f), splat(0.f), splat(0.f)};
+    std::fill(s.v_col.begin(), s.v_col.end(), 0.f);
+    bool blended = false;
+    for (uint32_t left = sp.groups; left != 0; left &= left - 1) {
+        const int grp = __builtin_ctz(left);
+        if (idx >= s.group_last[grp]) continue;  // past every pixel's last contributor
+        const int r = grp / GROUPS_PER_ROW, h = grp % GROUPS_PER_ROW;
+        const float dy = my - (fy0 + (float)r);
+        const f8 dx = mx - (splat(fx0 + (float)(h * LANES)) + simd::iota());
+        blended |= backward_group(s, g, C, col, grp * LANES, dx, dy, cc * dy * dy, ca, cb, cc, o, idx);
     }
-    return sum;
+    if (!blended) {  // after every pixel's last contributor, or out of reach: no gradient
+        std::memset(geo, 0, GS * sizeof(float));
+        std::memset(vcol, 0, C * sizeof(float));
+        return;
+    }
+    geo[0] = simd::hsum(g.mx); geo[1] = simd::hsum(g.my); geo[2] = simd::hsum(g.a);
+    geo[3] = simd::hsum(g.b); geo[4] = simd::hsum(g.c); geo[5] = simd::hsum(g.o);
+    for (int ch = 0; ch < C; ++ch) vcol[ch] = simd::hsum(simd::load(s.v_col.data() + ch * LANES));
 }
 
-// dL/dalpha -> mean2d, conic and opacity gradients, summed over the span into geo[6].
-A3D_CLONES void backward_pixels_sum(const Span& sp, const BwdScratch& s, float ca, float cb, float cc, float o,
-                                    float idx, float* geo) {
-    float g_mx = 0.f, g_my = 0.f, g_a = 0.f, g_b = 0.f, g_c = 0.f, g_o = 0.f;
-    for (int r = sp.r0; r < sp.r1; ++r) {
-        for (int h = sp.lo[r]; h < sp.hi[r]; ++h) {
-            const int grp = r * GROUPS_PER_ROW + h;
-            if (idx >= s.group_last[grp]) continue;  // past every pixel's last contributor
-            const int base = grp * LANES;
-#pragma omp simd reduction(+ : g_mx, g_my, g_a, g_b, g_c, g_o)
-            for (int l = 0; l < LANES; ++l) {
-                const int p = base + l;
-                const float vis = s.vis[p];
-                // alpha = min(0.99, o vis): no gradient through the clamp
-                const float live = s.mask[p] * (float)(o * vis <= ALPHA_MAX);
-                const float va = live * s.va[p];
-                const float v_sigma = -o * vis * va;
-                const float dx = s.dx[p], dy = s.dy[p];
-                g_mx += v_sigma * (ca * dx + cb * dy);
-                g_my += v_sigma * (cb * dx + cc * dy);
-                g_a += 0.5f * v_sigma * dx * dx;
-                g_b += v_sigma * dx * dy;
-                g_c += 0.5f * v_sigma * dy * dy;
-                g_o += vis * va;
-            }
-        }
-    }
-    geo[0] = g_mx; geo[1] = g_my; geo[2] = g_a; geo[3] = g_b; geo[4] = g_c; geo[5] = g_o;
-}
-
-// Writes the gradient of every intersection [start,end) of this tile into isect_geo [M,6] / isect_col [M,C].
-void backward_tile(const CompositeArgs& a, const float* extents, const int32_t* ids, int start, int end,
-                   const TileGeom& tg, const int32_t* last, const float* final_T, const float* v_image,
-                   const float* v_alpha, BwdScratch& s, float* isect_geo, float* isect_col) {
+// Per-pixel state of the reverse pass from the forward's outputs and the incoming gradients, and the tile's
+// part of the background's gradient (v_bg [C]); returns the largest `last` of the tile.
+int backward_init(const CompositeArgs& a, const TileGeom& tg, const int32_t* last, const float* final_T,
+                  const float* v_image, const float* v_alpha, BwdScratch& s, float* v_bg) {
     const int C = a.channels;
     s.vC.assign((size_t)C * P, 0.f);
     s.buf.assign((size_t)C * P, 0.f);
-    float* vC = s.vC.data();
-    float* buf = s.buf.data();
+    s.v_col.assign((size_t)C * LANES, 0.f);
     int maxlast = 0;
     for (int p = 0; p < P; ++p) {
-        s.T[p] = 1.f; s.Tfin[p] = 1.f; s.vA[p] = 0.f; s.last[p] = 0.f;
+        s.T[p] = 1.f; s.Tfin[p] = 1.f; s.vA[p] = 0.f; s.last[p] = 0;
         if (!tg.inside[p]) continue;
         const int x = tg.x0 + p % TILE, y = tg.y0 + p / TILE;
         const int64_t pix = (int64_t)y * a.width + x;
         s.T[p] = s.Tfin[p] = final_T[pix];
-        s.last[p] = (float)last[pix];
+        s.last[p] = last[pix];
         maxlast = std::max(maxlast, (int)last[pix]);
         float bgdot = 0.f;
         for (int ch = 0; ch < C; ++ch) {
             const float v = v_image[pix * C + ch];
-            vC[ch * P + p] = v;
+            s.vC[ch * P + p] = v;
             bgdot += a.background[ch] * v;
-            s.v_bg[ch] += s.Tfin[p] * v;
+            v_bg[ch] += s.Tfin[p] * v;
         }
         s.vA[p] = v_alpha[pix] - bgdot;
     }
     for (int grp = 0; grp < P / LANES; ++grp) {
-        s.group_last[grp] = 0.f;
+        s.group_last[grp] = 0;
         for (int l = 0; l < LANES; ++l) s.group_last[grp] = std::max(s.group_last[grp], s.last[grp * LANES + l]);
     }
+    return maxlast;
+}
+
+// Writes the gradient of every intersection [start,end) of this tile into isect_geo [M,6] / isect_col [M,C]. The
+// spans are the forward's: every entry up to the last one blended anywhere in the tile was visited there.
+A3D_CLONES void backward_tile(const CompositeArgs& a, const uint32_t* spans, const int32_t* ids, int start, int end,
+                              const TileGeom& tg, const int32_t* last, const float* final_T, const float* v_image,
+                              const float* v_alpha, BwdScratch& s, float* isect_geo, float* isect_col,
+                              float* v_bg) {
+    const int C = a.channels;
+    const int maxlast = backward_init(a, tg, last, final_T, v_image, v_alpha, s, v_bg);
     Span sp;
     for (int k = end - 1; k >= start; --k) {
-        float* geo = isect_geo + (int64_t)k * GS;
-        float* vcol = isect_col + (int64_t)k * C;
         const int g = ids[k];
         const float mx = a.means2d[2 * g], my = a.means2d[2 * g + 1];
-        sp.r0 = sp.r1 = 0;
-        if (k < start + maxlast) tile_span(extents + EXT * g, a.conics + 3 * g, mx, my, tg, sp);
-        float nm = 0.f;
-        const float ca = a.conics[3 * g], cb = a.conics[3 * g + 1], cc = a.conics[3 * g + 2];
-        const float o = a.opacities[g];
-        if (!sp.empty()) nm = backward_pixels_geom(sp, s, tg.px, tg.py, mx, my, ca, cb, cc, o, (float)(k - start));
-        if (nm == 0.f) {  // after every pixel's last contributor, or out of reach: no gradient
-            std::memset(geo, 0, GS * sizeof(float));
-            std::memset(vcol, 0, C * sizeof(float));
-            continue;
-        }
-        for (int ch = 0; ch < C; ++ch)
-            vcol[ch] = backward_pixels_color(sp, s, vC + ch * P, buf + ch * P, a.colors[(int64_t)g * C + ch],
-                                             (float)(k - start));
-        backward_pixels_sum(sp, s, ca, cb, cc, o, (float)(k - start), geo);
+        const float* conic = a.conics + 3 * g;
+        sp.groups = k < start + maxlast ? spans[k] : 0u;
+        backward_span(sp, tg, s, C, a.colors + (int64_t)g * C, mx, my, conic[0], conic[1], conic[2], a.opacities[g],
+                      k - start, isect_geo + (int64_t)k * GS, isect_col + (int64_t)k * C);
     }
 }
 
@@ -365,6 +355,36 @@ std::vector<float> alpha_extents(const CompositeArgs& a, int num_threads) {
         alpha_extent(a.conics[3 * i], a.conics[3 * i + 1], a.conics[3 * i + 2], a.opacities[i], ext[EXT * i],
                      ext[EXT * i + 1], ext[EXT * i + 2]);
     return ext;
+}
+
+// Sums the intersections' gradients per Gaussian, in intersection order. Each thread owns a range of Gaussians
+// and scans every intersection for its own: the sums do not depend on the thread count.
+void reduce_per_gaussian(const CompositeArgs& a, const int32_t* gauss_ids, int64_t m, const float* isect_geo,
+                         const float* isect_col, float* v_means2d, float* v_conics, float* v_opacities,
+                         float* v_colors, int num_threads) {
+    const int C = a.channels;
+    std::memset(v_means2d, 0, sizeof(float) * 2 * a.n);
+    std::memset(v_conics, 0, sizeof(float) * 3 * a.n);
+    std::memset(v_opacities, 0, sizeof(float) * a.n);
+    std::memset(v_colors, 0, sizeof(float) * C * a.n);
+#pragma omp parallel num_threads(num_threads) if (m > 65536)
+    {
+        const int64_t parts = omp_get_num_threads(), part = omp_get_thread_num();
+        const int64_t lo = a.n * part / parts, hi = a.n * (part + 1) / parts;
+        for (int64_t k = 0; k < m; ++k) {
+            const int64_t g = gauss_ids[k];
+            if (g < lo || g >= hi) continue;
+            const float* geo = isect_geo + k * GS;
+            v_means2d[2 * g] += geo[0];
+            v_means2d[2 * g + 1] += geo[1];
+            v_conics[3 * g] += geo[2];
+            v_conics[3 * g + 1] += geo[3];
+            v_conics[3 * g + 2] += geo[4];
+            v_opacities[g] += geo[5];
+            const float* col = isect_col + k * C;
+            for (int ch = 0; ch < C; ++ch) v_colors[g * C + ch] += col[ch];
+        }
+    }
 }
 
 }  // namespace
@@ -386,14 +406,48 @@ int64_t bin_count_cpu(const CompositeArgs& a, int32_t* tiles_per_gauss, int num_
     return total;
 }
 
-void bin_fill_cpu(const CompositeArgs& a, const int32_t* tiles_per_gauss, int64_t m, int32_t* gauss_ids,
-                  int32_t* tile_ranges, int num_threads) {
+int64_t depth_order_cpu(const CompositeArgs& a, const int32_t* tiles_per_gauss, int32_t* order) {
+    // LSD radix sort of depth_key, 8 bits a pass; every pass is stable, so equal depths keep index order.
+    std::vector<uint32_t> keys, keys_next;
+    std::vector<int32_t> next;
+    int64_t n = 0;
+    for (int64_t i = 0; i < a.n; ++i) n += tiles_per_gauss[i] > 0;
+    keys.resize(n);
+    keys_next.resize(n);
+    next.resize(n);
+    n = 0;
+    for (int64_t i = 0; i < a.n; ++i) {
+        if (tiles_per_gauss[i] == 0) continue;
+        order[n] = (int32_t)i;
+        keys[n++] = depth_key(a.depths[i]);
+    }
+    int32_t* cur = order;
+    int32_t* alt = next.data();
+    for (int shift = 0; shift < 32; shift += 8) {
+        int64_t start[257] = {0};
+        for (int64_t k = 0; k < n; ++k) ++start[((keys[k] >> shift) & 255u) + 1];
+        if (n == 0 || std::count(start + 1, start + 257, n) == 1) continue;  // one digit for all: nothing moves
+        for (int d = 0; d < 256; ++d) start[d + 1] += start[d];
+        for (int64_t k = 0; k < n; ++k) {
+            const int64_t pos = start[(keys[k] >> shift) & 255u]++;
+            keys_next[pos] = keys[k];
+            alt[pos] = cur[k];
+        }
+        keys.swap(keys_next);
+        std::swap(cur, alt);
+    }
+    if (cur != order) std::copy(cur, cur + n, order);
+    return n;
+}
+
+void bin_fill_cpu(const CompositeArgs& a, const int32_t* order, int64_t n_order, int64_t m, int32_t* gauss_ids,
+                  int32_t* tile_ranges) {
     const int tx = tiles_x_of(a.width), ty = tiles_y_of(a.height);
     const int n_tiles = tx * ty;
     std::vector<int32_t> cursor(n_tiles + 1, 0);
-    // Count per tile, prefix-sum, then scatter in Gaussian order (so equal depths keep index order).
-    for (int64_t i = 0; i < a.n; ++i) {
-        if (tiles_per_gauss[i] == 0) continue;
+    // Count per tile, prefix-sum, then scatter in depth order: each tile's list comes out sorted.
+    for (int64_t k = 0; k < n_order; ++k) {
+        const int32_t i = order[k];
         int x0, y0, x1, y1;
         tile_rect(a.means2d[2 * i], a.means2d[2 * i + 1], a.radii[i], tx, ty, x0, y0, x1, y1);
         for (int y = y0; y < y1; ++y)
@@ -405,30 +459,18 @@ void bin_fill_cpu(const CompositeArgs& a, const int32_t* tiles_per_gauss, int64_
         tile_ranges[2 * t + 1] = cursor[t + 1];
     }
     (void)m;  // == cursor[n_tiles]
-    for (int64_t i = 0; i < a.n; ++i) {
-        if (tiles_per_gauss[i] == 0) continue;
+    for (int64_t k = 0; k < n_order; ++k) {
+        const int32_t i = order[k];
         int x0, y0, x1, y1;
         tile_rect(a.means2d[2 * i], a.means2d[2 * i + 1], a.radii[i], tx, ty, x0, y0, x1, y1);
         for (int y = y0; y < y1; ++y)
-            for (int x = x0; x < x1; ++x) gauss_ids[cursor[y * tx + x]++] = (int32_t)i;
-    }
-#pragma omp parallel num_threads(num_threads)
-    {
-        std::vector<std::pair<float, int32_t>> keys;
-#pragma omp for schedule(dynamic, 4)
-        for (int t = 0; t < n_tiles; ++t) {
-            const int s = tile_ranges[2 * t], e = tile_ranges[2 * t + 1];
-            if (e - s < 2) continue;
-            keys.resize(e - s);
-            for (int k = s; k < e; ++k) keys[k - s] = {a.depths[gauss_ids[k]], gauss_ids[k]};
-            std::sort(keys.begin(), keys.end());  // (depth, index): stable by index
-            for (int k = s; k < e; ++k) gauss_ids[k] = keys[k - s].second;
-        }
+            for (int x = x0; x < x1; ++x) gauss_ids[cursor[y * tx + x]++] = i;
     }
 }
 
 void composite_forward_cpu(const CompositeArgs& a, const int32_t* gauss_ids, const int32_t* tile_ranges,
-                           float* image, float* alpha, int32_t* last, float* final_T, int num_threads) {
+                           float* image, float* alpha, int32_t* last, float* final_T, uint32_t* spans,
+                           int num_threads) {
     const int tx = tiles_x_of(a.width), ty = tiles_y_of(a.height);
     const int n_tiles = tx * ty;
     const std::vector<float> ext = alpha_extents(a, num_threads);
@@ -440,59 +482,42 @@ void composite_forward_cpu(const CompositeArgs& a, const int32_t* gauss_ids, con
         for (int t = 0; t < n_tiles; ++t) {
             tile_geom(t, tx, a.width, a.height, tg);
             forward_tile(a, ext.data(), gauss_ids, tile_ranges[2 * t], tile_ranges[2 * t + 1], tg, s, image, alpha, last,
-                         final_T);
+                         final_T, spans);
         }
     }
 }
 
 void composite_backward_cpu(const CompositeArgs& a, const int32_t* gauss_ids, const int32_t* tile_ranges,
-                            const int32_t* last, const float* final_T, const float* v_image, const float* v_alpha,
-                            float* v_means2d, float* v_conics, float* v_opacities, float* v_colors,
-                            float* v_background, int num_threads) {
+                            const uint32_t* spans, const int32_t* last, const float* final_T, const float* v_image,
+                            const float* v_alpha, float* v_means2d, float* v_conics, float* v_opacities,
+                            float* v_colors, float* v_background, int num_threads) {
     const int C = a.channels;
     const int tx = tiles_x_of(a.width), ty = tiles_y_of(a.height);
     const int n_tiles = tx * ty;
     const int64_t m = n_tiles > 0 ? tile_ranges[2 * (n_tiles - 1) + 1] : 0;
-    // Per-intersection gradients (each written by exactly one tile), then an ordered per-Gaussian reduction:
-    // no atomics, and the result does not depend on the thread count.
-    std::vector<float> isect_geo((size_t)m * GS), isect_col((size_t)m * C);
-    std::vector<float> v_bg_all((size_t)num_threads * C, 0.f);
-    const std::vector<float> ext = alpha_extents(a, num_threads);
+    // Per-intersection gradients (each written by exactly one tile, so not zeroed first) and per-tile background
+    // gradients, then reductions in a fixed order: no atomics, and the result depends neither on the thread
+    // count nor on which thread took which tile.
+    std::unique_ptr<float[]> isect_geo(new float[(size_t)m * GS]), isect_col(new float[(size_t)m * C]);
+    std::vector<float> v_bg_tiles((size_t)n_tiles * C, 0.f);
 #pragma omp parallel num_threads(num_threads)
     {
         TileGeom tg;
         BwdScratch s;
-        s.v_bg.assign(C, 0.f);
 #pragma omp for schedule(dynamic, 1)
         for (int t = 0; t < n_tiles; ++t) {
             tile_geom(t, tx, a.width, a.height, tg);
-            backward_tile(a, ext.data(), gauss_ids, tile_ranges[2 * t], tile_ranges[2 * t + 1], tg, last, final_T, v_image,
-                          v_alpha, s, isect_geo.data(), isect_col.data());
+            backward_tile(a, spans, gauss_ids, tile_ranges[2 * t], tile_ranges[2 * t + 1], tg, last, final_T, v_image,
+                          v_alpha, s, isect_geo.get(), isect_col.get(), v_bg_tiles.data() + (size_t)t * C);
         }
-        const int tid = omp_get_thread_num();
-        for (int ch = 0; ch < C; ++ch) v_bg_all[(size_t)tid * C + ch] = s.v_bg[ch];
     }
     for (int ch = 0; ch < C; ++ch) {
         float acc = 0.f;
-        for (int t = 0; t < num_threads; ++t) acc += v_bg_all[(size_t)t * C + ch];
+        for (int t = 0; t < n_tiles; ++t) acc += v_bg_tiles[(size_t)t * C + ch];
         v_background[ch] = acc;
     }
-    std::memset(v_means2d, 0, sizeof(float) * 2 * a.n);
-    std::memset(v_conics, 0, sizeof(float) * 3 * a.n);
-    std::memset(v_opacities, 0, sizeof(float) * a.n);
-    std::memset(v_colors, 0, sizeof(float) * C * a.n);
-    for (int64_t k = 0; k < m; ++k) {
-        const int64_t g = gauss_ids[k];
-        const float* geo = isect_geo.data() + k * GS;
-        v_means2d[2 * g] += geo[0];
-        v_means2d[2 * g + 1] += geo[1];
-        v_conics[3 * g] += geo[2];
-        v_conics[3 * g + 1] += geo[3];
-        v_conics[3 * g + 2] += geo[4];
-        v_opacities[g] += geo[5];
-        const float* col = isect_col.data() + k * C;
-        for (int ch = 0; ch < C; ++ch) v_colors[g * C + ch] += col[ch];
-    }
+    reduce_per_gaussian(a, gauss_ids, m, isect_geo.get(), isect_col.get(), v_means2d, v_conics, v_opacities, v_colors,
+                        num_threads);
 }
 
 }  // namespace a3d

@@ -37,13 +37,6 @@ class Scratch {
     void* p_;
 };
 
-// Depth as a sort key: the float's bits mapped so that unsigned order is float order (for negative values too,
-// although visible Gaussians have depth > near > 0).
-__device__ __forceinline__ uint32_t depth_key(float d) {
-    const uint32_t u = __float_as_uint(d);
-    return u ^ ((u & 0x80000000u) ? 0xffffffffu : 0x80000000u);
-}
-
 // ---------------------------------------------------------------- binning
 
 __global__ void count_tiles_kernel(CompositeArgs a, int tiles_x, int tiles_y, int64_t* __restrict__ counts) {

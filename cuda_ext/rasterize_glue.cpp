@@ -5,6 +5,7 @@
 
 #include "a3d/cores.h"
 #include "glue.h"
+#include "stage_times.h"
 
 #include "glue_cuda.h"
 
@@ -75,6 +76,7 @@ std::vector<at::Tensor> composite_forward(const at::Tensor& means2d_in, const at
     at::Tensor final_T = at::empty({height, width}, fopt);
     at::Tensor tile_ranges = at::empty({n_tiles, 2}, iopt);
     at::Tensor gauss_ids;
+    at::Tensor spans = at::empty({0}, iopt);  // CPU only: each entry's lane groups, for the backward
     if (means2d.is_cuda()) {
 #ifdef A3D_WITH_CUDA
         const c10::cuda::CUDAGuard guard(means2d.device());
@@ -96,29 +98,46 @@ std::vector<at::Tensor> composite_forward(const at::Tensor& means2d_in, const at
 #endif
     } else {
         const int threads = at::get_num_threads();
-        at::Tensor per_gauss = at::empty({a.n}, iopt);
-        const int64_t m = bin_count_cpu(a, per_gauss.data_ptr<int32_t>(), threads);
+        StageTimes& times = stage_times();
+        at::Tensor per_gauss = at::empty({a.n}, iopt), order = at::empty({a.n}, iopt);
+        int64_t m = 0, n_order = 0;
+        {
+            StageTimer timer(times.intersect);
+            m = bin_count_cpu(a, per_gauss.data_ptr<int32_t>(), threads);
+        }
         TORCH_CHECK(m < (int64_t)INT32_MAX, "too many tile intersections (", m, ") for int32 indices");
-        gauss_ids = at::empty({m}, iopt);
-        bin_fill_cpu(a, per_gauss.data_ptr<int32_t>(), m, gauss_ids.data_ptr<int32_t>(),
-                     tile_ranges.data_ptr<int32_t>(), threads);
+        {
+            StageTimer timer(times.sort);
+            n_order = depth_order_cpu(a, per_gauss.data_ptr<int32_t>(), order.data_ptr<int32_t>());
+        }
+        {
+            StageTimer timer(times.intersect, /*add=*/true);
+            gauss_ids = at::empty({m}, iopt);
+            bin_fill_cpu(a, order.data_ptr<int32_t>(), n_order, m, gauss_ids.data_ptr<int32_t>(),
+                         tile_ranges.data_ptr<int32_t>());
+        }
+        StageTimer timer(times.blend);
+        spans = at::empty({m}, iopt);
         composite_forward_cpu(a, gauss_ids.data_ptr<int32_t>(), tile_ranges.data_ptr<int32_t>(),
                               image.data_ptr<float>(), alpha.data_ptr<float>(), last.data_ptr<int32_t>(),
-                              final_T.data_ptr<float>(), threads);
+                              final_T.data_ptr<float>(), reinterpret_cast<uint32_t*>(spans.data_ptr<int32_t>()),
+                              threads);
     }
-    return {image, alpha, gauss_ids, tile_ranges, last, final_T};
+    return {image, alpha, gauss_ids, tile_ranges, last, final_T, spans};
 }
 
 std::vector<at::Tensor> composite_backward(const at::Tensor& means2d_in, const at::Tensor& conics_in,
                                            const at::Tensor& opacities_in, const at::Tensor& colors_in,
                                            const at::Tensor& background_in, const at::Tensor& gauss_ids_in,
-                                           const at::Tensor& tile_ranges_in, const at::Tensor& last_in,
+                                           const at::Tensor& tile_ranges_in, const at::Tensor& spans_in,
+                                           const at::Tensor& last_in,
                                            const at::Tensor& final_T_in, const at::Tensor& v_image_in,
                                            const at::Tensor& v_alpha_in, int64_t width, int64_t height) {
     const at::Tensor means2d = means2d_in.contiguous(), conics = conics_in.contiguous(),
                      opacities = opacities_in.contiguous(), colors = colors_in.contiguous(),
                      background = background_in.contiguous(), gauss_ids = gauss_ids_in.contiguous(),
-                     tile_ranges = tile_ranges_in.contiguous(), last = last_in.contiguous(),
+                     tile_ranges = tile_ranges_in.contiguous(), spans = spans_in.contiguous(),
+                     last = last_in.contiguous(),
                      final_T = final_T_in.contiguous(), v_image = v_image_in.contiguous(),
                      v_alpha = v_alpha_in.contiguous();
     const CompositeArgs a = make_args(means2d, conics, opacities, colors, background, at::Tensor(), at::Tensor(),
@@ -150,8 +169,10 @@ std::vector<at::Tensor> composite_backward(const at::Tensor& means2d_in, const a
         TORCH_CHECK(false, "avatar3d._C was built without CUDA; rebuild with AVATAR3D_CUDA=1");
 #endif
     } else {
+        check(spans, "spans", at::kInt, {gauss_ids.size(0)}, dev);
+        StageTimer timer(stage_times().blend_backward);
         composite_backward_cpu(a, gauss_ids.data_ptr<int32_t>(), tile_ranges.data_ptr<int32_t>(),
-                               last.data_ptr<int32_t>(), final_T.data_ptr<float>(), v_image.data_ptr<float>(),
+                               reinterpret_cast<const uint32_t*>(spans.data_ptr<int32_t>()), last.data_ptr<int32_t>(), final_T.data_ptr<float>(), v_image.data_ptr<float>(),
                                v_alpha.data_ptr<float>(), v_means2d.data_ptr<float>(), v_conics.data_ptr<float>(),
                                v_opac.data_ptr<float>(), v_colors.data_ptr<float>(), v_bg.data_ptr<float>(),
                                at::get_num_threads());

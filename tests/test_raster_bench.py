@@ -8,6 +8,7 @@ import torch
 
 from avatar3d.errors import BackendUnavailableError, InputError
 from avatar3d.benchmarks.raster import BenchRasterConfig, main, run_raster_bench
+from avatar3d.render import native
 from avatar3d.render.scenes import head_scene, random_scene
 
 
@@ -42,7 +43,8 @@ def test_bench_writes_the_json_schema(tmp_path):
                          "ratio_cuda_vs_gsplat_fwdbwd"}
     assert [(c["backend"], c["n"]) for c in data["cases"]] == [("torch", 50)]  # 120 > torch_max_n: skipped
     case = data["cases"][0]
-    assert set(case) == {"backend", "n", "width", "height", "fwd_ms", "fwdbwd_ms"}
+    assert set(case) == {"backend", "n", "width", "height", "fwd_ms", "fwdbwd_ms", "stages_ms"}
+    assert case["stages_ms"] is None  # stages are timed inside the native CPU kernels only
     assert case["fwd_ms"] > 0 and case["fwdbwd_ms"] > 0 and (case["width"], case["height"]) == (32, 32)
     assert data["speedup_cpu_vs_torch_fwd"] is None and data["ratio_cuda_vs_gsplat_fwdbwd"] is None
     assert data["threads"] == torch.get_num_threads()
@@ -58,3 +60,14 @@ def test_bench_main_and_bad_options(tmp_path, capsys):
         run_raster_bench(device="tpu", print_fn=None)
     with pytest.raises(BackendUnavailableError):
         run_raster_bench(device="cpu", backends=("gsplat",), sizes=(16,), ns=(10,), print_fn=None)
+
+
+@pytest.mark.skipif(not native.is_available(), reason="the native extension avatar3d._C is not built (make build)")
+def test_bench_splits_the_native_cpu_time_into_stages(tmp_path, capsys):
+    result = run_raster_bench(device="cpu", sizes=(48,), ns=(300,), repeats=2, backends=("cpu",))
+    stages = result["cases"][0]["stages_ms"]
+    assert list(stages) == list(native.STAGES)
+    assert all(v >= 0 for v in stages.values()) and stages["blend"] > 0 and stages["blend_backward"] > 0
+    # the stages are parts of the forward+backward, which also holds Python and autograd
+    assert sum(stages.values()) <= result["cases"][0]["fwdbwd_ms"] * 1.5
+    assert "stages of fwd+bwd" in capsys.readouterr().out

@@ -306,6 +306,26 @@ def test_cpu_backend_keeps_float64_dtype(seed):
     _assert_forward_close(img_r, img_n, _cutoff_spread(scene, False, meta_n["radii"], meta_n["depths"]), "image")
 
 
+def test_cpu_is_deterministic_whatever_the_thread_count(seed):
+    # every output, gradients included, is reduced in a fixed order: the same bits on 1 or 2 threads and on
+    # every repeat (OpenMP hands tiles to threads dynamically, so a per-thread partial sum would not be)
+    scene = head_scene(4000, 96, 80, seed=seed)
+    threads = torch.get_num_threads()
+    runs = []
+    try:
+        for n in (1, 2, 2):
+            torch.set_num_threads(n)
+            sc = scene.clone().requires_grad_()
+            image, alpha, _ = rasterize(**sc.rasterize_kwargs(), backend="cpu")
+            w_img, w_alpha = _loss_weights(image, alpha, seed)
+            ((image * w_img).sum() + (alpha * w_alpha).sum()).backward()
+            runs.append([image.detach(), alpha.detach(), *(t.grad for t in sc.params().values())])
+    finally:
+        torch.set_num_threads(threads)
+    for run in runs[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(runs[0], run))
+
+
 def test_missing_extension_says_how_to_build(monkeypatch):
     monkeypatch.setattr(native, "_ext", None)
     monkeypatch.setattr(native, "_import_error", ImportError("No module named 'avatar3d._C'"))

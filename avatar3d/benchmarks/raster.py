@@ -3,9 +3,12 @@
 For each backend available on the chosen device (torch oracle, native cpu or cuda, and gsplat's CUDA
 rasterization when it imports and CUDA is present) and each N x image size, the median forward and
 forward+backward time over `repeats` runs after a warm-up. Prints a table and optionally writes JSON:
-{"device", "threads", "cases": [{"backend", "n", "width", "height", "fwd_ms", "fwdbwd_ms"}],
+{"device", "threads", "cases": [{"backend", "n", "width", "height", "fwd_ms", "fwdbwd_ms", "stages_ms"}],
  "speedup_cpu_vs_torch_fwd", "speedup_cpu_vs_torch_fwdbwd" (at N=30k, 512x512),
  "ratio_cuda_vs_gsplat_fwdbwd" (at N=100k, 512x512, ours over gsplat's; null when not measured)}.
+`stages_ms` (native cpu only, else null) splits a forward+backward into its stages, each the median over the
+repeats: project, intersect (tiles per Gaussian, scatter), sort (per tile, by depth), blend, blend_backward,
+project_backward. Python and autograd make up the rest of `fwdbwd_ms`.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import torch
 
 from avatar3d.errors import BackendUnavailableError, InputError
 from avatar3d.io.atomic import atomic_write_json
+from avatar3d.render import native
 from avatar3d.render.rasterize import available_backends, rasterize
 from avatar3d.render.scenes import Scene, head_scene
 
@@ -100,6 +104,14 @@ def _time_ms(fn: Callable[[], None], repeats: int, warmup: int, sync: Callable[[
 
 def time_case(backend: str, scene: Scene, repeats: int, warmup: int = 2) -> tuple[float, float]:
     """(median forward ms, median forward+backward ms) of one backend on one scene."""
+    fwd, fwdbwd, _ = time_case_with_stages(backend, scene, repeats, warmup)
+    return fwd, fwdbwd
+
+
+def time_case_with_stages(backend: str, scene: Scene, repeats: int,
+                          warmup: int = 2) -> tuple[float, float, Optional[dict[str, float]]]:
+    """(median forward ms, median forward+backward ms, median ms per stage or None) of one backend on one
+    scene; the stages are timed inside the native CPU kernels, during the forward+backward repeats."""
     sync = torch.cuda.synchronize if scene.means.is_cuda else (lambda: None)
     render = _render_fn(backend, scene)
     frozen = scene.clone()
@@ -109,13 +121,23 @@ def time_case(backend: str, scene: Scene, repeats: int, warmup: int = 2) -> tupl
         with torch.no_grad():
             render(frozen)
 
+    staged = backend == "cpu" and not scene.means.is_cuda
+    stages: list[dict[str, float]] = []
+
     def forward_backward():
         for t in leaves.params().values():
             t.grad = None
         image, alpha = render(leaves)
         (image.sum() + alpha.sum()).backward()
+        if staged:
+            stages.append(native.stage_times())
 
-    return _time_ms(forward, repeats, warmup, sync), _time_ms(forward_backward, repeats, warmup, sync)
+    fwd = _time_ms(forward, repeats, warmup, sync)
+    fwdbwd = _time_ms(forward_backward, repeats, warmup, sync)
+    if not staged:
+        return fwd, fwdbwd, None
+    timed = stages[warmup:]
+    return fwd, fwdbwd, {k: statistics.median(s[k] for s in timed) for k in native.STAGES}
 
 
 def _device_name(device: str) -> str:
@@ -144,6 +166,13 @@ def format_table(result: dict, notes: list[str]) -> str:
     for c in result["cases"]:
         lines.append(f"{c['backend']:<8} {c['n']:>8} {c['width']:>4}x{c['height']:<4} {c['fwd_ms']:>10.2f} "
                      f"{c['fwdbwd_ms']:>11.2f}")
+    staged = [c for c in result["cases"] if c["stages_ms"]]
+    if staged:
+        lines.append("stages of fwd+bwd, ms (median)")
+        lines.append(f"{'backend':<8} {'N':>8} {'size':>9} " + " ".join(f"{k:>16}" for k in native.STAGES))
+        for c in staged:
+            lines.append(f"{c['backend']:<8} {c['n']:>8} {c['width']:>4}x{c['height']:<4} "
+                         + " ".join(f"{c['stages_ms'][k]:>16.2f}" for k in native.STAGES))
     for key in ("speedup_cpu_vs_torch_fwd", "speedup_cpu_vs_torch_fwdbwd", "ratio_cuda_vs_gsplat_fwdbwd"):
         value = result[key]
         lines.append(f"{key}: {'n/a' if value is None else f'{value:.2f}'}")
@@ -179,9 +208,10 @@ def run_raster_bench(device: str = "cpu", json_path: Path | str | None = None, s
                 if backend == "torch" and n > torch_max_n:
                     continue
                 reps = torch_repeats if backend == "torch" else repeats
-                fwd, fwdbwd = time_case(backend, scene, reps, warmup=1 if backend == "torch" else 3)
+                fwd, fwdbwd, stages = time_case_with_stages(backend, scene, reps, warmup=1 if backend == "torch" else 3)
                 case = {"backend": backend, "n": int(n), "width": int(size), "height": int(size),
-                        "fwd_ms": round(fwd, 4), "fwdbwd_ms": round(fwdbwd, 4)}
+                        "fwd_ms": round(fwd, 4), "fwdbwd_ms": round(fwdbwd, 4),
+                        "stages_ms": {k: round(v, 4) for k, v in stages.items()} if stages else None}
                 cases.append(case)
                 if print_fn is not None:
                     print_fn(f"  {backend:<7} N={n:<7} {size}x{size}: fwd {fwd:.2f} ms, fwd+bwd {fwdbwd:.2f} ms")

@@ -49,6 +49,15 @@ def has_cuda() -> bool:
     return ext is not None and bool(ext.has_cuda())
 
 
+STAGES = ("project", "intersect", "sort", "blend", "blend_backward", "project_backward")
+
+
+def stage_times() -> dict[str, float]:
+    """Milliseconds of each stage (`STAGES`) of the last CPU rasterization on this thread: projection,
+    tile intersection (count and scatter), per-tile depth sort, blending, and the two backward passes."""
+    return dict(_require().stage_times())
+
+
 def _check_device(device: torch.device) -> None:
     if device.type == "cuda" and not has_cuda():
         raise BackendUnavailableError("avatar3d._C was built without CUDA kernels but the inputs are CUDA tensors; "
@@ -94,9 +103,10 @@ class _Composite(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means2d, conics, opacities, colors, background, radii, depths, width, height):
         ext = _require()
-        image, alpha, gauss_ids, tile_ranges, last, final_t = ext.composite_forward(
+        image, alpha, gauss_ids, tile_ranges, last, final_t, spans = ext.composite_forward(
             means2d, conics, opacities, colors, background, radii, depths, int(width), int(height))
-        ctx.save_for_backward(means2d, conics, opacities, colors, background, gauss_ids, tile_ranges, last, final_t)
+        ctx.save_for_backward(means2d, conics, opacities, colors, background, gauss_ids, tile_ranges, spans, last,
+                              final_t)
         ctx.size = (int(width), int(height))
         return image, alpha
 

@@ -44,19 +44,25 @@ inline int tiles_y_of(int height) { return (height + 15) / 16; }
 
 // CPU. Step 1: tile counts per Gaussian (tiles_per_gauss [N]); returns the total number of intersections.
 int64_t bin_count_cpu(const CompositeArgs& a, int32_t* tiles_per_gauss, int num_threads);
-// Step 2: gauss_ids [M] sorted by (tile, depth, index); tile_ranges [T,2] (start, end) into gauss_ids.
-void bin_fill_cpu(const CompositeArgs& a, const int32_t* tiles_per_gauss, int64_t m, int32_t* gauss_ids,
-                  int32_t* tile_ranges, int num_threads);
-// Step 3: image [H,W,C], alpha [H,W], last [H,W] (entries processed, incl. the last added one),
+// Step 2: order [N] <- the Gaussians that touch a tile, sorted by (depth, index); returns how many.
+int64_t depth_order_cpu(const CompositeArgs& a, const int32_t* tiles_per_gauss, int32_t* order);
+// Step 3: gauss_ids [M] grouped by tile, each tile's in `order`, so sorted by (tile, depth, index); tile_ranges
+// [T,2] (start, end) into gauss_ids.
+void bin_fill_cpu(const CompositeArgs& a, const int32_t* order, int64_t n_order, int64_t m, int32_t* gauss_ids,
+                  int32_t* tile_ranges);
+// Step 4: image [H,W,C], alpha [H,W], last [H,W] (entries processed, incl. the last added one),
 // final_T [H,W].
+// spans [M]: the lane groups of its tile each visited entry reaches (rasterize_cpu.cpp's Span), kept for the
+// backward.
 void composite_forward_cpu(const CompositeArgs& a, const int32_t* gauss_ids, const int32_t* tile_ranges,
-                           float* image, float* alpha, int32_t* last, float* final_T, int num_threads);
+                           float* image, float* alpha, int32_t* last, float* final_T, uint32_t* spans,
+                           int num_threads);
 // v_image [H,W,C], v_alpha [H,W] -> v_means2d [N,2], v_conics [N,3], v_opacities [N], v_colors [N,C],
 // v_background [C] (all overwritten).
 void composite_backward_cpu(const CompositeArgs& a, const int32_t* gauss_ids, const int32_t* tile_ranges,
-                            const int32_t* last, const float* final_T, const float* v_image, const float* v_alpha,
-                            float* v_means2d, float* v_conics, float* v_opacities, float* v_colors,
-                            float* v_background, int num_threads);
+                            const uint32_t* spans, const int32_t* last, const float* final_T, const float* v_image,
+                            const float* v_alpha, float* v_means2d, float* v_conics, float* v_opacities,
+                            float* v_colors, float* v_background, int num_threads);
 
 // CUDA launchers (stream is a cudaStream_t; device pointers). Same contracts as the CPU functions. They throw
 // std::runtime_error on a CUDA error (a failed launch, allocation or copy) instead of computing garbage.

@@ -1,6 +1,8 @@
 // Per-pixel Gaussian weight and tile membership, shared by the CPU and CUDA compositors.
 #pragma once
 
+#include <cstdint>
+
 #include "common.h"
 
 namespace a3d {
@@ -13,6 +15,17 @@ A3D_HD void tile_rect(float mx, float my, int radius, int tiles_x, int tiles_y,
     x1 = clampi((int)ceilf((mx + r) / (float)TILE), 0, tiles_x);
     y0 = clampi((int)floorf((my - r) / (float)TILE), 0, tiles_y);
     y1 = clampi((int)ceilf((my + r) / (float)TILE), 0, tiles_y);
+}
+
+// Depth as a sort key: the float's bits mapped so that unsigned order is float order (for negative values too,
+// although visible Gaussians have depth > near > 0). Both binnings sort (tile, depth_key, index).
+A3D_HD uint32_t depth_key(float d) {
+#if defined(__CUDA_ARCH__)
+    const uint32_t u = __float_as_uint(d);
+#else
+    const uint32_t u = __builtin_bit_cast(uint32_t, d);
+#endif
+    return u ^ ((u & 0x80000000u) ? 0xffffffffu : 0x80000000u);
 }
 
 // Mahalanobis half-distance sigma = 0.5 (a dx^2 + c dy^2) + b dx dy, d = mean2d - pixel centre.
