@@ -145,7 +145,6 @@ INLINE int forward_group(FwdScratch& s, float* __restrict acc, int C, const floa
     const f8 al = simd::vmin(splat(ALPHA_MAX), o * simd::exp_neg(-sigma));
     const i8 live = simd::load_i(s.live + base);
     const i8 ok = (sigma >= 0.f) & (al >= ALPHA_MIN) & live;
-    if (!simd::any(ok)) return 0;
     const f8 t = simd::load(s.T + base);
     const f8 tn = t * (1.f - al);
     const i8 stop = (tn <= T_MIN) & ok;
@@ -241,7 +240,6 @@ INLINE bool backward_group(BwdScratch& s, GeoSums& g, int C, const float* __rest
     const f8 vis = simd::exp_neg(-sigma);
     const f8 al = simd::vmin(splat(ALPHA_MAX), o * vis);
     const i8 m = (simd::splat_i(idx) < simd::load_i(s.last + base)) & (sigma >= 0.f) & (al >= ALPHA_MIN);
-    if (!simd::any(m)) return false;
     const f8 zero = splat(0.f);
     const f8 ra = simd::select(m, 1.f / (1.f - al), zero);  // 1/(1-alpha) where it was blended
     const f8 T_behind = simd::load(s.T + base);
@@ -267,7 +265,7 @@ INLINE bool backward_group(BwdScratch& s, GeoSums& g, int C, const float* __rest
     g.b += v_sigma * dx * dy;
     g.c += 0.5f * v_sigma * dy * dy;
     g.o += vis * va_live;
-    return true;
+    return simd::any(m);
 }
 
 // One Gaussian's gradients over the groups of a span that blended it, into geo [GS] and vcol [C].
