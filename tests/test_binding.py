@@ -1,7 +1,9 @@
 """Triangle-local binding: frames are orthonormal, Gaussians follow rigid motion of the mesh exactly."""
 import torch
 
+from avatar3d.gaussians.avatar_render import pose_gaussians
 from avatar3d.gaussians.binding import local_to_world, triangle_frames, world_to_local
+from avatar3d.gaussians.model import BoundGaussians
 from avatar3d.rotation import matrix_to_quaternion, quaternion_to_matrix
 
 
@@ -104,3 +106,20 @@ def test_triangle_colours_sample_the_visible_surface_only(seed):
     yaw = torch.tensor([0.0, 0.3, -0.2, 0.1, 0.05])
     picks = pick_views(yaw, 3)
     assert picks[:2] == [2, 1] and len(picks) == len(set(picks)) == 3
+
+
+def test_posing_sees_a_changed_binding(seed):
+    # pose_gaussians keeps each set's used triangles between frames; an in-place change of the binding is seen
+    g = torch.Generator().manual_seed(seed)
+    V, F, N = 60, 200, 40  # few triangles used: the path that poses only those
+    verts = torch.randn(V, 3, generator=g)
+    faces = torch.stack([torch.randperm(V, generator=g)[:3] for _ in range(F)])
+    gaussians = BoundGaussians(torch.randint(0, F, (N,), generator=g), torch.randn(N, 3, generator=g),
+                               torch.randn(N, 3, generator=g) * 0.1 - 3, torch.randn(N, 4, generator=g),
+                               torch.randn(N, generator=g), torch.randn(N, 1, 3, generator=g))
+    for _ in range(3):
+        posed, full = pose_gaussians(gaussians, verts, faces), gaussians.world(verts, faces)
+        for a, b in ((posed.means, full.means), (posed.quats, full.quats), (posed.scales, full.scales)):
+            torch.testing.assert_close(a, b)
+        with torch.no_grad():
+            gaussians.parent[: N // 2] = torch.randint(0, F, (N // 2,), generator=g)

@@ -43,12 +43,24 @@ def pose_gaussians(gaussians: BoundGaussians, vertices: Tensor, faces: Tensor) -
     A head rig has tens of thousands of renderable triangles; when the budget leaves many of them empty, or
     a test uses a few Gaussians, the frames of the empty ones are wasted work (forward and backward).
     """
-    used, inverse = torch.unique(gaussians.parent, return_inverse=True)
+    used, inverse = _used_triangles(gaussians)
     if used.numel() * 4 > faces.shape[0] * 3:  # nearly every triangle is used: no gain
         return gaussians.world(vertices, faces)
     view = SimpleNamespace(parent=inverse, local_means=gaussians.local_means, log_scales=gaussians.log_scales,
                            quats=gaussians.quats, opacity_logits=gaussians.opacity_logits, sh=gaussians.sh)
     return BoundGaussians.world(view, vertices, faces[used])  # same maths, on the used triangles
+
+
+def _used_triangles(gaussians: BoundGaussians) -> tuple[Tensor, Tensor]:
+    """(used [U], inverse [N]): `torch.unique(gaussians.parent, return_inverse=True)`, kept on the object while
+    its `parent` is the same tensor, unmodified (a clip renders the same Gaussians every frame)."""
+    parent = gaussians.parent
+    cached = gaussians.__dict__.get("_used_triangles")
+    if cached is not None and cached[0] is parent and cached[1] == parent._version:
+        return cached[2], cached[3]
+    used, inverse = torch.unique(parent, return_inverse=True)
+    gaussians.__dict__["_used_triangles"] = (parent, parent._version, used, inverse)
+    return used, inverse
 
 
 def render_avatar(gaussians: BoundGaussians, rig: HeadRig, faces: Tensor, params_t: RigParams, K: Tensor,

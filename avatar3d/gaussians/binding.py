@@ -45,7 +45,8 @@ def local_to_world(
     k = scale[parent, None]
     means = origin[parent] + k * (R @ local_means[..., None])[..., 0]
     unit = local_quats / local_quats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    return means, quaternion_multiply(matrix_to_quaternion(R), unit), k * local_scales
+    frame_quats = matrix_to_quaternion(rotation)[parent]  # once per triangle: several Gaussians share one
+    return means, quaternion_multiply(frame_quats, unit), k * local_scales
 
 
 def world_to_local(

@@ -52,6 +52,7 @@ class BackgroundPlate:
                              f"{self.viewmat.shape}")
         if not (np.isfinite(self.depth) and self.depth > 0):
             raise InputError(f"the plate's depth must be a positive number of metres, got {self.depth}")
+        self._inv_viewmat, self._inv_K = np.linalg.inv(self.viewmat), np.linalg.inv(self.K)  # used every frame
 
     def homography(self, K: Any, viewmat: Any) -> np.ndarray:  # K: [3,3], viewmat: [4,4] -> [3,3]
         """Plate pixel (continuous, homogeneous) -> pixel of the camera (K, viewmat).
@@ -59,10 +60,10 @@ class BackgroundPlate:
         A plate pixel p lies at X_e = depth · K_e⁻¹ p in the enrolled camera's coordinates (its third
         coordinate is `depth`); the other camera sees R_rel X_e + t_rel, with (R_rel, t_rel) = viewmat ·
         viewmat_e⁻¹. As p's third component is 1, t_rel = t_rel · e3ᵀ p, so the whole map is linear in p."""
-        rel = np.asarray(viewmat, np.float64) @ np.linalg.inv(self.viewmat)
+        rel = np.asarray(viewmat, np.float64) @ self._inv_viewmat
         R, t = rel[:3, :3], rel[:3, 3:4]
         e3 = np.array([[0.0, 0.0, 1.0]])
-        return np.asarray(K, np.float64) @ (self.depth * R @ np.linalg.inv(self.K) + t @ e3)
+        return np.asarray(K, np.float64) @ (self.depth * R @ self._inv_K + t @ e3)
 
     def render(self, K: Any, viewmat: Any, width: int, height: int) -> np.ndarray:  # -> [height,width,3] uint8
         """The plate as the camera (K [3,3], viewmat [4,4], width x height) sees it. A camera behind the plane or
