@@ -34,6 +34,11 @@ std::vector<at::Tensor> composite_backward(const at::Tensor& means2d, const at::
                                            const at::Tensor& final_T, const at::Tensor& v_image,
                                            const at::Tensor& v_alpha, int64_t width, int64_t height);
 
+// The training loss's SSIM map (CPU): x, y [H,W,C] -> ssim_map [H,W], stats [5,C,H,W]
+std::vector<at::Tensor> ssim_forward(const at::Tensor& x, const at::Tensor& y);
+// -> v_x [H,W,C]
+at::Tensor ssim_backward(const at::Tensor& x, const at::Tensor& y, const at::Tensor& stats, const at::Tensor& v_map);
+
 bool has_cuda();
 
 }  // namespace a3d

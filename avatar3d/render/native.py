@@ -154,3 +154,28 @@ def composite(means2d: Tensor, conics: Tensor, opacities_eff: Tensor, colors: Te
         _f32(means2d), _f32(conics), _f32(opacities_eff), _f32(colors), _f32(background),
         radii.to(torch.int32).contiguous(), depths.detach().to(torch.float32).contiguous(), width, height)
     return image.to(dtype), alpha.to(dtype)
+
+
+class _SSIMMap(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, y):
+        ssim, stats = _require().ssim_forward(x, y)
+        ctx.save_for_backward(x, y, stats)
+        return ssim
+
+    @staticmethod
+    def backward(ctx, v_map):
+        x, y, stats = ctx.saved_tensors
+        return _require().ssim_backward(x, y, stats, v_map.contiguous()), None
+
+
+def ssim_map(x: Tensor, y: Tensor) -> Tensor:
+    # x, y: [H,W,C] float32 CPU images
+    """The training loss's per-pixel SSIM map [H,W] (11-tap Gaussian window, sigma 1.5, zero padding; the mean of
+    the channels), differentiable in `x` only (`y` is the target). The PyTorch reference is
+    `avatar3d.training.losses.padded_ssim_map_reference`."""
+    _require()
+    if x.device.type != "cpu":
+        raise BackendUnavailableError(f"the native SSIM runs on CPU tensors, not {x.device.type}; use the "
+                                      f"PyTorch path (training.losses.padded_ssim_map_reference)")
+    return _SSIMMap.apply(_f32(x), _f32(y.detach()))

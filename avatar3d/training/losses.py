@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from avatar3d.gaussians.model import BoundGaussians
+from avatar3d.render import native
 from avatar3d.rotation import quaternion_to_matrix
 
 
@@ -23,14 +24,26 @@ def _gaussian_1d(size: int, sigma: float, like: Tensor) -> Tensor:  # -> [size]
     return g / g.sum()
 
 
-def padded_ssim_map(a: Tensor, b: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
+def padded_ssim_map(a: Tensor, b: Tensor) -> Tensor:
     # a, b: [H,W,C] images in [0,1]
-    """Per-pixel SSIM [H,W] (Gaussian window, the constants of Wang et al.) with zero padding, differentiable:
-    the training loss's D-SSIM, as 3DGS computes it, so every pixel (and its weight) counts up to the border.
-    The reported metric is `render.metrics.ssim` (valid windows only, as the field reports it).
+    """Per-pixel SSIM [H,W] (11-tap Gaussian window, sigma 1.5, the constants of Wang et al.) with zero padding,
+    differentiable: the training loss's D-SSIM, as 3DGS computes it, so every pixel (and its weight) counts up to
+    the border. The reported metric is `render.metrics.ssim` (valid windows only, as the field reports it).
 
-    The five local statistics are blurred in one separable pass (two 1D convolutions over 5C channels).
+    A float32 CPU render against a constant target goes through the native op (forward and gradient in a few
+    passes, `cuda_ext/ssim_cpu.cpp`); anything else through `padded_ssim_map_reference`, which it matches.
     """
+    if (a.device.type == "cpu" and a.dtype == torch.float32 and b.dtype == torch.float32 and not b.requires_grad
+            and native.is_available()):
+        return native.ssim_map(a, b)
+    return padded_ssim_map_reference(a, b)
+
+
+def padded_ssim_map_reference(a: Tensor, b: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
+    # a, b: [H,W,C] images in [0,1]
+    """`padded_ssim_map` in PyTorch ops (autograd for the gradients): the reference of the native op, and the
+    path on a GPU. The five local statistics are blurred in one separable pass (two 1D convolutions over 5C
+    channels)."""
     c = a.shape[-1]
     x, y = a.permute(2, 0, 1), b.permute(2, 0, 1)  # [C,H,W]
     stack = torch.cat([x, y, x * x, y * y, x * y])[None]  # [1,5C,H,W]

@@ -64,6 +64,16 @@ void composite_backward_cpu(const CompositeArgs& a, const int32_t* gauss_ids, co
                             const float* v_alpha, float* v_means2d, float* v_conics, float* v_opacities,
                             float* v_colors, float* v_background, int num_threads);
 
+// ---- the training loss's SSIM map (ssim_cpu.cpp; CPU only) ----
+constexpr int SSIM_WINDOW = 11;      // Gaussian window taps
+constexpr float SSIM_SIGMA = 1.5f;   // its standard deviation, pixels
+// x, y [H,W,C] images -> ssim_map [H,W] (mean over channels), stats [5,C,H,W] (blurred x, y, x², y², xy).
+void ssim_forward_cpu(const float* x, const float* y, int H, int W, int C, float* ssim_map, float* stats,
+                      int num_threads);
+// v_map [H,W] -> v_x [H,W,C] (the gradient by x; y is a constant).
+void ssim_backward_cpu(const float* x, const float* y, const float* stats, const float* v_map, int H, int W, int C,
+                       float* v_x, int num_threads);
+
 // CUDA launchers (stream is a cudaStream_t; device pointers). Same contracts as the CPU functions. They throw
 // std::runtime_error on a CUDA error (a failed launch, allocation or copy) instead of computing garbage.
 //
