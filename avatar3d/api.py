@@ -35,6 +35,7 @@ from avatar3d.head.lbs import pose_vertices
 from avatar3d.io.avatar_dir import AvatarPaths, check_rig, read_manifest
 from avatar3d.io.media import AUDIO_RATE
 from avatar3d.rotation import axis_angle_to_matrix
+from avatar3d.stages import stage
 
 Background = Union[Sequence[float], np.ndarray, str]  # a colour, an image [H,W,3], "plate" (the avatar's room) or
 # "auto" (the plate for a portrait that has one, else white)
@@ -251,9 +252,10 @@ class Avatar:
 
         controls = controls or Controls()
         res = int(resolution or self.resolution)
-        camera = camera or self.camera(controls, res, progress, clip_seconds or params.duration)
-        camera = camera.to(self.device)
-        frame = self.rig_params(params, t, controls, camera)
+        with stage("drive"):
+            camera = camera or self.camera(controls, res, progress, clip_seconds or params.duration)
+            camera = camera.to(self.device)
+            frame = self.rig_params(params, t, controls, camera)
         if isinstance(background, str) and background == AUTO:
             background = PLATE if self.is_portrait and self.plate is not None else (1.0, 1.0, 1.0)
         if isinstance(background, str):
@@ -261,18 +263,20 @@ class Avatar:
                 raise InputError(f"background {background!r}: the words Avatar.render takes are \"plate\" and \"auto\"; pass "
                                  f"a colour as (r, g, b) in [0,1] or an image [H,W,3] (export.clip.parse_background "
                                  f"reads names like white or #rrggbb)")
-            background = self._plate_image(camera)
+            with stage("plate"):
+                background = self._plate_image(camera)
         bg_colour, bg_image = _background(background, camera.height, camera.width)
         out = render_avatar(self.gaussians, self.rig, self.faces, frame, camera.K, camera.viewmat, camera.width,
                             camera.height, bg_colour.to(self.device) if bg_colour is not None else None,
                             backend=self.backend)
-        image = out.image
-        alpha = out.alpha.clamp(0, 1)
-        if bg_image is not None:  # rendered over black: composite over the picture
-            image = image + (1.0 - alpha) * bg_image.to(image.device)
-        image = image.clamp(0, 1)  # after compositing: a bright Gaussian over the picture must not wrap in uint8
-        to_u8 = lambda x: (x.cpu().numpy() * 255.0 + 0.5).astype(np.uint8)  # noqa: E731
-        return Frame(to_u8(image), to_u8(alpha[..., 0]), int(t), camera, out.vertices.cpu().numpy())
+        with stage("finish"):
+            image = out.image
+            alpha = out.alpha.clamp(0, 1)
+            if bg_image is not None:  # rendered over black: composite over the picture
+                image = image + (1.0 - alpha) * bg_image.to(image.device)
+            image = image.clamp(0, 1)  # after compositing: a bright Gaussian over the picture must not wrap in uint8
+            to_u8 = lambda x: (x.cpu().numpy() * 255.0 + 0.5).astype(np.uint8)  # noqa: E731
+            return Frame(to_u8(image), to_u8(alpha[..., 0]), int(t), camera, out.vertices.cpu().numpy())
 
     def _plate_image(self, camera: Camera) -> np.ndarray:  # -> [H,W,3] uint8
         if self.plate is None:

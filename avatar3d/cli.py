@@ -67,6 +67,9 @@ VERBS: dict[str, Verb | dict[str, Verb]] = {
         "portrait": Verb("avatar3d.commands.bench", "BenchPortraitConfig",
                          "Time a portrait's clip against the same avatar's head alone (table + JSON).",
                          main="main_portrait"),
+        "render": Verb("avatar3d.commands.bench", "BenchRenderConfig",
+                       "Time a clip of an avatar stage by stage: where a frame's time goes (table + JSON).",
+                       main="main_render"),
     },
     "models": {
         "install": Verb("avatar3d.commands.models", "ModelsInstallConfig",

@@ -155,6 +155,23 @@ def test_bench_portrait_compares_with_the_head_alone(portrait, tmp_path):
     assert result["ratio"] == pytest.approx(portrait_mode["fps"] / head_mode["fps"], rel=0.01)
 
 
+def test_bench_render_splits_a_clip_into_its_stages(portrait, tmp_path):
+    import json
+
+    from avatar3d.benchmarks.render import STAGES, BenchRenderConfig, main
+    from avatar3d.render import native
+
+    folder, _, _ = portrait
+    out = tmp_path / "bench.json"
+    assert main(BenchRenderConfig(folder, frames=3, resolution=32, repeats=1, orbit=20.0, json=out)) == 0
+    result = json.loads(out.read_text())
+    stages = result["stages_ms"]
+    expected = set(STAGES) if native.is_available() else set(STAGES) - {"project", "intersect", "sort", "blend"}
+    assert set(stages) == expected and all(ms >= 0 for ms in stages.values())
+    assert result["frames"] == 3 and result["fps"] > 0
+    assert result["frame_ms"] == pytest.approx(sum(v for k, v in stages.items() if k != "encode"), abs=0.01)
+
+
 def test_exports_carry_the_torso(portrait, tmp_path):
     """The splat PLY holds every Gaussian, torso included; the rigged bundle's rig has the torso's vertices."""
     import json

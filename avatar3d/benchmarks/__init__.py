@@ -1,4 +1,5 @@
-"""`avatar3d bench ...`: the rasterizer backends, two jobs sharing the cores, an avatar's audio drive, a portrait's cost."""
+"""`avatar3d bench ...`: the rasterizer backends, two jobs sharing the cores, an avatar's audio drive, a portrait's cost,
+a clip's stages."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""`avatar3d bench raster|contention|lipsync|portrait`: the benchmarks (median of repeats, a table and JSON).
+"""`avatar3d bench raster|contention|lipsync|portrait|render`: the benchmarks (median of repeats, a table and JSON).
 
 Each benchmark, its settings and its report live in `avatar3d/benchmarks/`; this module only names them.
 """
@@ -8,9 +8,10 @@ from avatar3d.benchmarks.contention import BenchContentionConfig
 from avatar3d.benchmarks.lipsync import BenchLipsyncConfig
 from avatar3d.benchmarks.portrait import BenchPortraitConfig
 from avatar3d.benchmarks.raster import BenchRasterConfig
+from avatar3d.benchmarks.render import BenchRenderConfig
 
 __all__ = ["BenchContentionConfig", "BenchLipsyncConfig", "BenchPortraitConfig", "BenchRasterConfig",
-           "main_contention", "main_lipsync", "main_portrait", "main_raster"]
+           "BenchRenderConfig", "main_contention", "main_lipsync", "main_portrait", "main_raster", "main_render"]
 
 
 def main_raster(cfg: BenchRasterConfig) -> int:
@@ -36,3 +37,9 @@ def main_portrait(cfg: BenchPortraitConfig) -> int:
     from avatar3d.benchmarks import portrait
 
     return portrait.main(cfg)
+
+
+def main_render(cfg: BenchRenderConfig) -> int:
+    from avatar3d.benchmarks import render
+
+    return render.main(cfg)

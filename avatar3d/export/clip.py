@@ -21,6 +21,7 @@ import numpy as np
 from avatar3d.drive.params import FRAME_KEYS, DriveParams
 from avatar3d.errors import InputError, MediaError
 from avatar3d.io.media import AUDIO_RATE
+from avatar3d.stages import stage
 
 QUEUE_FRAMES = 4  # frames in flight between the renderer and the encoder (bounded: constant memory)
 
@@ -207,7 +208,8 @@ def write_clip(out: Path, frames: Iterable, fps: float, num_frames: int, audio: 
             if alpha_out is None:
                 alpha_out = alpha_writer(alpha_path, fps, image.shape[1], image.shape[0], alpha_force)
             alpha_out.write(image, alpha)
-        writer.write(image if side is None else np.concatenate([next(side), image], axis=1))
+        with stage("encode"):
+            writer.write(image if side is None else np.concatenate([next(side), image], axis=1))
 
     started = time.perf_counter()
     encoder = _EncoderThread(sink)

@@ -16,6 +16,7 @@ from avatar3d.gaussians.model import BoundGaussians, WorldGaussians
 from avatar3d.head.lbs import pose_vertices
 from avatar3d.head.rig import HeadRig, RigParams
 from avatar3d.render.rasterize import rasterize
+from avatar3d.stages import stage
 
 
 @dataclass
@@ -69,8 +70,10 @@ def render_avatar(gaussians: BoundGaussians, rig: HeadRig, faces: Tensor, params
     # faces: [F',3] binding triangles (gaussians.parent indexes them); params_t: RigParams with batch 1;
     # K: [3,3] pixels at this width/height; viewmat: [4,4] world->camera; background: [3] or None (black)
     """One frame of the avatar. `sh_degree` limits the SH bands used (None: all the Gaussians have)."""
-    vertices = pose_vertices(rig, params_t)[0]  # [V,3]
-    world = pose_gaussians(gaussians, vertices, faces)
+    with stage("pose_rig"):
+        vertices = pose_vertices(rig, params_t)[0]  # [V,3]
+    with stage("bind"):
+        world = pose_gaussians(gaussians, vertices, faces)
     degree = gaussians.sh_degree if sh_degree is None else min(sh_degree, gaussians.sh_degree)
     if background is not None:
         background = background.to(device=world.means.device, dtype=world.means.dtype)

@@ -15,7 +15,9 @@ from torch import Tensor
 
 from avatar3d.errors import NATIVE_BUILD_HINT, BackendUnavailableError, InputError
 from avatar3d.render import reference
+from avatar3d import stages
 from avatar3d.render.sh import MAX_SH_DEGREE, num_sh_bases, sh_to_rgb
+from avatar3d.stages import stage
 
 BACKENDS = ("auto", "torch", "cpu", "cuda")
 _warned_fallback = False
@@ -153,7 +155,8 @@ def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, c
     name, ops = _resolve_backend(backend, means.device)
     viewmat = viewmat.to(dtype=means.dtype, device=means.device)
     K = K.to(dtype=means.dtype, device=means.device)
-    feats = sh_to_rgb(sh_degree, colors, means, viewmat) if sh_degree is not None else colors
+    with stage("sh"):
+        feats = sh_to_rgb(sh_degree, colors, means, viewmat) if sh_degree is not None else colors
     if background is None:
         background = torch.zeros(feats.shape[1], dtype=means.dtype, device=means.device)
 
@@ -162,6 +165,10 @@ def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, c
     if means2d.requires_grad:
         means2d.retain_grad()
     image, alpha = ops.composite(means2d, conics, opac, feats, background, radii, depths, width, height)
+    if stages.active() and name == "cpu":  # the kernels' own timers split the native forward
+        times = ops.stage_times()
+        for key in ("project", "intersect", "sort", "blend"):
+            stages.add(key, times[key] / 1e3)
     meta = {"means2d": means2d, "radii": radii, "depths": depths, "visible": radii > 0, "conics": conics,
             "opacities": opac, "backend": name}
     return image, alpha, meta
