@@ -170,3 +170,24 @@ def test_bad_params_and_landmarks(rig):
     expected = 0.2 * verts[:, f[0]] + 0.3 * verts[:, f[1]] + 0.5 * verts[:, f[2]]
     torch.testing.assert_close(lm[:, 1], expected)
     assert lm.shape == (2, 2, 3)
+
+
+def test_identity_is_computed_once_per_person_and_follows_a_new_one(rig, seed):
+    # the template + identity shapes are kept between frames of one identity; a new identity, or one that
+    # needs its gradient, is computed afresh
+    from avatar3d.head.lbs import shaped_vertices
+
+    g = torch.Generator().manual_seed(seed)
+    expr = torch.randn(2, rig.num_expr, generator=g, dtype=torch.float64)
+
+    def direct(shape):
+        return (rig.template.double()[None] + torch.einsum("s,vcs->vc", shape, rig.shape_basis.double())[None]
+                + torch.einsum("be,vce->bvc", expr, rig.expr_basis.double()))
+
+    for _ in range(2):
+        shape = torch.randn(rig.num_shape, generator=g, dtype=torch.float64)
+        for _ in range(2):  # the second call takes the kept identity
+            torch.testing.assert_close(shaped_vertices(rig, shape, expr), direct(shape))
+    shape = shape.clone().requires_grad_()
+    shaped_vertices(rig, shape, expr).sum().backward()
+    assert shape.grad is not None and shape.grad.abs().sum() > 0

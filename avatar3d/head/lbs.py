@@ -46,17 +46,34 @@ def _check_params(rig: HeadRig, params: RigParams) -> int:
     return b
 
 
+def _identity_vertices(rig: HeadRig, shape: Tensor, like: Tensor) -> Tensor:
+    """shape: [S] (no gradient) -> template + identity shapes [1,V,3], computed once per rig and identity: a clip
+    or a training run poses one person's identity every frame."""
+    key = (shape.detach().cpu().numpy().tobytes(), like.dtype, like.device, rig.template._version,
+           rig.shape_basis._version)
+    cached = rig.__dict__.get("_identity_vertices")
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    template = _rig_tensor(rig.template, like)  # [V,3]
+    v = template[None] + torch.einsum("bs,vcs->bvc", shape.to(like.dtype)[None], _rig_tensor(rig.shape_basis, like))
+    rig.__dict__["_identity_vertices"] = (key, v)
+    return v
+
+
 def shaped_vertices(rig: HeadRig, shape: Tensor, expr: Tensor) -> Tensor:
     """shape: [S] or [B,S], expr: [B,E] -> v_shaped [B,V,3] (identity + expression, no pose)."""
     like = expr
-    template = _rig_tensor(rig.template, like)  # [V,3]
-    shape = shape.to(like.dtype)
-    if shape.dim() == 1:
-        shape = shape.expand(expr.shape[0], -1)
-    v = template[None] + torch.einsum("bs,vcs->bvc", shape, _rig_tensor(rig.shape_basis, like))
+    if shape.dim() == 1 and not (shape.requires_grad or rig.template.requires_grad or rig.shape_basis.requires_grad):
+        v = _identity_vertices(rig, shape, like).expand(expr.shape[0], -1, -1)
+    else:
+        template = _rig_tensor(rig.template, like)  # [V,3]
+        shape = shape.to(like.dtype)
+        if shape.dim() == 1:
+            shape = shape.expand(expr.shape[0], -1)
+        v = template[None] + torch.einsum("bs,vcs->bvc", shape, _rig_tensor(rig.shape_basis, like))
     if rig.num_expr:
-        v = v + torch.einsum("be,vce->bvc", expr, _rig_tensor(rig.expr_basis, like))
-    return v
+        return v + torch.einsum("be,vce->bvc", expr, _rig_tensor(rig.expr_basis, like))
+    return v.clone()  # never the cached identity itself
 
 
 def rest_joints(rig: HeadRig, v_shaped: Tensor) -> Tensor:
