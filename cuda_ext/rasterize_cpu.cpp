@@ -30,15 +30,14 @@ using simd::splat;
 #define INLINE static inline __attribute__((always_inline))
 
 constexpr int P = TILE_PIXELS;
-constexpr int LANES = 8;  // pixels per SIMD group (half a tile row)
+constexpr int LANES = 8;  // pixels per SIMD group (half a tile row): simd8.h's vectors
+static_assert(sizeof(f8) == LANES * sizeof(float), "a lane group is one f8");
 constexpr int GROUPS_PER_ROW = TILE / LANES;
 
 struct TileGeom {
-    int x0, y0;               // first pixel of the tile
-    int valid;                // pixels of the tile inside the image
-    alignas(64) float px[P];  // pixel centres
-    alignas(64) float py[P];
-    alignas(64) int inside[P];
+    int x0, y0;  // first pixel of the tile (pixel centres are at +0.5)
+    int valid;   // pixels of the tile inside the image
+    int inside[P];
 };
 
 void tile_geom(int tile, int tiles_x, int width, int height, TileGeom& g) {
@@ -47,8 +46,6 @@ void tile_geom(int tile, int tiles_x, int width, int height, TileGeom& g) {
     g.valid = 0;
     for (int p = 0; p < P; ++p) {
         const int x = g.x0 + p % TILE, y = g.y0 + p / TILE;
-        g.px[p] = (float)x + 0.5f;
-        g.py[p] = (float)y + 0.5f;
         g.inside[p] = (x < width && y < height) ? 1 : 0;
         g.valid += g.inside[p];
     }
