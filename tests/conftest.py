@@ -129,10 +129,10 @@ def build_synthetic_avatar(root: Path) -> Path:
 
     subject = eval_subject(**SYNTHETIC_SUBJECT)
     avatar = build_avatar_dir(subject, Path(root) / "synthetic")
-    never = 10**9  # no densification, no refinement: a quick fit of Gaussians born on the surface
+    never = 10**9  # no densification, refinement or pruning: a quick fit of Gaussians born on the surface
     cfg = TrainConfig(iterations=30, resolution=SYNTHETIC_RES, init_gaussians=3000, max_gaussians=4000, sh_degree=0,
                       densify_from=never, densify_until=0, densify_every=never, opacity_reset_every=0,
-                      checkpoint_every=0, refine_from=never, seed=1)
+                      checkpoint_every=0, refine_from=never, prune_share=0.0, seed=1)
     train_gaussians(avatar, cfg, progress=False, frames_train=list(range(subject.num_frames)), rig=subject.rig)
     return avatar
 
@@ -155,7 +155,8 @@ def make_tiny_avatar(root: Path, resolution: int = 64, iterations: int = 30, gau
     avatar = build_avatar_dir(subject, root / "avatar")
     cfg = TrainConfig(iterations=iterations, resolution=resolution, init_gaussians=gaussians,
                       max_gaussians=gaussians, sh_degree=0, densify_from=10**6, densify_until=10**6,
-                      densify_every=10**6, opacity_reset_every=0, checkpoint_every=0, refine_params=False, seed=1)
+                      densify_every=10**6, opacity_reset_every=0, checkpoint_every=0, refine_params=False,
+                      prune_share=0.0, seed=1)  # a few dozen steps leave every Gaussian faint: nothing to prune yet
     train_gaussians(avatar, cfg, device="cpu", progress=False, frames_train=list(range(subject.num_frames)),
                     rig=subject.rig)
     return avatar
@@ -190,6 +191,6 @@ def tiny_train_config(resolution: int, **overrides):
 
     base = dict(iterations=150, resolution=resolution, init_gaussians=3000, max_gaussians=6000, sh_degree=0,
                 densify_from=50, densify_until=120, densify_every=50, opacity_reset_every=0, checkpoint_every=0,
-                refine_from=50, seed=1)
+                refine_from=50, prune_share=0.0, seed=1)
     base.update(overrides)
     return TrainConfig(**base)

@@ -55,7 +55,7 @@ def portrait(tmp_path_factory):
     plate = _make_portrait(folder, 0)
     cfg = TrainConfig(iterations=40, resolution=64, init_gaussians=1500, max_gaussians=1500, sh_degree=0,
                       densify_from=10**6, densify_until=10**6, densify_every=10**6, opacity_reset_every=0,
-                      checkpoint_every=0, refine_params=False, seed=1)
+                      checkpoint_every=0, refine_params=False, prune_share=0.0, seed=1)  # counts are checked
     train_gaussians(folder, cfg, progress=False, frames_train=list(range(8)), rig=subject.rig)
     return folder, plate, subject.rig
 

@@ -68,9 +68,10 @@ def make_synthetic_avatar(root, seed: int, n: int = FRAMES):
 
 
 def _config(**kw) -> TrainConfig:
+    # no pruning after training: these tests count what densification made (tests/test_prune.py prunes)
     base = dict(iterations=150, resolution=RES, init_gaussians=1500, max_gaussians=3000, sh_degree=0,
                 densify_from=50, densify_until=120, densify_every=50, opacity_reset_every=0, checkpoint_every=0,
-                mouth_eye_weight=2.0, refine_from=50, seed=1)
+                mouth_eye_weight=2.0, refine_from=50, seed=1, prune_share=0.0)
     base.update(kw)
     return TrainConfig(**base)
 

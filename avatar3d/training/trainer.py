@@ -40,6 +40,7 @@ from avatar3d.tracking.sequence import TrackedSequence
 from avatar3d.training import checkpoint as ckpt_io
 from avatar3d.training.config import TrainConfig
 from avatar3d.training.frame_params import FrameAdam, FrameParams
+from avatar3d.training.prune import contributions, prune_least
 from avatar3d.training.torso_continue import continue_torso
 from avatar3d.training.losses import binding_regularizer, photometric_loss, region_weight_map, surface_regularizer
 
@@ -409,6 +410,9 @@ def _check_settings(config: TrainConfig, frames_train: list[int], num_frames: in
         raise InputError(f"init_opacity={config.init_opacity} must lie strictly between 0 and 1 and init_views="
                          f"{config.init_views} must be at least 1; fix the preset's train section (0.1 and 6 are "
                          "usual)")
+    if not 0.0 <= config.prune_share < 1.0 or config.prune_views < 1:
+        raise InputError(f"prune_share={config.prune_share} must lie in [0, 1) and prune_views={config.prune_views} "
+                         "must be at least 1; e.g. --train.prune-share 0.4 (0 keeps every Gaussian)")
 
 
 def _scene(paths: AvatarPaths, seq: TrackedSequence, shape: Tensor, rig: HeadRig, frames_train: list[int],
@@ -541,18 +545,26 @@ def _written(state: _State, config: TrainConfig) -> Tensor:  # -> [N] bool
     return keep
 
 
+def _views(state: _State, scene: _Scene, rig: HeadRig, frames_train: list[int], count: int) -> list:
+    """(posed vertices, K, viewmat) of `count` training frames spread over them."""
+    picks = [frames_train[int(i)] for i in np.linspace(0, len(frames_train) - 1, min(count, len(frames_train)))]
+    with torch.no_grad():
+        return [(pose_vertices(rig, state.frame_params.frame(t))[0], scene.K, scene.viewmat) for t in picks]
+
+
 def _final_gaussians(state: _State, scene: _Scene, rig: HeadRig, frames_train: list[int],
                      config: TrainConfig) -> BoundGaussians:
-    """What is written: the Gaussians `_written` keeps, a portrait's torso continued below the frame
-    (training/torso_continue.py)."""
+    """What is written: the Gaussians `_written` keeps, less the `prune_share` that add least to the training
+    pictures (training/prune.py), and a portrait's torso continued below the frame (training/torso_continue.py:
+    after the pruning, as no training picture shows its copies)."""
     kept = state.gaussians.subset(_written(state, config))
+    res = scene.frames.resolution
+    if config.prune_share > 0 and kept.num_gaussians:
+        views = _views(state, scene, rig, frames_train, config.prune_views)
+        kept = prune_least(kept, contributions(kept, scene.faces, views, res, res), config.prune_share)
     if "torso_grid" not in rig.meta:
         return kept
-    picks = [frames_train[int(i)] for i in np.linspace(0, len(frames_train) - 1, min(8, len(frames_train)))]
-    with torch.no_grad():
-        views = [(pose_vertices(rig, state.frame_params.frame(t))[0], scene.K, scene.viewmat) for t in picks]
-    res = scene.frames.resolution
-    return continue_torso(kept, rig, views, res, res)
+    return continue_torso(kept, rig, _views(state, scene, rig, frames_train, 8), res, res)
 
 
 def _write_results(paths: AvatarPaths, kept: BoundGaussians, state: _State, scene: _Scene, rig: HeadRig,

@@ -1,0 +1,68 @@
+"""Pruning after training: contributions are blending weights (they sum to the pictures' coverage), and the share
+of least contribution goes."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from avatar3d.gaussians.avatar_render import render_avatar
+from avatar3d.gaussians.store import load_bound
+from avatar3d.head.lbs import pose_vertices
+from avatar3d.io.avatar_dir import AvatarPaths
+from avatar3d.tracking.sequence import TrackedSequence
+from avatar3d.training.prune import contributions, prune_least
+
+
+@pytest.fixture(scope="module")
+def trained(synthetic_avatar_dir):
+    from avatar3d.head.synthetic import synthetic_rig
+
+    paths = AvatarPaths(synthetic_avatar_dir)
+    seq = TrackedSequence.load(paths.tracking)
+    gaussians, faces, rig = load_bound(paths, synthetic_rig(), "cpu")
+    return gaussians, faces, rig, seq
+
+
+def _camera(seq):
+    return torch.as_tensor(seq.K, dtype=torch.float32), torch.as_tensor(seq.viewmat, dtype=torch.float32)
+
+
+def _views(rig, seq, frames):
+    params = seq.params()
+    K, viewmat = _camera(seq)
+    return [(pose_vertices(rig, params.slice(torch.tensor([t])))[0], K, viewmat) for t in frames]
+
+
+def test_contributions_are_blending_weights(trained, seed):
+    gaussians, faces, rig, seq = trained
+    g = torch.Generator().manual_seed(seed)
+    frames = torch.randint(0, seq.num_frames, (2,), generator=g).tolist()
+    views = _views(rig, seq, frames)
+    res = seq.resolution
+    weights = contributions(gaussians, faces, views, res, res)
+    assert weights.shape == (gaussians.num_gaussians,) and bool((weights >= 0).all())
+    # every pixel's weights add up to its coverage: the sum over Gaussians is the pictures' summed alpha
+    K, viewmat = _camera(seq)
+    K = K.clone()
+    K[0] *= 48 / seq.resolution
+    K[1] *= 40 / seq.resolution
+    views = [(v, K, m) for v, _, m in views]
+    weights = contributions(gaussians, faces, views, 48, 40)
+    coverage = sum(float(render_avatar(gaussians, rig, faces, seq.params().slice(torch.tensor([t])), K, viewmat,
+                                       48, 40).alpha.sum()) for t in frames)
+    assert coverage > 50.0  # the avatar is in the pictures
+    assert float(weights.sum()) == pytest.approx(coverage, rel=1e-4)
+
+
+def test_prune_drops_the_least_contributing_share(trained, seed):
+    gaussians, _, _, _ = trained
+    g = torch.Generator().manual_seed(seed)
+    n = gaussians.num_gaussians
+    weights = torch.rand(n, generator=g)
+    weights[:5] = 0.0  # never seen: the first to go
+    kept = prune_least(gaussians, weights, 0.25)
+    assert kept.num_gaussians == n - int(n * 0.25)
+    threshold = torch.sort(weights).values[int(n * 0.25)]
+    expected = weights >= threshold
+    torch.testing.assert_close(kept.local_means, gaussians.local_means[expected])
+    assert prune_least(gaussians, weights, 0.0) is gaussians
