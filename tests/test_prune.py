@@ -66,3 +66,18 @@ def test_prune_drops_the_least_contributing_share(trained, seed):
     expected = weights >= threshold
     torch.testing.assert_close(kept.local_means, gaussians.local_means[expected])
     assert prune_least(gaussians, weights, 0.0) is gaussians
+
+
+def test_training_prunes_the_share_it_is_given(tmp_path):
+    from conftest import tiny_train_config
+
+    from avatar3d.pipeline.synthetic_eval import build_avatar_dir, eval_subject
+    from avatar3d.training.trainer import train_gaussians
+
+    subject = eval_subject(seconds=0.6, fps=10, resolution=48, seed=0, texture_size=128, supersample=1)
+    folder = build_avatar_dir(subject, tmp_path / "avatar")
+    cfg = tiny_train_config(48, iterations=20, init_gaussians=1200, max_gaussians=1200, densify_from=10**6,
+                            densify_until=0, densify_every=10**6, refine_params=False, prune_share=0.5)
+    result = train_gaussians(folder, cfg, progress=False, frames_train=list(range(subject.num_frames)),
+                             rig=subject.rig)
+    assert 100 < result.num_gaussians <= 600

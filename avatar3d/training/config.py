@@ -60,10 +60,10 @@ class TrainConfig:
     """Gaussians written at the end need at least this opacity: no more opaque than an opacity reset leaves them
     (0.01), no training view has needed them since (the back of the torso, below the frame); they would only cost
     rendering time."""
-    prune_share: float = 0.4
+    prune_share: float = 0.0
     """Share of the Gaussians dropped after training: those that add least to `prune_views` training pictures
     (their blending weight summed over the pixels). They change the pictures by almost nothing and cost every
-    frame's time. 0 keeps every Gaussian."""
+    frame's time. 0 (the default for now) keeps every Gaussian; docs/performance.md says why."""
     prune_views: int = 16
     """Training pictures (spread over the training frames) the contributions are summed over."""
     prune_opacity: float = 0.005
