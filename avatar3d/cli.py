@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from avatar3d import __version__
-from avatar3d.errors import Avatar3DError, describe_os_error
+from avatar3d.errors import Avatar3DError, InputError, describe_os_error
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,14 @@ VERBS: dict[str, Verb | dict[str, Verb]] = {
         "list": Verb("avatar3d.commands.models", "ModelsListConfig",
                      "List installed head models.", main="main_list"),
     },
+    "batch": {
+        "enroll": Verb("avatar3d.batch.command", "BatchEnrollConfig",
+                       "Enroll many videos (a folder or a manifest) on Ray: skips what is done, goes on past "
+                       "failures, ends with a summary.", main="main_enroll"),
+        "render": Verb("avatar3d.batch.command", "BatchRenderConfig",
+                       "Render many clips (a jobs file) on Ray: skips what is done, goes on past failures, ends "
+                       "with a summary.", main="main_render"),
+    },
     "demo": Verb("avatar3d.commands.demo", "DemoConfig", "Run the main job on the built-in synthetic subject."),
 }
 
@@ -134,17 +142,8 @@ def _interrupted_advice(prog: str, args: list[str], config) -> str:
     return "interrupted; nothing half-written was left (outputs appear only when complete). Run it again to redo it."
 
 
-def run(argv: Sequence[str]) -> int:
-    """Parse `argv` (without the program name), run the verb, return the exit code."""
-    from avatar3d.runtime import VERBOSE_ENV, configure_process
-
-    argv = list(argv)
-    if "--verbose" in argv:
-        argv = [a for a in argv if a != "--verbose"]
-        os.environ[VERBOSE_ENV] = "1"
-    configure_process()
-    import tyro
-
+def find_verb(argv: Sequence[str]) -> tuple[str, Verb, list[str]] | int:
+    """(program name, verb, its arguments) for `argv`, or the exit code after printing help or a usage error."""
     if not argv:
         print(_usage(), file=sys.stderr)
         print("\navatar3d: give a verb (exit code 2)", file=sys.stderr)
@@ -155,7 +154,7 @@ def run(argv: Sequence[str]) -> int:
     if argv[0] in ("-V", "--version"):
         print(__version__)
         return 0
-    name, rest = argv[0], argv[1:]
+    name, rest = argv[0], list(argv[1:])
     verb = VERBS.get(name)
     if verb is None:
         print(f"avatar3d: unknown verb {name!r}.\n\n{_usage()}", file=sys.stderr)
@@ -170,28 +169,94 @@ def run(argv: Sequence[str]) -> int:
             print(f"avatar3d {name}: unknown sub-verb {rest[0]!r}.\n\n{_sub_usage(name, verb)}", file=sys.stderr)
             return 2
         prog, verb, rest = f"{prog} {rest[0]}", sub, rest[1:]
+    return prog, verb, rest
 
+
+def _parse_config(prog: str, verb: Verb, rest: list[str]):
+    """The verb's config from its arguments (tyro prints help or a usage error and exits on its own)."""
+    import tyro
+
+    config_cls = getattr(importlib.import_module(verb.module), verb.config)
+    # a config with `cli_default(args)` fills its defaults first (a preset, a saved config); flags override
+    default = config_cls.cli_default(rest) if hasattr(config_cls, "cli_default") else None
+    return tyro.cli(config_cls, args=rest, prog=prog, description=verb.summary, default=default)
+
+
+def _condense(tyro_text: str) -> str:
+    """tyro's boxed usage error as one line: its statements and suggestions, without rules and help hints."""
+    box = " \u2502\u256d\u256e\u2570\u256f|"
+    lines = [line.strip(box) for line in tyro_text.splitlines()]
+    kept = [line for line in lines if line.strip("-\u2500 ") and not line.startswith("For full helptext")
+            and not line.endswith("--help")]
+    if len(kept) > 1 and kept[1].startswith(kept[0]):  # the box's title repeated by its first line
+        kept = kept[1:]
+    return " ".join(dict.fromkeys(kept)) or "the options could not be read"
+
+
+def parse(argv: Sequence[str]) -> tuple[str, Verb, object]:
+    """(program name, verb, config) of a command line, read exactly as `run` reads it, without running it. A
+    mistake raises InputError with the message the command would print (batches check every job this way)."""
+    import contextlib
+    import io
+
+    text = io.StringIO()
+    with contextlib.redirect_stderr(text), contextlib.redirect_stdout(text):
+        found = find_verb(list(argv))
+    if isinstance(found, int):
+        raise InputError(f"`{' '.join(argv[:2])}` is not a command of avatar3d (`avatar3d --help` lists them)")
+    prog, verb, rest = found
+    if any(a in ("-h", "--help") for a in rest):
+        raise InputError(f"{prog}: --help is not an option of a job")
+    try:
+        with contextlib.redirect_stderr(text), contextlib.redirect_stdout(text):
+            config = _parse_config(prog, verb, rest)
+    except SystemExit as err:
+        raise InputError(f"{prog}: {_condense(text.getvalue())}") from err
+    return prog, verb, config
+
+
+def execute(prog: str, verb: Verb, config) -> tuple[int, str | None]:
+    """Run a parsed verb: (exit code, the error message the user is shown, or None). Expected failures (our
+    errors, an unwritable output) come back as code 1 with their message; anything else propagates."""
     _plain_warnings(prog)
     module = importlib.import_module(verb.module)
-    config_cls = getattr(module, verb.config)
     try:
-        # a config with `cli_default(args)` fills its defaults first (a preset, a saved config); flags override
-        default = config_cls.cli_default(rest) if hasattr(config_cls, "cli_default") else None
-        config = tyro.cli(config_cls, args=rest, prog=prog, description=verb.summary, default=default)
         result = getattr(module, verb.main)(config)
     except Avatar3DError as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 1
+        return 1, str(err)
     except OSError as err:
         message = describe_os_error(err)
         if message is None:
             raise
-        print(f"{prog}: error: {message}", file=sys.stderr)
-        return 1
+        return 1, message
+    return (int(result) if isinstance(result, int) else 0), None
+
+
+def run(argv: Sequence[str]) -> int:
+    """Parse `argv` (without the program name), run the verb, return the exit code."""
+    from avatar3d.runtime import VERBOSE_ENV, configure_process
+
+    argv = list(argv)
+    if "--verbose" in argv:
+        argv = [a for a in argv if a != "--verbose"]
+        os.environ[VERBOSE_ENV] = "1"
+    configure_process()
+    found = find_verb(argv)
+    if isinstance(found, int):
+        return found
+    prog, verb, rest = found
+    config = None
+    try:
+        config = _parse_config(prog, verb, rest)
+        code, message = execute(prog, verb, config)
+    except Avatar3DError as err:  # from the parse (a preset or a saved config that cannot be read)
+        code, message = 1, str(err)
     except KeyboardInterrupt:
         print(f"\n{prog}: {_interrupted_advice(prog, rest, config)}", file=sys.stderr)
         return 130
-    return int(result) if isinstance(result, int) else 0
+    if message is not None:
+        print(f"{prog}: error: {message}", file=sys.stderr)
+    return code
 
 
 def entry() -> None:

@@ -97,6 +97,17 @@ def configure_process() -> int:
     return threads
 
 
+def pin_threads(threads: int) -> None:
+    """Use exactly `threads` threads from now on, as if the user had set AVATAR3D_THREADS: for a job given a share
+    of the cores by a scheduler (a batch on Ray), in a worker process that may already have loaded torch."""
+    threads = max(1, int(threads))
+    os.environ[THREADS_ENV] = os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    _state.update(configured=True, user_threads=threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+
+
 def _process_cpu_seconds() -> float:
     times = os.times()
     return times.user + times.system

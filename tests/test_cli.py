@@ -49,7 +49,7 @@ def test_every_option_is_documented(words, verb, capsys):
     # tyro turns the field docstrings into help: every field must have one
     import inspect
 
-    source = inspect.getsource(config_cls)
+    source = "".join(inspect.getsource(c) for c in config_cls.__mro__ if dataclasses.is_dataclass(c))  # inherited too
     for f in dataclasses.fields(config_cls):
         after = source.split(f"    {f.name}:", 1)[1].split("\n", 2)[1].strip()
         assert after.startswith('"""'), f"{config_cls.__name__}.{f.name} has no docstring"

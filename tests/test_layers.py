@@ -31,6 +31,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("training", "eval"),
     ("pipeline", "viewer", "benchmarks"),
     ("commands", "cli"),
+    ("batch",),
 ]
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 TOP_LEVEL = {"api", "cli"}  # top-level modules of avatar3d/ that are units of their own (not core)
