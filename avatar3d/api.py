@@ -27,6 +27,7 @@ from torch import Tensor
 
 from avatar3d.camera import Camera, camera_centre
 from avatar3d.drive.controls import Controls
+from avatar3d.drive.dub import speech_channels
 from avatar3d.drive.face import PersonStats, apply_face_controls, look_at_eyes, parent_rotation
 from avatar3d.drive.params import DriveParams
 from avatar3d.drive.viewpoint import EnrolledCamera, view_camera
@@ -78,6 +79,7 @@ class Avatar:
         seq = self.sequence
         self.stats = PersonStats.from_arrays(seq.expr, seq.jaw, seq.neck, seq.eyes, seq.global_rot, seq.transl,
                                              self.expr_names)
+        self.stats.speech_mask = speech_channels(self.rig)
         self.enrolled = self._enrolled_camera()
         eye_idx = [torch.nonzero(self.rig.region(n)).flatten() for n in ("eyeball_left", "eyeball_right")]
         self._eyeballs = eye_idx if all(len(i) for i in eye_idx) else None
@@ -188,6 +190,19 @@ class Avatar:
                            out["jaw"], out["eyes"], np.repeat(s.transl[None], t, 0), fps=float(out["fps"]),
                            audio=wave, source="audio")
 
+    def dub(self, audio, video: Union[str, Path, None] = None, fps: Optional[float] = None, seed: int = 0,
+            sample_rate: Optional[int] = None) -> DriveParams:
+        # audio: as for `animate`
+        """New speech in recorded motion: the head pose, gaze, blinks and brows of `video` (another person's video;
+        None: the enrollment's own tracking, which re-voices the person's recording), the mouth and jaw of
+        `audio`, with its sound. As long as the audio; the motion plays forward and backward when it is shorter
+        (drive/dub.py)."""
+        from avatar3d.drive.dub import dub
+
+        motion = self.tracked() if video is None else self.from_video(video)
+        speech = self.animate(audio, fps=fps or motion.fps, seed=seed, sample_rate=sample_rate)
+        return dub(motion, speech, speech_channels(self.rig))
+
     def neutral(self, num_frames: int = 1, fps: Optional[float] = None) -> DriveParams:
         """The person's resting face, still, for `num_frames` frames (silent)."""
         if num_frames < 1:
@@ -235,7 +250,8 @@ class Avatar:
 
     def rig_params(self, params: DriveParams, t: int, controls: Controls, camera: Camera):
         """Frame t's `RigParams` after the face, head and gaze controls."""
-        frame = apply_face_controls(params.rig_params(t, self.device), self.stats, controls, self.expr_names)
+        frame = apply_face_controls(params.rig_params(t, self.device), self.stats, controls, self.expr_names,
+                                    seconds=t / params.fps)
         if controls.gaze == "camera":
             _, joints = pose_vertices(self.rig, frame, return_joints=True)
             eyes = look_at_eyes(joints[0, 3:5], parent_rotation(frame), camera_centre(camera.viewmat).to(joints.dtype))

@@ -51,6 +51,9 @@ VERBS: dict[str, Verb | dict[str, Verb]] = {
         "lipsync": Verb("avatar3d.commands.eval", "EvalLipsyncConfig",
                         "Lip-sync metrics on the held-out tail of the enrollment video, and across speakers "
                         "(--drive-video)."),
+        "identity": Verb("avatar3d.commands.eval", "EvalIdentityConfig",
+                         "Is it still this person? Face-recognition distance of renders under changed cameras, "
+                         "emotions and another voice to the real frames.", main="main_identity"),
         "synthetic": Verb("avatar3d.commands.eval", "EvalSyntheticConfig",
                           "Train on the synthetic subject and score novel views against ground truth.",
                           main="main_synthetic"),

@@ -118,6 +118,53 @@ def test_lipsync_benchmark_times_each_stage(enrolled, tmp_path):
     assert all(r["median_s"] > 0 and r["realtime"] > 0 for r in stages.values())
 
 
+def test_dubbing_keeps_the_motion_and_takes_the_mouth_and_sound_of_new_speech(enrolled, tmp_path):
+    """May_5s re-voiced with another speaker: the clip lasts as long as the speech (7 s against her 5 s, so her
+    motion plays back and forth), the jaw is the speech's, the head motion hers."""
+    import numpy as np
+
+    from avatar3d.api import Avatar
+    from avatar3d.drive.dub import ping_pong
+    from avatar3d.io.media import VideoReader, read_audio
+    from avatar3d.paths import shared_dir
+
+    out, _ = enrolled
+    speech = shared_dir() / "data" / "audio" / "RD_Radio31_000.wav"
+    avatar = Avatar.load(out, backend="cpu")
+    dubbed, motion = avatar.dub(speech), avatar.tracked()
+    alone = avatar.animate(speech, fps=motion.fps)
+    assert len(dubbed) == len(alone) > len(motion) and dubbed.source == "dub"
+    np.testing.assert_array_equal(dubbed.jaw, alone.jaw)
+    np.testing.assert_array_equal(dubbed.neck, motion.neck[ping_pong(len(dubbed), len(motion), motion.fps, motion.fps)])
+    clip = tmp_path / "dub.mp4"
+    assert cli.run(["render", str(out), "--tracking", "--audio", str(speech), "--seconds", "7", "--resolution", "64",
+                    "--out", str(clip), "--no-progress", "--emotion", "happy:0.5"]) == 0
+    with VideoReader(clip) as video:
+        assert abs(video.duration - 7.0) < 0.1
+    assert abs(read_audio(clip).size / 16000 - 7.0) < 0.1
+
+
+def test_identity_is_scored_held_out_and_under_changed_controls(enrolled, tmp_path):
+    """eval.json's render-vs-real identity distance, and `eval identity` over cameras, emotions and another voice;
+    a face not found is counted (this tiny avatar is blurry), so every render is accounted for."""
+    pytest.importorskip("dlib")
+    from avatar3d.paths import shared_dir
+
+    out, _ = enrolled
+    summary = json.loads((out / "eval.json").read_text())
+    missed = summary["identity_no_face_real"] + summary["identity_no_face_render"]
+    assert 25 - missed <= summary["identity_pairs"] <= 25
+    assert (summary["identity_distance"] is None) == (summary["identity_pairs"] == 0)
+    report_path, sheet = tmp_path / "identity.json", tmp_path / "sheet.png"
+    speech = shared_dir() / "data" / "audio" / "RD_Radio31_000.wav"
+    assert cli.run(["eval", "identity", str(out), "--frames", "2", "--audio", str(speech), "--json",
+                    str(report_path), "--sheet", str(sheet), "--backend", "cpu"]) == 0
+    report = json.loads(report_path.read_text())
+    labels = set(report["controls"])
+    assert {"camera yaw +30", "distance x1.5", "emotion happy", "emotion contempt", "voice RD_Radio31_000.wav"} <= labels
+    assert all(c["renders"] == 2 for c in report["controls"].values()) and sheet.stat().st_size > 10_000
+
+
 def test_failed_rerun_keeps_the_avatar(enrolled, tmp_path):
     out, _ = enrolled
     before = (out / "gaussians.safetensors").read_bytes()

@@ -158,8 +158,8 @@ def test_bad_inputs_say_what_to_do(avatar_dir, tmp_path):
     out = tmp_path / "x.mp4"
     with pytest.raises(InputError, match="no driver"):
         _render(avatar_dir, out)
-    with pytest.raises(InputError, match="two drivers"):
-        _render(avatar_dir, out, tracking=True, audio=tmp_path / "a.wav")
+    with pytest.raises(InputError, match="two motions"):
+        _render(avatar_dir, out, tracking=True, drive_video=tmp_path / "v.mp4")
     text = tmp_path / "speech.wav"
     text.write_text("this is not audio\n" * 50)
     with pytest.raises(MediaError, match="speech.wav"):

@@ -6,6 +6,7 @@ import threading
 import time
 from pathlib import Path
 
+from avatar3d.drive.emotion import EMOTIONS
 from avatar3d.errors import Avatar3DError
 
 from avatar3d_viewer.audio_html import audio_element
@@ -73,6 +74,9 @@ class Panel:
         with gui.add_folder("Face"):
             self.jaw = gui.add_slider("Jaw open (deg)", -5.0, 30.0, 0.5, 0.0)
             self.expressiveness = gui.add_slider("Expressiveness", 0.0, 2.0, 0.05, 1.0)
+            self.emotion = gui.add_dropdown("Emotion", tuple(EMOTIONS), initial_value="neutral",
+                                            hint="facial action units on this person's range; speech keeps the mouth")
+            self.emotion_intensity = gui.add_slider("Intensity", 0.0, 2.0, 0.05, 1.0)
             names = avatar.expr_names or ["(none)"]
             self.expr_name = gui.add_dropdown("Expression", names, initial_value=names[0])
             self.expr_value = gui.add_slider("Amount", -1.0, 1.5, 0.05, 0.0, disabled=not avatar.expr_names)
@@ -125,6 +129,8 @@ class Panel:
         bind(self.blink, "blink", str)
         bind(self.jaw, "jaw_open")
         bind(self.expressiveness, "expressiveness")
+        bind(self.emotion, "emotion", str)
+        bind(self.emotion_intensity, "emotion_intensity")
 
         for handle in (self.gaze_yaw, self.gaze_pitch):
             @handle.on_update

@@ -33,6 +33,8 @@ class ViewState:
     jaw_open: float = 0.0  # degrees added to the jaw opening
     expression: dict = field(default_factory=dict)  # name -> coefficient added to the driven one
     expressiveness: float = 1.0
+    emotion: str = "neutral"  # a name of avatar3d.drive.emotion.EMOTIONS
+    emotion_intensity: float = 1.0  # 0..2, 1 the prototype
     blink: str = "auto"  # "auto" | "off"
     background: tuple = (1.0, 1.0, 1.0)  # RGB in [0,1]
     room: bool = False  # the avatar's background plate behind it instead of the colour (when it has one)
@@ -44,6 +46,7 @@ class ViewState:
 def to_controls(state: ViewState):
     """The `avatar3d.drive.Controls` that render what `state` describes."""
     from avatar3d.drive.controls import Controls
+    from avatar3d.drive.emotion import Emotion
 
     head = (float(state.head_yaw), float(state.head_pitch), float(state.head_roll))
     if state.gaze_mode == GAZE_CAMERA:
@@ -64,6 +67,7 @@ def to_controls(state: ViewState):
         expressiveness=float(state.expressiveness),
         jaw_open=float(state.jaw_open),
         blink="off" if state.blink == "off" else "auto",
+        emotion=None if state.emotion == "neutral" else Emotion(state.emotion, float(state.emotion_intensity)),
     )
 
 

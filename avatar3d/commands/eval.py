@@ -1,4 +1,4 @@
-"""`avatar3d eval lipsync` and `avatar3d eval synthetic`."""
+"""`avatar3d eval lipsync`, `avatar3d eval synthetic` and `avatar3d eval identity`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,6 +26,23 @@ class EvalLipsyncConfig:
     `avatar3d track` folder) and score the mouth against that video's own tracked mouth: correlation, lip error
     after per-person normalisation, and the mouth in the driver's pauses against the rest pose (added to the JSON
     under `cross_speaker`). Phones come from an English recogniser: for other languages they are approximate."""
+
+
+@dataclass
+class EvalIdentityConfig:
+    avatar: tyro.conf.Positional[Path]
+    """An enrolled avatar."""
+    audio: Optional[Path] = None
+    """Also drive the face with this speech (another voice) and score those renders."""
+    frames: int = 8
+    """Held-out frames rendered under each control (spread over the tail training never saw)."""
+    json: Optional[Path] = None
+    """Also write the report to this JSON file."""
+    sheet: Optional[Path] = None
+    """Also save a contact sheet (PNG) of the first render under each control: the cameras and the eight
+    emotions at intensity 1."""
+    backend: Literal["auto", "cpu", "torch", "cuda"] = "auto"
+    """Rasterizer backend."""
 
 
 @dataclass
@@ -135,4 +152,30 @@ def main_synthetic(cfg: EvalSyntheticConfig) -> int:
           f"at {report['resolution']} px; {s['total']:.0f} s (subject {s['subject']:.0f}, train {s['train']:.0f}, "
           f"eval {s['eval']:.0f})")
     print("wrote " + ", ".join(outputs) + " (rows: views; columns: ground truth | render | error x4)")
+    return 0
+
+
+def main_identity(cfg: EvalIdentityConfig) -> int:
+    from avatar3d.errors import InputError
+    from avatar3d.io.atomic import atomic_write_bytes, atomic_write_json
+    from avatar3d.pipeline.identity_eval import contact_sheet, identity_report
+
+    if not 1 <= cfg.frames <= 200:
+        raise InputError(f"--frames {cfg.frames} is outside 1..200; use e.g. 8")
+    print("control              identity distance to the real frames (one person: usually under 0.6)")
+    report, firsts = identity_report(cfg.avatar, audio=cfg.audio, frames=cfg.frames, backend=cfg.backend)
+    spread = report["real_spread"]
+    print(f"{'real vs real':<20} {'n/a' if spread is None else f'{spread:.3f}'}  (the real frames among themselves; "
+          f"no face in {report['real_no_face']} of {report['frames']})")
+    if cfg.json is not None:
+        atomic_write_json(cfg.json, report)
+    if cfg.sheet is not None:
+        import io
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(contact_sheet(firsts)).save(buf, format="PNG")
+        atomic_write_bytes(cfg.sheet, buf.getvalue())
+        print(f"contact sheet: {cfg.sheet}")
     return 0

@@ -22,11 +22,14 @@ class RenderConfig:
     audio: Optional[Path] = None
     """Driver: a speech file (wav/mp3/m4a/mp4, any rate, mono or stereo) fed to the audio-to-expression model. Its
     phones come from an English recogniser: speech in other languages gets approximate phones (their timing, where
-    the mouth opens and closes, still holds)."""
+    the mouth opens and closes, still holds). With --tracking or --drive-video it dubs: the mouth and jaw from
+    this speech, everything else from that motion; the clip lasts as long as the speech and the motion plays
+    forward and backward (a ping-pong loop) when it is shorter."""
     tracking: bool = False
-    """Driver: replay the enrolled video's own tracked parameters (self-reenactment)."""
+    """Driver: replay the enrolled video's own tracked parameters (self-reenactment); with --audio, re-voice it."""
     drive_video: Optional[Path] = None
-    """Driver: another person's video whose expression, jaw, gaze and head motion are transferred."""
+    """Driver: another person's video whose expression, jaw, gaze and head motion are transferred; with --audio,
+    only its head motion, gaze, blinks and brows (dubbing)."""
     distance: Optional[str] = None
     """Camera distance in metres, or `x1.5` relative to the enrolled camera."""
     yaw: float = 0.0
@@ -55,6 +58,13 @@ class RenderConfig:
     are ARKit-style, e.g. jawOpen, mouthSmile_L, eyeBlink_R); an unknown name is refused with the list."""
     expressiveness: float = 1.0
     """Scale of the driven expression."""
+    emotion: Optional[str] = None
+    """`NAME` or `NAME:INTENSITY` (0..2, 1 the prototype) over any driver: neutral, happy, sad, angry, surprised,
+    disgusted, fearful, contempt. Each is a few facial action units on the person's own range (docs/emotion.md);
+    while speaking, the mouth follows the speech and the emotion shows around it."""
+    emotion_path: Optional[Path] = None
+    """Emotions keyframed over time, JSON (docs/emotion.md): {"keyframes": [{"t": 0, "emotion": "neutral"},
+    {"t": 3, "emotion": "happy", "intensity": 0.8}]}; it replaces --emotion."""
     blink: Literal["auto", "off"] = "auto"
     """Blinks: natural automatic blinks, or none."""
     background: str = "auto"
@@ -82,18 +92,18 @@ class RenderConfig:
 
 
 def check_drivers(cfg: RenderConfig) -> str:
-    """The one driver asked for: "audio", "tracking" or "video" (errors say how to pick exactly one)."""
-    given = [name for name, on in (("--audio", cfg.audio is not None), ("--tracking", cfg.tracking),
-                                   ("--drive-video", cfg.drive_video is not None)) if on]
-    if not given:
+    """The driver asked for: "audio", "tracking", "video", or "dub" (speech with --tracking or --drive-video's
+    motion); errors say how to pick."""
+    motion = [name for name, on in (("--tracking", cfg.tracking), ("--drive-video", cfg.drive_video is not None))
+              if on]
+    if cfg.audio is None and not motion:
         raise InputError("no driver: pass one of --audio SPEECH.wav, --tracking (replay the enrollment) or "
-                         "--drive-video OTHER.mp4")
-    if len(given) > 1:
-        raise InputError(f"{' and '.join(given)} are two drivers; pass only one of --audio, --tracking, "
-                         f"--drive-video")
-    if cfg.side_by_side and not cfg.tracking:
+                         "--drive-video OTHER.mp4 (or --audio with one of the others to dub)")
+    if len(motion) > 1:
+        raise InputError("--tracking and --drive-video are two motions; pass one of them (with --audio to dub)")
+    if cfg.side_by_side and (not cfg.tracking or cfg.audio is not None):
         raise InputError("--side-by-side shows the real enrollment frames next to the render, so it needs "
-                         "--tracking; drop --side-by-side or drive with --tracking")
+                         "--tracking alone (not dubbed); drop --side-by-side or drive with --tracking")
     if Path(cfg.out).suffix.lower() != ".mp4":
         raise InputError(f"--out {cfg.out}: the clip is an mp4; give a path ending in .mp4 (for transparency add "
                          f"--alpha)")
@@ -105,7 +115,9 @@ def check_drivers(cfg: RenderConfig) -> str:
         raise InputError(f"--seconds {cfg.seconds} must be positive (e.g. 10), or leave it out for the whole driver")
     if not Path(cfg.avatar).is_dir():
         raise InputError(f"{cfg.avatar} is not an avatar folder; pass the folder made by `avatar3d enroll`")
-    return {"--audio": "audio", "--tracking": "tracking", "--drive-video": "video"}[given[0]]
+    if cfg.audio is not None:
+        return "dub" if motion else "audio"
+    return {"--tracking": "tracking", "--drive-video": "video"}[motion[0]]
 
 
 def build_controls(cfg: RenderConfig, expr_names: list[str]):
@@ -114,16 +126,20 @@ def build_controls(cfg: RenderConfig, expr_names: list[str]):
 
     distance, scale = parse_distance(cfg.distance)
     head_pose, head_offset = parse_head_pose(cfg.head_pose)
+    from avatar3d.drive.emotion import EmotionPath, parse_emotion
+
     camera_path = None
     if cfg.camera_path is not None:
         from avatar3d.drive.camera_path import CameraPath
 
         camera_path = CameraPath.load(cfg.camera_path)
+    emotion_path = EmotionPath.load(cfg.emotion_path) if cfg.emotion_path is not None else None
     return Controls(distance=distance, distance_scale=scale, yaw=cfg.yaw, pitch=cfg.pitch, orbit=cfg.orbit,
                     fov=cfg.fov, camera_path=camera_path, head_pose=head_pose, head_offset=head_offset,
                     still_head=cfg.still_head, gaze=parse_gaze(cfg.gaze),
                     expression=parse_expression_edits(cfg.expression, expr_names),
-                    expressiveness=cfg.expressiveness, blink=cfg.blink)
+                    expressiveness=cfg.expressiveness, blink=cfg.blink, emotion=parse_emotion(cfg.emotion),
+                    emotion_path=emotion_path)
 
 
 def drive(avatar, cfg: RenderConfig, driver: str, wave=None):
@@ -132,6 +148,8 @@ def drive(avatar, cfg: RenderConfig, driver: str, wave=None):
         return avatar.tracked()
     if driver == "video":
         return avatar.from_video(cfg.drive_video)
+    if driver == "dub":
+        return avatar.dub(wave, video=cfg.drive_video, fps=cfg.fps, seed=cfg.seed, sample_rate=AUDIO_RATE)
     return avatar.animate(wave, fps=cfg.fps, seed=cfg.seed, sample_rate=AUDIO_RATE)
 
 
@@ -150,7 +168,7 @@ def main(cfg: RenderConfig) -> int:
         if alpha_kind(alpha_path) == "png" and not cfg.force:  # refuse someone else's folder before any work
             check_replaceable(alpha_path)
     wave = None
-    if driver == "audio":  # read the speech before the (slower) avatar: a wrong file fails at once
+    if driver in ("audio", "dub"):  # read the speech before the (slower) avatar: a wrong file fails at once
         from avatar3d.audio2expr.features import load_audio
 
         wave = load_audio(cfg.audio)
@@ -167,7 +185,7 @@ def main(cfg: RenderConfig) -> int:
         print(f"note: {Path(cfg.avatar).name} is a head without shoulders (enrolled before portraits or with "
               f"--framing head); enrolling its video again makes the portrait", file=sys.stderr)
     controls = build_controls(cfg, avatar.expr_names)
-    if driver == "audio" and not avatar.has_audio_model:
+    if driver in ("audio", "dub") and not avatar.has_audio_model:
         raise InputError(f"{cfg.avatar} has no audio-to-expression model; train it with "
                          f"`avatar3d train audio2expr {cfg.avatar}`, or drive with --tracking / --drive-video")
     params = drive(avatar, cfg, driver, wave)

@@ -51,6 +51,10 @@ class Controls:
     """Degrees added to the jaw opening."""
     blink: str = "auto"
     """"auto": blinks as driven; "off": the eyelids stay at the person's resting openness."""
+    emotion: Optional[object] = None
+    """An `avatar3d.drive.emotion.Emotion` over the driven face (None: as driven); speech keeps the mouth."""
+    emotion_path: Optional[object] = None
+    """Emotions keyframed over the clip (`avatar3d.drive.emotion.EmotionPath`); it replaces `emotion`."""
 
     def __post_init__(self) -> None:
         for name in ("distance_scale", "yaw", "pitch", "orbit", "expressiveness", "jaw_open"):

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from avatar3d.drive.controls import Controls, check_expression_name
+from avatar3d.drive.emotion import blended_offsets, speech_fade
 from avatar3d.head.rig import RigParams
 from avatar3d.rotation import axis_angle_to_matrix, euler_to_axis_angle, euler_to_matrix, matrix_to_axis_angle
 
@@ -31,22 +32,57 @@ class PersonStats:
     global_rot: np.ndarray  # [3]
     transl: np.ndarray  # [3]
     blink_index: list  # expression channels that close the eyelids
+    reach: Optional[np.ndarray] = None  # [E] how far above the mean each channel went (98th percentile)
+    jaw_reach: float = 0.0  # radians: how far the jaw opened beyond its mean (98th percentile)
+    speech_mask: Optional[np.ndarray] = None  # [E] bool: the channels speech shapes (drive/dub.py), when known
 
     @classmethod
     def from_arrays(cls, expr, jaw, neck, eyes, global_rot, transl, expr_names) -> "PersonStats":
         # expr: [T,E]; jaw, neck, global_rot, transl: [T,3]; eyes: [T,2,3]
         mean = lambda a: np.asarray(a, np.float64).mean(0).astype(np.float32)  # noqa: E731
+        above = lambda a: np.maximum(np.percentile(np.asarray(a, np.float64), 98, axis=0) - a.mean(0), 0.0)  # noqa: E731
         blink = [i for i, n in enumerate(expr_names) if n in BLINK_NAMES]
-        return cls(mean(expr), mean(jaw), mean(neck), mean(eyes), mean(global_rot), mean(transl), blink)
+        expr, jaw = np.asarray(expr), np.asarray(jaw)
+        return cls(mean(expr), mean(jaw), mean(neck), mean(eyes), mean(global_rot), mean(transl), blink,
+                   reach=above(expr).astype(np.float32), jaw_reach=float(above(jaw[:, 0])))
 
 
 def _compose(left: Tensor, right: Tensor) -> Tensor:  # left, right: [...,3] axis-angle -> R(left) R(right)
     return matrix_to_axis_angle(axis_angle_to_matrix(left) @ axis_angle_to_matrix(right))
 
 
-def apply_face_controls(frame: RigParams, stats: PersonStats, controls: Controls, expr_names: list) -> RigParams:
+def _emotion(controls: Controls, stats: PersonStats, expr_names: list, seconds: float):
+    """(expression offsets [E], jaw degrees) of the emotion asked for at `seconds`, or None."""
+    if controls.emotion_path is not None:
+        parts = controls.emotion_path.at(seconds)
+    elif controls.emotion is not None:
+        parts = [(controls.emotion, 1.0)]
+    else:
+        return None
+    reach = stats.reach if stats.reach is not None else np.zeros(len(expr_names), np.float32)
+    return blended_offsets(parts, expr_names, reach)
+
+
+def _add_emotion(expr: Tensor, jaw: Tensor, stats: PersonStats, emotion) -> tuple[Tensor, Tensor]:
+    # expr: [1,E]; jaw: [1,3]
+    """The emotion's offsets, its mouth part fading as speech opens the jaw (speech keeps the mouth)."""
+    offsets, jaw_deg = emotion
+    fade = speech_fade(float(jaw[0, 0]) - float(stats.jaw[0]), stats.jaw_reach)
+    offsets = offsets.copy()
+    if stats.speech_mask is not None:
+        offsets[stats.speech_mask] *= fade
+    expr = expr + torch.as_tensor(offsets, dtype=expr.dtype, device=expr.device)[None]
+    if jaw_deg:
+        opening = torch.tensor([[np.deg2rad(jaw_deg * fade), 0.0, 0.0]], dtype=jaw.dtype, device=jaw.device)
+        jaw = _compose(opening, jaw)
+    return expr, jaw
+
+
+def apply_face_controls(frame: RigParams, stats: PersonStats, controls: Controls, expr_names: list,
+                        seconds: float = 0.0) -> RigParams:
     # frame: RigParams with batch 1
-    """Expression, jaw, blink and head-pose controls (gaze toward the camera needs geometry: `look_at_eyes`)."""
+    """Expression, emotion (at `seconds` into the clip), jaw, blink and head-pose controls (gaze toward the camera
+    needs geometry: `look_at_eyes`)."""
     dtype, device = frame.expr.dtype, frame.expr.device
     as_t = lambda a: torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
     expr, jaw, neck, eyes = frame.expr.clone(), frame.jaw.clone(), frame.neck.clone(), frame.eyes.clone()
@@ -59,6 +95,9 @@ def apply_face_controls(frame: RigParams, stats: PersonStats, controls: Controls
         expr[:, idx] = torch.minimum(expr[:, idx], as_t(stats.expr)[idx][None])
     for name, value in controls.expression.items():
         expr[:, check_expression_name(name, expr_names)] += float(value)
+    emotion = _emotion(controls, stats, expr_names, seconds)
+    if emotion is not None:
+        expr, jaw = _add_emotion(expr, jaw, stats, emotion)
     if controls.jaw_open:
         jaw = _compose(as_t([np.deg2rad(controls.jaw_open), 0.0, 0.0])[None], jaw)
     if controls.still_head:

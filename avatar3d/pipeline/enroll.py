@@ -335,6 +335,7 @@ def _summary(run: Run, seq, metrics: dict, report, n_train: int, n_eval: int) ->
         "psnr_full": metrics.get("psnr_full"), "ssim_full": metrics.get("ssim_full"),
         "psnr_head": metrics.get("psnr_head"), "psnr_torso": metrics.get("psnr_torso"),
         "psnr_neck": metrics.get("psnr_neck"), "psnr_neck_min": metrics.get("psnr_neck_min"),
+        **{k: v for k, v in metrics.items() if k.startswith("identity_")},
         "framing": run.cfg.framing, "frames_train": n_train, "frames_eval": n_eval,
         "resolution": seq.resolution, "num_gaussians": metrics.get("num_gaussians"),
         "seconds": {k: round(v, 1) for k, v in run.seconds.items()},
@@ -372,6 +373,9 @@ def print_summary(summary: dict, out: Path) -> None:
            f"the real frames; head {fmt(summary['psnr_head'])} dB, torso {fmt(summary['psnr_torso'])} dB, neck "
            f"{fmt(summary['psnr_neck'])} dB (worst frame {fmt(summary['psnr_neck_min'])})"]
           if summary.get("psnr_full") is not None else []),
+        *([f"  identity        : {fmt(summary['identity_distance'], 3)} render vs real (face-recognition distance; "
+           f"one person is usually under 0.6), no face found in {summary['identity_no_face_real']} real and "
+           f"{summary['identity_no_face_render']} rendered frames"] if "identity_distance" in summary else []),
         f"  Gaussians       : {summary['num_gaussians']}",
         "  time per stage  : " + ", ".join(f"{k} {v:.0f} s" for k, v in s.items()),
         f"  look at it      : {out / 'eval.mp4'} (real | render | error), {out / 'overlay.mp4'} (tracking)",

@@ -9,6 +9,9 @@ A portrait (an avatar with a torso) is also scored as a user sees it: the render
 against the real frame, nothing masked (`psnr_full`, `ssim_full`), and inside the head's and the torso's masks
 (`psnr_head`, `psnr_torso`), and where they meet (`psnr_neck`, its mean, and `psnr_neck_min`, the worst frame: a
 gap or a seam at the neck shows there); its field-convention figures take the whole person over the colour.
+
+Identity: each held-out render, as eval.mp4 shows it, against its real frame by dlib's face-recognition embedding
+(`identity_distance`, with the frames where no face was found counted: eval/identity.py).
 """
 from __future__ import annotations
 
@@ -120,6 +123,7 @@ def evaluate_holdout(avatar_dir: Path, rig: HeadRig, *, frames_eval: Optional[Se
 
     if video:
         write_eval_video(paths.eval_video, zip(reals, renders), fps=seq.fps)
+    identity = _identity(reals, renders)
 
     def mean(values):
         return to_float(torch.stack(values).mean()) if values else None
@@ -128,8 +132,17 @@ def evaluate_holdout(avatar_dir: Path, rig: HeadRig, *, frames_eval: Optional[Se
         **{key: mean(values) for key, values in scores.items()}, "lpips": mean(lpips_values),
         "psnr_neck_min": to_float(torch.stack(scores["psnr_neck"]).min()) if scores["psnr_neck"] else None,
         "frames_eval": len(frames_eval), "resolution": res, "num_gaussians": gaussians.num_gaussians,
-        "seconds_eval": time.perf_counter() - started,
+        **identity, "seconds_eval": time.perf_counter() - started,
     }
+
+
+def _identity(reals: list, renders: list) -> dict:
+    """Each held-out render (as eval.mp4 shows it) against its real frame, by face-recognition embedding; no keys
+    where dlib is not installed."""
+    from avatar3d.eval.identity import embedder_or_none, paired_distance
+
+    embed = embedder_or_none()
+    return {} if embed is None else paired_distance(embed, reals, renders).as_dict()
 
 
 def _held_out_frames(paths: AvatarPaths, seq: TrackedSequence, frames_eval: Optional[Sequence[int]]) -> list[int]:
