@@ -33,6 +33,7 @@ from avatar3d.drive.params import DriveParams
 from avatar3d.drive.viewpoint import EnrolledCamera, view_camera
 from avatar3d.errors import InputError
 from avatar3d.head.lbs import pose_vertices
+from avatar3d.io.atomic import exclusive
 from avatar3d.io.avatar_dir import AvatarPaths, check_rig, read_manifest
 from avatar3d.io.media import AUDIO_RATE
 from avatar3d.rotation import axis_angle_to_matrix
@@ -238,7 +239,9 @@ class Avatar:
         work = Path(work_dir) if work_dir else self.path / "drives" / f"{video.stem}-{video.stat().st_size}"
         if not (work / "tracking.npz").is_file():
             work.parent.mkdir(parents=True, exist_ok=True)  # the tracker writes its folder atomically beside it
-            track_video(video, work, head_model=self.rig.name, device=str(self.device), overlay=False)
+            with exclusive(work.parent / f".{work.name}.lock"):  # two clips of one video at once: tracked once
+                if not (work / "tracking.npz").is_file():
+                    track_video(video, work, head_model=self.rig.name, device=str(self.device), overlay=False)
         return self.from_tracking(work)
 
     # ------------------------------------------------------------------------------ rendering

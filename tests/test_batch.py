@@ -61,20 +61,20 @@ def _files(folder: Path, *names: str) -> None:
 
 
 def test_a_folder_gives_one_enrollment_per_video(tmp_path):
-    _files(tmp_path / "in", "b.MOV", "a.mp4", "notes.txt")
+    _files(tmp_path / "in", "b.MOV", "a.mp4", "notes.txt", "._a.mp4")  # macOS's resource files are not videos
     jobs = enroll_jobs(tmp_path / "in", tmp_path / "avatars", "fast", ["--holdout", "0.1"])
     assert [j.name for j in jobs] == ["a", "b"]
-    assert jobs[0].argv == ("enroll", str(tmp_path / "in" / "a.mp4"), "--out", str(tmp_path / "avatars" / "a"),
-                            "--preset", "fast", "--holdout", "0.1")
+    assert jobs[0].argv == ("enroll", str((tmp_path / "in" / "a.mp4").resolve()), "--out",
+                            str((tmp_path / "avatars" / "a").resolve()), "--preset", "fast", "--holdout", "0.1")
     assert jobs[0].command.startswith("avatar3d enroll ")
 
 
 def test_csv_and_yaml_manifests_give_the_same_jobs(tmp_path, monkeypatch):
     """Relative paths are the manifest's folder's, whatever the working folder; blank cells and comments pass."""
     _files(tmp_path / "m" / "clips", "one.mp4", "two.mp4")
-    (tmp_path / "m" / "people.csv").write_text(
+    (tmp_path / "m" / "people.csv").write_text(  # as a spreadsheet saves it: a byte-order mark first
         "# video, name, preset, options\nvideo,name,preset,options\nclips/one.mp4,,,\n"
-        "clips/two.mp4,anna,quality,\"--holdout 0.1 --framing head\"\n")
+        "clips/two.mp4,anna,quality,\"--holdout 0.1 --framing head\"\n", encoding="utf-8-sig")
     (tmp_path / "m" / "people.yaml").write_text(
         "- video: clips/one.mp4\n- {video: clips/two.mp4, name: anna, preset: quality, "
         "options: [--holdout, '0.1', --framing, head]}\n")
@@ -129,7 +129,7 @@ def test_render_problems_are_listed_before_ray_starts(synthetic_avatar_dir, tmp_
         f"{avatar},,,true,a.mp4,--expression smile=1\n"
         f"{avatar},,,,,\n"
         f"{avatar},,,true,b.mp4,--frobnicate 3\n"
-        f"{avatar},,,true,c.mp4,\n{avatar},,,true,C.mp4,\n")
+        f"{avatar},,,true,c.mp4,\n{avatar},,,true,C.mp4,\n{avatar},,v.mp4,yes,d.mp4,\n")
     (tmp_path / "speech.wav").write_bytes(b"RIFF")
     code = cli.run(["batch", "render", str(tmp_path / "jobs.csv"), "--out", str(tmp_path / "clips")])
     assert code == 1 and not ray.is_initialized() and not (tmp_path / "clips").exists()
@@ -138,8 +138,20 @@ def test_render_problems_are_listed_before_ray_starts(synthetic_avatar_dir, tmp_
     text = str(err.value)
     for row, words in ((2, "is not an avatar folder"), (3, "has no audio-to-expression model"),
                        (4, "--gaze 'sideways'"), (5, "unknown expression 'smile'"), (6, "no driver"),
-                       (7, "Unrecognized options: --frobnicate"), (9, "both write C.mp4")):
+                       (7, "Unrecognized options: --frobnicate"), (9, "both write C.mp4"), (10, "two motions")):
         assert f"jobs.csv row {row}" in text and words in text, (row, words, text)
+
+
+def test_speech_with_a_motion_is_a_dub(tmp_path):
+    from avatar3d.batch.jobs import _driver
+    from avatar3d.batch.manifest import Row
+
+    row = Row({"avatar": "a", "audio": "speech/hello.wav", "drive_video": "v/anna.mp4"}, "jobs.csv row 2", tmp_path)
+    words, name = _driver(row)
+    assert words == ["--drive-video", str(tmp_path / "v" / "anna.mp4"), "--audio", str(tmp_path / "speech" / "hello.wav")]
+    assert name == "anna_hello"
+    parsed = cli.parse(["render", "av", "--out", "x.mp4", *words])[2]
+    assert parsed.drive_video is not None and parsed.audio is not None
 
 
 def test_a_clip_key_follows_what_the_clip_shows(synthetic_avatar_dir, tmp_path):
@@ -154,6 +166,30 @@ def test_a_clip_key_follows_what_the_clip_shows(synthetic_avatar_dir, tmp_path):
     assert key("--audio", str(tmp_path / "b.wav"), "--out", "y.mp4", "--backend", "torch") == base  # same content
     assert key("--audio", str(tmp_path / "c.wav"), "--out", "x.mp4") != base
     assert key("--audio", str(tmp_path / "a.wav"), "--out", "x.mp4", "--orbit", "30") != base
+    assert key("--audio", str(tmp_path / "a.wav"), "--out", "x.mp4", "--alpha-out", "x.mov") == base
+
+
+def test_a_clip_key_follows_the_avatar_it_is_made_from(synthetic_avatar_dir, tmp_path):
+    """A retrained part (here the Gaussians' file rewritten) makes its clips stale."""
+    import shutil
+
+    avatar = tmp_path / "avatar"
+    shutil.copytree(synthetic_avatar_dir, avatar)
+    key = lambda: render_key(cli.parse(["render", str(avatar), "--tracking"])[2])  # noqa: E731
+    before = key()
+    weights = avatar / "gaussians.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    assert key() != before
+
+
+def test_without_ray_the_batch_says_how_to_install_it(synthetic_avatar_dir, tmp_path, monkeypatch, capsys):
+    import sys
+
+    (tmp_path / "jobs.csv").write_text(f"avatar,tracking\n{synthetic_avatar_dir},true\n")
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as if it were not installed
+    assert cli.run(["batch", "render", str(tmp_path / "jobs.csv"), "--out", str(tmp_path / "clips"),
+                    "--no-progress"]) == 1
+    assert "pip install 'avatar3d[batch]'" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------- on Ray

@@ -15,10 +15,13 @@ from avatar3d.errors import InputError
 from avatar3d.head.rig import RigParams
 
 ICT_NAMES = ["browDown_L", "browDown_R", "browInnerUp_L", "browInnerUp_R", "browOuterUp_L", "browOuterUp_R",
-             "cheekRaiser_L", "cheekRaiser_R", "cheekSquint_L", "cheekSquint_R", "eyeBlink_L", "eyeBlink_R",
-             "eyeSquint_L", "eyeSquint_R", "eyeWide_L", "eyeWide_R", "mouthDimple_L", "mouthDimple_R",
-             "mouthFrown_L", "mouthFrown_R", "mouthPress_L", "mouthPress_R", "mouthSmile_L", "mouthSmile_R",
-             "mouthStretch_L", "mouthStretch_R", "mouthUpperUp_L", "mouthUpperUp_R", "noseSneer_L", "noseSneer_R"]
+             "cheekPuff_L", "cheekPuff_R", "cheekSquint_L", "cheekSquint_R", "eyeBlink_L", "eyeBlink_R",
+             "eyeSquint_L", "eyeSquint_R", "eyeWide_L", "eyeWide_R", "jawForward", "jawLeft", "jawRight",
+             "mouthClose", "mouthDimple_L", "mouthDimple_R", "mouthFrown_L", "mouthFrown_R", "mouthFunnel",
+             "mouthLeft", "mouthLowerDown_L", "mouthLowerDown_R", "mouthPress_L", "mouthPress_R", "mouthPucker",
+             "mouthRight", "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper", "mouthSmile_L",
+             "mouthSmile_R", "mouthStretch_L", "mouthStretch_R", "mouthUpperUp_L", "mouthUpperUp_R", "noseSneer_L",
+             "noseSneer_R"]  # the installed ICT-FaceKit rig's expression channels, in its order
 
 
 def test_parse_names_and_intensities():
@@ -43,7 +46,9 @@ def test_every_emotion_moves_only_its_units_on_ict_names(seed):
             weight = sum(w for u, w in units.items() if u != "AU26" and c in unit_channels(u, ICT_NAMES))
             assert expr[c] == pytest.approx(weight * max(reach[c], MIN_REACH), rel=1e-5)
         assert (jaw > 0) == ("AU26" in units)
-    assert [ICT_NAMES[i] for i in unit_channels("AU6", ICT_NAMES)] == ["cheekRaiser_L", "cheekRaiser_R"]
+    assert [ICT_NAMES[i] for i in unit_channels("AU6", ICT_NAMES)] == ["cheekSquint_L", "cheekSquint_R"]
+    with_raiser = [*ICT_NAMES, "cheekRaiser_L", "cheekRaiser_R"]  # a rig with AU6's own shape uses it
+    assert [with_raiser[i] for i in unit_channels("AU6", with_raiser)] == ["cheekRaiser_L", "cheekRaiser_R"]
     assert [ICT_NAMES[i] for i in unit_channels("AU12R", ICT_NAMES)] == ["mouthSmile_R"]  # contempt: one side
     half, _ = Emotion("sad", 0.5).offsets(ICT_NAMES, reach)
     np.testing.assert_allclose(half * 2, Emotion("sad", 1.0).offsets(ICT_NAMES, reach)[0], rtol=1e-6)
@@ -71,6 +76,14 @@ def test_keyframes_blend_and_hold(tmp_path):
     path.write_text("[1, 2]")
     with pytest.raises(InputError, match="not an emotion path"):
         EmotionPath.load(path)
+    path.write_text('{"keyframes": [{"t": NaN, "emotion": "happy"}]}')
+    with pytest.raises(InputError, match="finite"):
+        EmotionPath.load(path)
+    path.write_text('{"keyframes": [{"t": 0, "emotion": "glee"}]}')
+    with pytest.raises(InputError, match="keyframe 1: unknown emotion 'glee'"):
+        EmotionPath.load(path)
+    with pytest.raises(InputError, match="pass an avatar3d.drive.emotion.Emotion"):
+        Controls(emotion="happy")
 
 
 def _stats(rng, names, jaw_reach=0.2):

@@ -92,6 +92,27 @@ def _dry_run(jobs: list[Job], skipped: set) -> int:
     return 0
 
 
+def _cancelled(jobs: list[Job], results: list[dict]) -> list[dict]:
+    finished = {r["job"] for r in results}
+    return results + [{"job": j.name, "kind": j.kind, "status": "cancelled", "seconds": None, "where": j.where,
+                       "message": "interrupted before it finished", "log": str(j.log), "command": j.command}
+                      for j in jobs if j.name not in finished]
+
+
+def _finish(kind: str, jobs: list[Job], results: list[dict], json_path: Path, started: float, ray_start_s,
+            settings: dict) -> dict:
+    """Sort the results as the manifest, print the table, write the JSON; returns the counts."""
+    order = {job.name: i for i, job in enumerate(jobs)}
+    results.sort(key=lambda r: order[r["job"]])
+    print(summary.table(results))
+    summary.write_json(json_path, kind, results, wall_s=time.perf_counter() - started, ray_start_s=ray_start_s,
+                       settings=settings)
+    n = summary.counts(results)
+    print(f"{n['done']} done, {n['skipped']} skipped, {n['failed']} failed in {time.perf_counter() - started:.0f} s; "
+          f"summary: {json_path}")
+    return n
+
+
 def run_batch(kind: str, jobs: list[Job], cfg: BatchCommon, out: Path, settings: dict) -> int:
     """Skip what is current, run the rest on Ray, print and save the summary; exit code 1 when any job failed."""
     from tqdm import tqdm
@@ -100,10 +121,10 @@ def run_batch(kind: str, jobs: list[Job], cfg: BatchCommon, out: Path, settings:
     current = {job.name for job in jobs if _is_current(job)}
     if cfg.dry_run:
         return _dry_run(jobs, current)
+    json_path = _summary_path(cfg.json, _out_folder(out), kind)
     results = [_skipped(job) for job in jobs if job.name in current]
     bar = tqdm(total=len(jobs), unit="job", desc=f"batch {kind}", file=sys.stderr, disable=not cfg.progress,
                dynamic_ncols=True)
-
     finished = []
 
     def report(result: dict) -> None:
@@ -128,21 +149,25 @@ def run_batch(kind: str, jobs: list[Job], cfg: BatchCommon, out: Path, settings:
     except KeyboardInterrupt:
         bar.close()
         runner.stop_ray()
+        _finish(kind, jobs, _cancelled(jobs, list(finished)), json_path, started, ray_start_s,
+                settings)
         print(f"\navatar3d batch {kind}: interrupted. Finished jobs are kept; run the same command again: what is "
               f"done is skipped and an interrupted enrollment continues from its checkpoint", file=sys.stderr)
         return 130
     finally:
         runner.stop_ray()
     bar.close()
-    order = {job.name: i for i, job in enumerate(jobs)}
-    results.sort(key=lambda r: order[r["job"]])
-    path = summary.write_json(cfg.json or out / f"batch-{kind}.json", kind, results,
-                              wall_s=time.perf_counter() - started, ray_start_s=ray_start_s, settings=settings)
-    print(summary.table(results))
-    n = summary.counts(results)
-    print(f"{n['done']} done, {n['skipped']} skipped, {n['failed']} failed in {time.perf_counter() - started:.0f} s; "
-          f"summary: {path}")
+    n = _finish(kind, jobs, results, json_path, started, ray_start_s, settings)
     return 1 if n["failed"] else 0
+
+
+def _summary_path(given: Optional[Path], out: Path, kind: str) -> Path:
+    """Where the summary goes, checked before any job runs (a long batch must not end on a bad path)."""
+    path = Path(given) if given is not None else out / f"batch-{kind}.json"
+    if path.is_dir() or not path.parent.is_dir():
+        raise InputError(f"--json {path}: {'is a folder' if path.is_dir() else 'its folder does not exist'}; pass a "
+                         f"file path in an existing folder")
+    return path
 
 
 def main_enroll(cfg: BatchEnrollConfig) -> int:
@@ -150,8 +175,7 @@ def main_enroll(cfg: BatchEnrollConfig) -> int:
 
     options = _split_options(cfg.options)
     jobs = enroll_jobs(cfg.videos, cfg.out, cfg.preset, options)
-    out = _out_folder(cfg.out)
-    return run_batch("enroll", jobs, cfg, out, {"preset": cfg.preset, "options": options,
+    return run_batch("enroll", jobs, cfg, cfg.out, {"preset": cfg.preset, "options": options,
                                                 "address": cfg.address, "source": str(cfg.videos)})
 
 
@@ -160,8 +184,7 @@ def main_render(cfg: BatchRenderConfig) -> int:
 
     options = _split_options(cfg.options)
     jobs = render_jobs(cfg.jobs, cfg.out, options)
-    out = _out_folder(cfg.out)
-    return run_batch("render", jobs, cfg, out, {"options": options, "address": cfg.address,
+    return run_batch("render", jobs, cfg, cfg.out, {"options": options, "address": cfg.address,
                                                 "source": str(cfg.jobs)})
 
 

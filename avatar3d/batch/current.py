@@ -24,7 +24,10 @@ from avatar3d.errors import InputError
 from avatar3d.io.atomic import atomic_write_json
 
 BATCH_DIR = ".batch"  # inside a batch's output folder: each job's log and each clip's record
-UNKEYED_RENDER_FIELDS = ("out", "progress", "backend", "force")  # where and how, not what the clip shows
+UNKEYED_RENDER_FIELDS = ("out", "alpha_out", "progress", "backend", "force")  # where and how, not what it shows
+# the parts of an avatar a clip is made from: a change to any (a retrained lip-sync model, new Gaussians) redoes it
+AVATAR_PARTS = ("avatar.json", "gaussians.safetensors", "tracking.npz", "refined.npz", "torso.json",
+                "background.png", "background.json", "audio2expr/config.json", "audio2expr/model.safetensors")
 
 
 # ---------------------------------------------------------------------------------------------- avatars
@@ -53,7 +56,18 @@ def avatar_is_current(cfg) -> bool:
         return False
     wanted = run_inputs(Path(cfg.video), cfg.preset, cfg.holdout, _rig_checksum(cfg.head_model), stage_settings(cfg))
     lips = manifest.stages.get("audio2expr") in ("done", "skipped")
-    return not differences(manifest, wanted) and lips == bool(cfg.audio2expr)
+    return not differences(manifest, wanted) and _same_keys(manifest.settings["stages"], wanted["stages"]) \
+        and lips == bool(cfg.audio2expr)
+
+
+def _same_keys(recorded: dict, wanted: dict) -> bool:
+    """Every setting recorded and wanted alike: `differences` forgives a setting added since a run started (right
+    for continuing it), but an avatar made before a setting existed is not known to match it, so it is redone."""
+    from avatar3d.pipeline.resume import flat_settings
+
+    was, now = flat_settings(recorded), flat_settings(wanted)
+    was.setdefault("framing", "head")
+    return set(was) == set(now)
 
 
 # ---------------------------------------------------------------------------------------------- clips
@@ -63,13 +77,26 @@ def _file_digest(path: Path) -> str:
     return video_checksum(path)
 
 
+def _avatar_stamp(folder: Path) -> dict:
+    """An avatar by the size and modification time of each part a clip is made from."""
+    stamp = {}
+    for part in AVATAR_PARTS:
+        path = folder / part
+        if path.is_file():
+            info = path.stat()
+            stamp[part] = [info.st_size, info.st_mtime_ns]
+    return stamp
+
+
 def _keyed(value):
-    """A render setting as key material: a file by its content, a folder (the avatar) by its manifest."""
+    """A render setting as key material: a file by its content, a folder (the avatar) by its parts' stamps."""
+    if isinstance(value, str) and value and Path(value).is_file():  # e.g. a background picture
+        value = Path(value)
     if isinstance(value, Path):
         if value.is_file():
             return {"sha256": _file_digest(value)}
         if (value / "avatar.json").is_file():
-            return {"avatar": hashlib.sha256((value / "avatar.json").read_bytes()).hexdigest()}
+            return {"avatar": _avatar_stamp(value)}
         return str(value)
     if isinstance(value, (list, tuple)):
         return [_keyed(v) for v in value]

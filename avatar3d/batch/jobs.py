@@ -15,9 +15,11 @@ from typing import Optional
 
 from avatar3d.batch.current import BATCH_DIR, render_key
 from avatar3d.batch.manifest import ENROLL_COLUMNS, RENDER_COLUMNS, Row, read_rows
+from avatar3d.config import option_value
 from avatar3d.errors import InputError
 
 TRUE_WORDS = ("1", "true", "yes", "y", "on")
+FALSE_WORDS = ("0", "false", "no", "n", "off")
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class Job:
     output: Path  # the avatar folder or the clip
     where: str  # the manifest row it came from
     key: str = ""  # a clip's inputs and settings (batch/current.py); "" for enrollments
+    also_writes: tuple = ()  # outputs besides `output` (a clip's alpha), checked for clashes too
 
     @property
     def command(self) -> str:
@@ -71,10 +74,11 @@ def _unique(jobs: list[Job]) -> list[str]:
     seen: dict[str, Job] = {}
     problems = []
     for job in jobs:
-        other = seen.setdefault(job.name.casefold(), job)
-        if other is not job:
-            problems.append(f"{job.where} and {other.where} both write {job.name}; give one of them another "
-                            f"{'name' if job.kind == 'enroll' else 'out'}")
+        for path in (job.output, *job.also_writes):
+            other = seen.setdefault(str(path).casefold(), job)
+            if other is not job:
+                problems.append(f"{job.where} and {other.where} both write {Path(path).name}; give one of them "
+                                f"another {'name' if job.kind == 'enroll' else 'out'}")
     return problems
 
 
@@ -104,10 +108,12 @@ def _enroll_job(row: Row, out_dir: Path, preset: str, options: list[str]) -> Job
     video = row.path("video")
     if video is None:
         raise InputError(f"{row.where}: no video; every row names its video file")
+    video, out_dir = video.resolve(), out_dir.resolve()  # a worker (on a cluster) may run in another folder
     name = _plain_name(str(row.values.get("name") or video.stem), row.where)
     extra = [*options, *row.options()]
     _refuse_out(extra, row.where, "name")
-    preset_words = [] if "--config" in extra else ["--preset", str(row.values.get("preset") or preset)]
+    given_config = option_value(extra, "--config") is not None
+    preset_words = [] if given_config else ["--preset", str(row.values.get("preset") or preset)]
     words = ["enroll", str(video), "--out", str(out_dir / name), *preset_words, *extra]
     config = _parse(words, row.where)
     if not video.is_file():
@@ -129,25 +135,33 @@ def render_jobs(source: Path, out_dir: Path, options: list[str]) -> list[Job]:
 
 
 def _driver(row: Row) -> tuple[list[str], str]:
-    """The row's one driver as render's words, and the name part it gives the clip."""
-    given = []
-    if row.values.get("audio") is not None:
-        given.append((["--audio", str(row.path("audio"))], row.path("audio").stem))
+    """The row's driver as render's words, and the name part it gives the clip: speech, a motion (another video,
+    or the enrollment's replay), or both (a dub)."""
+    motions = []
     if row.values.get("drive_video") is not None:
-        given.append((["--drive-video", str(row.path("drive_video"))], row.path("drive_video").stem))
-    tracking = row.values.get("tracking")
-    if tracking is not None and str(tracking).strip().lower() in TRUE_WORDS:
-        given.append((["--tracking"], "tracking"))
-    if len(given) != 1:
-        raise InputError(f"{row.where}: {'no driver' if not given else 'more than one driver'}; give exactly one "
-                         f"of audio, drive_video or tracking (true)")
-    return given[0]
+        motions.append((["--drive-video", str(row.path("drive_video").resolve())], row.path("drive_video").stem))
+    tracking = str(row.values.get("tracking", "false")).strip().lower()
+    if tracking not in TRUE_WORDS + FALSE_WORDS:
+        raise InputError(f"{row.where}: tracking {row.values['tracking']!r} is neither true nor false (write true, "
+                         f"or leave the cell empty)")
+    if tracking in TRUE_WORDS:
+        motions.append((["--tracking"], "tracking"))
+    if len(motions) > 1:
+        raise InputError(f"{row.where}: drive_video and tracking are two motions; give one of them (with audio "
+                         f"to dub)")
+    parts = motions + ([(["--audio", str(row.path("audio").resolve())], row.path("audio").stem)]
+                       if row.values.get("audio") is not None else [])
+    if not parts:
+        raise InputError(f"{row.where}: no driver; give audio, drive_video or tracking (true), or audio with one of "
+                         f"the other two to dub")
+    return [w for words, _ in parts for w in words], "_".join(name for _, name in parts)
 
 
 def _render_job(row: Row, out_dir: Path, options: list[str]) -> Job:
     avatar = row.path("avatar")
     if avatar is None:
         raise InputError(f"{row.where}: no avatar; every job names its avatar folder")
+    avatar, out_dir = avatar.resolve(), out_dir.resolve()  # a worker (on a cluster) may run in another folder
     driver_words, driver_name = _driver(row)
     name = _plain_name(str(row.values.get("out") or f"{avatar.name}_{driver_name}.mp4"), row.where)
     extra = [*options, *row.options()]
@@ -155,7 +169,15 @@ def _render_job(row: Row, out_dir: Path, options: list[str]) -> Job:
     words = ["render", str(avatar), "--out", str(out_dir / name), "--no-progress", *driver_words, *extra]
     config = _parse(words, row.where)
     _check_render(config, row.where)
-    return Job("render", name, tuple(words), out_dir / name, row.where, key=render_key(config))
+    return Job("render", name, tuple(words), out_dir / name, row.where, key=render_key(config),
+               also_writes=_alpha_output(config))
+
+
+def _alpha_output(cfg) -> tuple:
+    """Where a clip's --alpha goes, when it asks for one (as render decides it)."""
+    if not cfg.alpha and cfg.alpha_out is None:
+        return ()
+    return (Path(cfg.alpha_out or Path(cfg.out).with_name(Path(cfg.out).stem + "_alpha")).resolve(),)
 
 
 def _check_render(cfg, where: str) -> None:
@@ -170,7 +192,8 @@ def _check_render(cfg, where: str) -> None:
             if path is not None and not Path(path).is_file():
                 raise InputError(f"the {label} file {path} does not exist")
         manifest = read_manifest(cfg.avatar)
-        if cfg.audio is not None and not (AvatarPaths(cfg.avatar).audio2expr / "config.json").is_file():
+        model = AvatarPaths(cfg.avatar).audio2expr
+        if cfg.audio is not None and not all((model / f).is_file() for f in ("config.json", "model.safetensors")):
             raise InputError(f"{cfg.avatar} has no audio-to-expression model; train it with `avatar3d train "
                              f"audio2expr {cfg.avatar}`, or drive this job with tracking or drive_video")
         build_controls(cfg, _expression_names(manifest.rig_name))

@@ -76,7 +76,8 @@ def read_rows(source: Path, columns: tuple[str, ...]) -> list[Row]:
 
 
 def _video_folder(folder: Path) -> list[Row]:
-    videos = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+    videos = sorted(p for p in folder.iterdir()  # hidden files (e.g. macOS's ._name.mp4) are not videos
+                    if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in VIDEO_SUFFIXES)
     if not videos:
         raise InputError(f"{folder} holds no videos ({', '.join(VIDEO_SUFFIXES)}); pass a folder of talking videos "
                          f"or a manifest")
@@ -97,14 +98,17 @@ def _clean(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _csv_rows(path: Path) -> list[Row]:
-    try:
-        lines = [line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")]
+    try:  # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark
+        lines = ["" if line.lstrip().startswith("#") else line  # comments blanked: the line numbers stay true
+                 for line in path.read_text(encoding="utf-8-sig").splitlines()]
     except (OSError, UnicodeDecodeError) as err:
         raise InputError(f"{path} cannot be read as text ({type(err).__name__}); save the manifest as UTF-8 CSV") \
             from err
-    reader = csv.DictReader(lines)
+    header = next((i for i, line in enumerate(lines) if line.strip()), len(lines))
+    reader = csv.DictReader(lines[header:])  # its first line is the header
     rows = []
-    for number, values in enumerate(reader, start=2):  # row 1 is the header
+    for values in reader:
+        number = header + reader.line_num
         if None in values:
             raise InputError(f"{path.name} row {number}: more cells than the header has columns")
         values = _clean(values)
@@ -115,7 +119,7 @@ def _csv_rows(path: Path) -> list[Row]:
 
 def _yaml_rows(path: Path) -> list[Row]:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise InputError(f"{path} cannot be read as YAML ({type(err).__name__}); docs/batch.md shows the format") \
             from err

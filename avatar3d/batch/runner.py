@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from avatar3d.batch.jobs import Job
+from avatar3d.config import option_value
 from avatar3d.errors import InputError
 
 MAX_ENROLL_CPUS = 8  # an enrollment's training scales little past this; more cores run more jobs at once
@@ -44,17 +45,21 @@ def start_ray(address: Optional[str], local_cpus: Optional[int] = None) -> dict:
     quiet = dict(log_to_driver=False, logging_level="error")
     try:
         if address is None:
-            ray.init(num_cpus=min(local_cpus or available_cores(), available_cores()), include_dashboard=False,
+            ray.init(address="local", num_cpus=min(local_cpus or available_cores(), available_cores()),
+                     include_dashboard=False,
                      object_store_memory=OBJECT_STORE_BYTES, **quiet)
         else:
             ray.init(address=address, **quiet)
     except (ConnectionError, ValueError, RuntimeError) as err:
-        raise InputError(f"Ray could not {'start' if address is None else f'connect to {address}'} ({err}); "
-                         f"check the address (`ray status` on the cluster's head node), or leave --address out "
-                         f"to run on this machine") from err
+        if address is None:
+            raise InputError(f"a local Ray could not start ({err}); see `ray status`, or free memory and cores") \
+                from err
+        raise InputError(f"Ray could not connect to {address} ({err}); check the address (`ray status` on the "
+                         f"cluster's head node), or leave --address out to run on this machine") from err
     nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
     return {"cpus": sum(n.get("CPU", 0) for n in nodes), "gpus": sum(n.get("GPU", 0) for n in nodes),
-            "node_cpus": max((n.get("CPU", 0) for n in nodes), default=0), "nodes": len(nodes)}
+            "node_cpus": max((n.get("CPU", 0) for n in nodes), default=0),
+            "node_gpus": max((n.get("GPU", 0) for n in nodes), default=0), "nodes": len(nodes)}
 
 
 def choose_resources(kind: str, cluster: dict, cpus: Optional[float], gpus: Optional[float]) -> Resources:
@@ -67,15 +72,15 @@ def choose_resources(kind: str, cluster: dict, cpus: Optional[float], gpus: Opti
     if not 0 < cpus <= cluster["node_cpus"]:
         raise InputError(f"--cpus-per-job {cpus:g}: each job must fit on one machine, which has at most "
                          f"{cluster['node_cpus']:g} cores here; pass 1..{cluster['node_cpus']:g}")
-    if gpus < 0 or gpus > max(cluster["gpus"], 0):
-        raise InputError(f"--gpus-per-job {gpus:g}: this Ray has {cluster['gpus']:g} GPU(s); pass 0 to run on "
-                         f"CPUs")
+    if gpus < 0 or gpus > cluster["node_gpus"]:
+        raise InputError(f"--gpus-per-job {gpus:g}: each job must fit on one machine, which has at most "
+                         f"{cluster['node_gpus']:g} GPU(s) here; pass 0 to run on CPUs")
     return Resources(float(cpus), float(gpus))
 
 
 def with_device(job: Job, resources: Resources) -> Job:
     """An enrollment that reserves a GPU trains on it (unless its options already pick a device)."""
-    if job.kind != "enroll" or resources.gpus <= 0 or "--device" in job.argv:
+    if job.kind != "enroll" or resources.gpus <= 0 or option_value(list(job.argv), "--device") is not None:
         return job
     return dataclasses.replace(job, argv=(*job.argv, "--device", "cuda"))
 
@@ -117,9 +122,9 @@ def run_jobs(jobs: list[Job], resources: Resources, report: Callable[[dict], Non
 
 
 def stop_ray() -> None:
-    import ray
-
-    if ray.is_initialized():
+    """Shut the batch's Ray down, if one was started (never imports Ray: it may not be installed)."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
         ray.shutdown()
 
 

@@ -48,7 +48,8 @@ def table(results: list[dict]) -> str:
 
 
 def counts(results: list[dict]) -> dict:
-    return {status: sum(r["status"] == status for r in results) for status in ("done", "skipped", "failed")}
+    return {status: sum(r["status"] == status for r in results)
+            for status in ("done", "skipped", "failed", "cancelled")}
 
 
 def write_json(path: Path, kind: str, results: list[dict], *, wall_s: float, ray_start_s: Optional[float],

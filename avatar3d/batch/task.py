@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import sys
 import time
 import traceback
@@ -28,6 +29,14 @@ def _logged(log: Path) -> Iterator[None]:
         yield
 
 
+# a path through one of our hidden work folders (".NAME.tmp-...", ".NAME.staging", ...): internal, never shown
+_TEMP_PATH = re.compile(r"[^\s'\"]*/\.[^/\s'\"]*\.(?:tmp-|old-|staging|reserved)[^\s'\"]*")
+
+
+def _without_temp_paths(text: str) -> str:
+    return _TEMP_PATH.sub("(a temporary file of the job)", text)
+
+
 def _run_command(job: Job) -> tuple[str, Optional[str]]:
     """(status, message) of the job's command, run in this process."""
     from avatar3d import cli
@@ -40,7 +49,7 @@ def _run_command(job: Job) -> tuple[str, Optional[str]]:
         return "failed", str(err)
     except Exception as err:  # noqa: BLE001  one job's fault must not end the batch
         traceback.print_exc()
-        return "failed", f"{type(err).__name__}: {err} (the traceback is in {job.log.name})"
+        return "failed", f"{type(err).__name__}: {_without_temp_paths(str(err))} (the traceback is in {job.log.name})"
     if code != 0:
         return "failed", message or f"exit code {code} (see {job.log.name})"
     return "done", None
@@ -53,7 +62,8 @@ def _metric(job: Job, seconds: float) -> dict:
             summary = json.loads((job.output / "eval.json").read_text())
         except (OSError, ValueError):
             return {}
-        value = summary.get("psnr_full", summary.get("psnr"))
+        value = summary.get("psnr_full")
+        value = summary.get("psnr") if value is None else value  # a head has no portrait figure
         return {} if value is None else {"psnr": round(float(value), 2)}
     from avatar3d.io.media import VideoReader
 
@@ -72,12 +82,15 @@ def run_job(job: Job, threads: int) -> dict:
     with _logged(job.log):
         status, message = _run_command(job)
         if message:
-            print(f"{job.argv[0]}: error: {message}", flush=True)
+            print(f"avatar3d {job.argv[0]}: error: {message}", flush=True)
     seconds = time.perf_counter() - started
     result = {"job": job.name, "kind": job.kind, "status": status, "seconds": round(seconds, 1),
               "message": message, "where": job.where, "log": str(job.log), "command": job.command}
     if status == "done":
-        result.update(_metric(job, seconds))
+        try:
+            result.update(_metric(job, seconds))
+        except Exception as err:  # noqa: BLE001  the output is there; only its figure could not be read
+            result["message"] = f"done, but its figure could not be read ({type(err).__name__})"
         if job.kind == "render":
             record_clip(job.output, job.key, seconds=result["seconds"], fps=result.get("fps"))
     sys.stdout.flush()

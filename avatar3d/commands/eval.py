@@ -155,6 +155,25 @@ def main_synthetic(cfg: EvalSyntheticConfig) -> int:
     return 0
 
 
+def _check_identity_inputs(cfg: EvalIdentityConfig) -> None:
+    """What would fail after the renders, found before them."""
+    from avatar3d.errors import InputError
+    from avatar3d.eval.identity import FaceEmbedder
+    from avatar3d.io.avatar_dir import AvatarPaths, read_manifest
+
+    read_manifest(cfg.avatar)
+    FaceEmbedder()  # dlib and its models are there
+    model = AvatarPaths(cfg.avatar).audio2expr
+    if cfg.audio is not None and not Path(cfg.audio).is_file():
+        raise InputError(f"--audio {cfg.audio} does not exist; pass a speech file")
+    if cfg.audio is not None and not (model / "model.safetensors").is_file():
+        raise InputError(f"{cfg.avatar} has no audio-to-expression model for --audio; train it with `avatar3d train "
+                         f"audio2expr {cfg.avatar}` or leave --audio out")
+    for flag, path in (("--json", cfg.json), ("--sheet", cfg.sheet)):
+        if path is not None and not Path(path).parent.is_dir():
+            raise InputError(f"{flag} {path}: its folder does not exist; create it first")
+
+
 def main_identity(cfg: EvalIdentityConfig) -> int:
     from avatar3d.errors import InputError
     from avatar3d.io.atomic import atomic_write_bytes, atomic_write_json
@@ -162,6 +181,7 @@ def main_identity(cfg: EvalIdentityConfig) -> int:
 
     if not 1 <= cfg.frames <= 200:
         raise InputError(f"--frames {cfg.frames} is outside 1..200; use e.g. 8")
+    _check_identity_inputs(cfg)
     print("control              identity distance to the real frames (one person: usually under 0.6)")
     report, firsts = identity_report(cfg.avatar, audio=cfg.audio, frames=cfg.frames, backend=cfg.backend)
     spread = report["real_spread"]

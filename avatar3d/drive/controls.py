@@ -69,6 +69,11 @@ class Controls:
             raise InputError(f"field of view {self.fov} is outside 1..150 degrees")
         if self.blink not in ("auto", "off"):
             raise InputError(f"blink={self.blink!r}: use 'auto' or 'off'")
+        if self.emotion is not None and not hasattr(self.emotion, "offsets"):
+            raise InputError(f"emotion={self.emotion!r}: pass an avatar3d.drive.emotion.Emotion, e.g. "
+                             f"Emotion('happy', 0.8) (or parse_emotion('happy:0.8'))")
+        if self.emotion_path is not None and not hasattr(self.emotion_path, "at"):
+            raise InputError(f"emotion_path={self.emotion_path!r}: pass an EmotionPath (EmotionPath.load(FILE))")
         if isinstance(self.gaze, str) and self.gaze != "camera":
             raise InputError(f"gaze={self.gaze!r}: use 'camera' or (yaw, pitch) in degrees")
 

@@ -28,7 +28,7 @@ def speech_channels(rig) -> np.ndarray:  # -> [E] bool
     for region in ("eyelids", "brows"):
         if region in names:
             upper += moved[rig.region(region).cpu()].sum(0)
-    return (lips >= upper).numpy()
+    return (lips > upper).numpy()
 
 
 def ping_pong(num_frames: int, source_frames: int, fps: float, source_fps: float) -> np.ndarray:  # -> [T] int

@@ -8,7 +8,7 @@ offset is `intensity x weight x reach`, where a channel's reach is how far this 
 | emotion | action units | shapes |
 |---|---|---|
 | neutral | none | none |
-| happy | AU6 cheek raiser, AU12 lip-corner puller | cheekRaiser/cheekSquint, mouthSmile |
+| happy | AU6 cheek raiser, AU12 lip-corner puller | cheekRaiser (else cheekSquint), mouthSmile |
 | sad | AU1 inner-brow raiser, AU4 brow lowerer, AU15 lip-corner depressor | browInnerUp, browDown, mouthFrown |
 | angry | AU4, AU5 upper-lid raiser, AU7 lid tightener, AU23 lip tightener | browDown, eyeWide, eyeSquint, mouthPress |
 | surprised | AU1, AU2 outer-brow raiser, AU5, AU26 jaw drop | browInnerUp, browOuterUp, eyeWide, jaw |
@@ -122,13 +122,15 @@ class EmotionPath:
             data = json.loads(Path(path).read_text())
             keys = data["keyframes"]
             times = tuple(float(k["t"]) for k in keys)
-            emotions = tuple(Emotion(str(k.get("emotion", "neutral")), float(k.get("intensity", 1.0))) for k in keys)
-        except (OSError, ValueError, KeyError, TypeError) as err:
+            emotions = tuple(_keyframe(k, i, path) for i, k in enumerate(keys))
+        except InputError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             raise InputError(f"{path} is not an emotion path ({type(err).__name__}: {err}); docs/emotion.md shows "
                              f'the format: {{"keyframes": [{{"t": 0, "emotion": "happy", "intensity": 1}}]}}') \
                 from None
-        if not times or any(b <= a for a, b in zip(times, times[1:])):
-            raise InputError(f"{path}: give at least one keyframe, with increasing times t (seconds)")
+        if not times or not all(math.isfinite(t) for t in times) or any(b <= a for a, b in zip(times, times[1:])):
+            raise InputError(f"{path}: give at least one keyframe, with finite, increasing times t (seconds)")
         return cls(times, emotions)
 
     def at(self, seconds: float) -> list[tuple[Emotion, float]]:
@@ -141,6 +143,13 @@ class EmotionPath:
         a, b = self.times[i - 1], self.times[i]
         w = (seconds - a) / (b - a)
         return [(self.emotions[i - 1], 1.0 - w), (self.emotions[i], w)]
+
+
+def _keyframe(key: dict, index: int, path: Path) -> Emotion:
+    try:
+        return Emotion(str(key.get("emotion", "neutral")).lower(), float(key.get("intensity", 1.0)))
+    except InputError as err:
+        raise InputError(f"{path} keyframe {index + 1}: {err}") from None
 
 
 def blended_offsets(parts: list[tuple[Emotion, float]], expr_names: list[str], reach: np.ndarray) -> tuple:

@@ -28,7 +28,8 @@ def _models_folder() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise BackendUnavailableError(_INSTALL)
     folder = Path(list(spec.submodule_search_locations)[0]) / "models"
-    if not (folder / "dlib_face_recognition_resnet_model_v1.dat").is_file():
+    needed = ("dlib_face_recognition_resnet_model_v1.dat", "shape_predictor_5_face_landmarks.dat")
+    if not all((folder / name).is_file() for name in needed):
         raise BackendUnavailableError(f"face_recognition_models is installed without its model files; {_INSTALL}")
     return folder
 

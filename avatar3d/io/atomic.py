@@ -248,3 +248,20 @@ def clean_stale_temps(folder: str | os.PathLike) -> list[Path]:
                 entry.unlink(missing_ok=True)
             removed.append(entry)
     return removed
+
+
+@contextmanager
+def exclusive(lock_file: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on `lock_file` (created if missing) for the block: one process at a time does what
+    the block does (e.g. tracking a video others will reuse). Where the system has no `fcntl`, no lock is taken."""
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system
+        yield
+        return
+    with open(lock_file, "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

@@ -16,6 +16,7 @@ Identity: each held-out render, as eval.mp4 shows it, against its real frame by 
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -142,7 +143,13 @@ def _identity(reals: list, renders: list) -> dict:
     from avatar3d.eval.identity import embedder_or_none, paired_distance
 
     embed = embedder_or_none()
-    return {} if embed is None else paired_distance(embed, reals, renders).as_dict()
+    if embed is None:
+        return {}
+    try:
+        return paired_distance(embed, reals, renders).as_dict()
+    except Exception as err:  # noqa: BLE001  an optional score must never fail a finished enrollment
+        warnings.warn(f"the identity score was left out: dlib failed ({type(err).__name__}: {err})")
+        return {}
 
 
 def _held_out_frames(paths: AvatarPaths, seq: TrackedSequence, frames_eval: Optional[Sequence[int]]) -> list[int]:

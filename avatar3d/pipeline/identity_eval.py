@@ -23,7 +23,8 @@ CAMERAS = {"enrolled camera": {}, "camera yaw -30": {"yaw": -30.0}, "camera yaw 
 
 
 def _held_out(avatar, count: int) -> list[int]:
-    """`count` held-out frame indices spread over the tail training never saw."""
+    """`count` held-out frame indices spread over the tail training never saw (over every frame when the avatar
+    records no training split)."""
     from avatar3d.head.refined import load_refined
 
     train = set(load_refined(avatar.paths.refined)[1]) if avatar.paths.refined.is_file() else set()

@@ -37,11 +37,12 @@ def run_inputs(video: Path, preset: str, holdout: float, rig_checksum: str, stag
     return inputs
 
 
-def _flat(data: dict, prefix: str = "") -> dict:
+def flat_settings(data: dict, prefix: str = "") -> dict:
+    """Nested settings as one level, keys dotted (`train.iterations`)."""
     out = {}
     for key, value in data.items():
         if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
+            out.update(flat_settings(value, f"{prefix}{key}."))
         else:
             out[prefix + key] = value
     return out
@@ -60,7 +61,7 @@ def differences(recorded: AvatarManifest, wanted: dict) -> list[str]:
         if key in settings and settings[key] != wanted[key]:
             found.append(f"its {label} was {settings[key]}, not {wanted[key]}")
     if "stages" in settings and "stages" in wanted:
-        was, now = _flat(settings["stages"]), _flat(wanted["stages"])
+        was, now = flat_settings(settings["stages"]), flat_settings(wanted["stages"])
         was.setdefault("framing", "head")  # runs from before portraits made heads
         # a setting added since the interrupted run started is not held against it (it ran with what is now the default)
         changed = [f"--{k} {was.get(k)} (now {now.get(k)})" for k in sorted(set(was) | set(now))
