@@ -108,8 +108,9 @@ def _finish(kind: str, jobs: list[Job], results: list[dict], json_path: Path, st
     summary.write_json(json_path, kind, results, wall_s=time.perf_counter() - started, ray_start_s=ray_start_s,
                        settings=settings)
     n = summary.counts(results)
-    print(f"{n['done']} done, {n['skipped']} skipped, {n['failed']} failed in {time.perf_counter() - started:.0f} s; "
-          f"summary: {json_path}")
+    cancelled = f", {n['cancelled']} cancelled" if n["cancelled"] else ""
+    print(f"{n['done']} done, {n['skipped']} skipped, {n['failed']} failed{cancelled} in "
+          f"{time.perf_counter() - started:.0f} s; summary: {json_path}")
     return n
 
 
@@ -123,18 +124,20 @@ def run_batch(kind: str, jobs: list[Job], cfg: BatchCommon, out: Path, settings:
         return _dry_run(jobs, current)
     json_path = _summary_path(cfg.json, _out_folder(out), kind)
     results = [_skipped(job) for job in jobs if job.name in current]
-    bar = tqdm(total=len(jobs), unit="job", desc=f"batch {kind}", file=sys.stderr, disable=not cfg.progress,
-               dynamic_ncols=True)
+    # the skipped jobs start the bar (tqdm's rate, hence the ETA, counts only what runs after them)
+    bar = tqdm(total=len(jobs), initial=len(results), unit="job", desc=f"batch {kind}", file=sys.stderr,
+               disable=not cfg.progress, dynamic_ncols=True)
     finished = []
 
-    def report(result: dict) -> None:
+    def report(result: dict, ran: bool = True) -> None:
         finished.append(result)
         line = summary.job_line(result, len(finished), len(jobs))
         bar.write(line, file=sys.stderr) if cfg.progress else print(line, file=sys.stderr, flush=True)
-        bar.update(1)
+        if ran:
+            bar.update(1)
 
     for result in results:
-        report(result)
+        report(result, ran=False)
     todo = [job for job in jobs if job.name not in current]
     ray_start_s = None
     try:
