@@ -128,7 +128,7 @@ class Avatar:
 
     @property
     def has_audio_model(self) -> bool:
-        return (self.paths.audio2expr / "config.json").is_file() and (self.paths.audio2expr / "model.safetensors").is_file()
+        return self.paths.has_audio_model()
 
     @property
     def enrolled_distance(self) -> float:
@@ -202,7 +202,7 @@ class Avatar:
 
         motion = self.tracked() if video is None else self.from_video(video)
         speech = self.animate(audio, fps=fps or motion.fps, seed=seed, sample_rate=sample_rate)
-        return dub(motion, speech, speech_channels(self.rig))
+        return dub(motion, speech, self.stats.speech_mask)
 
     def neutral(self, num_frames: int = 1, fps: Optional[float] = None) -> DriveParams:
         """The person's resting face, still, for `num_frames` frames (silent)."""

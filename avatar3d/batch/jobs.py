@@ -192,8 +192,7 @@ def _check_render(cfg, where: str) -> None:
             if path is not None and not Path(path).is_file():
                 raise InputError(f"the {label} file {path} does not exist")
         manifest = read_manifest(cfg.avatar)
-        model = AvatarPaths(cfg.avatar).audio2expr
-        if cfg.audio is not None and not all((model / f).is_file() for f in ("config.json", "model.safetensors")):
+        if cfg.audio is not None and not AvatarPaths(cfg.avatar).has_audio_model():
             raise InputError(f"{cfg.avatar} has no audio-to-expression model; train it with `avatar3d train "
                              f"audio2expr {cfg.avatar}`, or drive this job with tracking or drive_video")
         build_controls(cfg, _expression_names(manifest.rig_name))

@@ -163,10 +163,9 @@ def _check_identity_inputs(cfg: EvalIdentityConfig) -> None:
 
     read_manifest(cfg.avatar)
     FaceEmbedder()  # dlib and its models are there
-    model = AvatarPaths(cfg.avatar).audio2expr
     if cfg.audio is not None and not Path(cfg.audio).is_file():
         raise InputError(f"--audio {cfg.audio} does not exist; pass a speech file")
-    if cfg.audio is not None and not (model / "model.safetensors").is_file():
+    if cfg.audio is not None and not AvatarPaths(cfg.avatar).has_audio_model():
         raise InputError(f"{cfg.avatar} has no audio-to-expression model for --audio; train it with `avatar3d train "
                          f"audio2expr {cfg.avatar}` or leave --audio out")
     for flag, path in (("--json", cfg.json), ("--sheet", cfg.sheet)):

@@ -22,6 +22,7 @@ the upper face carries the emotion throughout.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -62,12 +63,17 @@ def _side_names(stem: str, side: str) -> tuple[str, ...]:
 
 def unit_channels(unit: str, expr_names: list[str]) -> list[int]:
     """The rig's channels of an action unit (the first stem the rig has; none when it has none)."""
+    return list(_unit_channels(unit, tuple(expr_names)))
+
+
+@functools.lru_cache(maxsize=256)
+def _unit_channels(unit: str, expr_names: tuple) -> tuple:  # once per rig, not once per rendered frame
     stems, side = UNITS[unit]
     for stem in stems:
-        found = [i for i, n in enumerate(expr_names) if n in _side_names(stem, side)]
+        found = tuple(i for i, n in enumerate(expr_names) if n in _side_names(stem, side))
         if found:
             return found
-    return []
+    return ()
 
 
 @dataclass(frozen=True)
