@@ -37,6 +37,7 @@ from avatar3d.io.atomic import exclusive
 from avatar3d.io.avatar_dir import AvatarPaths, check_rig, read_manifest
 from avatar3d.io.media import AUDIO_RATE
 from avatar3d.rotation import axis_angle_to_matrix
+from avatar3d.render.finish import finish_frame
 from avatar3d.stages import stage
 
 Background = Union[Sequence[float], np.ndarray, str]  # a colour, an image [H,W,3], "plate" (the avatar's room) or
@@ -277,32 +278,35 @@ class Avatar:
             frame = self.rig_params(params, t, controls, camera)
         if isinstance(background, str) and background == AUTO:
             background = PLATE if self.is_portrait and self.plate is not None else (1.0, 1.0, 1.0)
+        picture, to_picture = None, None  # a picture behind the avatar [H',W',3] uint8 and its pixel map [3,3]
         if isinstance(background, str):
             if background != PLATE:
                 raise InputError(f"background {background!r}: the words Avatar.render takes are \"plate\" and \"auto\"; pass "
                                  f"a colour as (r, g, b) in [0,1] or an image [H,W,3] (export.clip.parse_background "
                                  f"reads names like white or #rrggbb)")
             with stage("plate"):
-                background = self._plate_image(camera)
+                background, picture, to_picture = self._plate_view(camera)
         bg_colour, bg_image = _background(background, camera.height, camera.width)
+        if bg_image is not None:  # a picture given: the frame's own size, pixel for pixel
+            picture, to_picture = bg_image, np.eye(3)
         out = render_avatar(self.gaussians, self.rig, self.faces, frame, camera.K, camera.viewmat, camera.width,
                             camera.height, bg_colour.to(self.device) if bg_colour is not None else None,
                             backend=self.backend)
-        with stage("finish"):
-            image = out.image
-            alpha = out.alpha.clamp(0, 1)
-            if bg_image is not None:  # rendered over black: composite over the picture
-                image = image + (1.0 - alpha) * bg_image.to(image.device)
-            image = image.clamp(0, 1)  # after compositing: a bright Gaussian over the picture must not wrap in uint8
-            to_u8 = lambda x: (x.cpu().numpy() * 255.0 + 0.5).astype(np.uint8)  # noqa: E731
-            return Frame(to_u8(image), to_u8(alpha[..., 0]), int(t), camera, out.vertices.cpu().numpy())
+        with stage("finish"):  # over black where a picture goes behind: composited there, in one pass
+            rgb, alpha = finish_frame(out.image, out.alpha, picture, to_picture)
+            return Frame(rgb, alpha, int(t), camera, out.vertices.cpu().numpy())
 
-    def _plate_image(self, camera: Camera) -> np.ndarray:  # -> [H,W,3] uint8
+    def _plate_view(self, camera: Camera) -> tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
+        """(colour [3] for the rasterizer, the plate [h,w,3] uint8 or None, its pixel map [3,3] or None): the plate
+        behind a camera that sees it (composited after the rasterizer), else its mean colour."""
         if self.plate is None:
             raise InputError(f"{self.path.name} has no background plate (enrolled before plates existed: re-enroll "
                              f"it; or its video's background moved: film in front of a still one); pick a colour "
                              f"(e.g. white) meanwhile")
-        return self.plate.render(camera.K, camera.viewmat, camera.width, camera.height)
+        to_plate = self.plate.pixel_map(camera.K, camera.viewmat, camera.width, camera.height)
+        if to_plate is None:
+            return self.plate.mean_colour(), None, None
+        return np.zeros(3, np.float32), self.plate.image, to_plate
 
     def render(self, params: DriveParams, controls: Optional[Controls] = None, resolution: Optional[int] = None,
                background: Background = AUTO, *, camera: Optional[Camera] = None,
@@ -326,18 +330,19 @@ class Avatar:
                            background=background, alpha_path=alpha_path, progress=progress)
 
 
-def _background(background: Background, height: int, width: int) -> tuple[Optional[Tensor], Optional[Tensor]]:
-    """(colour [3] for the rasterizer, or None with an image [H,W,3] to composite over)."""
+def _background(background: Background, height: int, width: int) -> tuple[Optional[Tensor], Optional[np.ndarray]]:
+    """(colour [3] for the rasterizer, or None with a picture [height,width,3] uint8 to composite over)."""
     arr = np.asarray(background)
     if arr.ndim == 1 and arr.shape[0] == 3:
         colour = arr.astype(np.float32) / (255.0 if arr.dtype == np.uint8 else 1.0)
         return torch.as_tensor(colour), None
     if arr.ndim == 3 and arr.shape[2] in (3, 4):
-        img = arr[..., :3].astype(np.float32) / (255.0 if arr.dtype == np.uint8 else 1.0)
+        img = arr[..., :3]
+        if img.dtype != np.uint8:
+            img = (np.clip(img.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
         if img.shape[:2] != (height, width):
             from PIL import Image
 
-            img = np.asarray(Image.fromarray((img * 255).astype(np.uint8)).resize((width, height), Image.BILINEAR),
-                             np.float32) / 255.0
-        return None, torch.as_tensor(img)
+            img = np.asarray(Image.fromarray(img).resize((width, height), Image.BILINEAR))
+        return None, np.ascontiguousarray(img)
     raise InputError(f"background of shape {arr.shape} is neither a colour (r, g, b) nor an image [H,W,3]")

@@ -1,8 +1,9 @@
 """Process-wide runtime settings: how this process shares the CPU, and what native libraries may print.
 
 `configure_process()` runs before torch loads (the CLI calls it first thing; Python API users may call it
-before importing torch). It makes idle OpenMP threads sleep instead of spin and picks the thread count for
-the cores this process may use and what else is running on them. A user's own settings win:
+before importing torch or numpy). It makes idle OpenMP threads sleep instead of spin, keeps numpy's BLAS to one
+thread, and picks the thread count for the cores this process may use and what else is running on them. A
+user's own settings win:
 OMP_WAIT_POLICY, OMP_NUM_THREADS, or AVATAR3D_THREADS (our own override, also read by `adapt_threads`).
 
 Why: spinning OpenMP threads (GNU OpenMP spins for a while after each parallel region) burn the cores another
@@ -86,6 +87,10 @@ def choose_threads(cores: int, busy: float) -> int:
 def configure_process() -> int:
     """Set the wait policy and thread count before torch loads; returns the thread count chosen."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # numpy's and scipy's OpenBLAS keep threads of their own that spin after each call; our numpy algebra is
+    # small (3x3 and 4x4 per frame, fits of a few thousand rows), so those threads only take cores from torch's
+    # (a rendered portrait frame lost ~10 % to them).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     user = _state["user_threads"] if _state["configured"] else _user_threads()
     _state.update(configured=True, user_threads=user)
     if user is not None:

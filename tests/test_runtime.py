@@ -63,3 +63,12 @@ def test_deterministic_torch_is_scoped():
         with deterministic_torch():
             raise RuntimeError("a failing block still restores the setting")
     assert torch.are_deterministic_algorithms_enabled() == before
+
+
+def test_numpys_blas_keeps_to_one_thread_unless_the_user_says_otherwise():
+    code = "from avatar3d import runtime; runtime.configure_process(); import os; print(os.environ['OPENBLAS_NUM_THREADS'])"
+    env = {k: v for k, v in _clean_env().items() if k != "OPENBLAS_NUM_THREADS"}
+    run = lambda e: subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True,  # noqa: E731
+                                   check=True).stdout.strip()
+    assert run(env) == "1"
+    assert run({**env, "OPENBLAS_NUM_THREADS": "4"}) == "4"

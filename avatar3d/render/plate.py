@@ -41,7 +41,10 @@ class BackgroundPlate:
 
     def __post_init__(self) -> None:
         self._last = None  # (camera key, the picture it saw): render's one-frame cache
+        self._mean = None  # mean_colour, computed once
         self.image = np.asarray(self.image)
+        if not self.image.flags.writeable or not self.image.flags.c_contiguous:  # composited every frame as it is
+            self.image = np.ascontiguousarray(self.image).copy()
         self.K = np.asarray(self.K, np.float64)
         self.viewmat = np.asarray(self.viewmat, np.float64)
         if self.image.ndim != 3 or self.image.shape[2] != 3 or self.image.dtype != np.uint8:
@@ -65,24 +68,40 @@ class BackgroundPlate:
         e3 = np.array([[0.0, 0.0, 1.0]])
         return np.asarray(K, np.float64) @ (self.depth * R @ self._inv_K + t @ e3)
 
+    def pixel_map(self, K: Any, viewmat: Any, width: int, height: int) -> np.ndarray | None:
+        # K: [3,3], viewmat: [4,4] -> [3,3] or None
+        """Pixel of the camera (K, viewmat, width x height) -> plate pixel, both with centres at +0.5 (the
+        inverse of `homography`); None when the camera is behind the plane or looks away from it (the warp
+        would fold: such a camera sees `mean_colour`)."""
+        K, viewmat = _numpy(K), _numpy(viewmat)
+        if not self._in_front(K, viewmat, width, height):
+            return None
+        return np.linalg.inv(self.homography(K, viewmat))
+
+    def mean_colour(self) -> np.ndarray:  # -> [3] uint8
+        """The plate's mean colour (what a camera that does not see the plane gets)."""
+        if self._mean is None:
+            self._mean = self.image.reshape(-1, 3).mean(0).round().astype(np.uint8)
+        return self._mean
+
     def render(self, K: Any, viewmat: Any, width: int, height: int) -> np.ndarray:  # -> [height,width,3] uint8
         """The plate as the camera (K [3,3], viewmat [4,4], width x height) sees it. A camera behind the plane or
-        looking away from it sees the plate's mean colour."""
+        looking away from it sees the plate's mean colour. (A rendered frame composites the plate in one pass
+        instead: render/finish.py with `pixel_map`.)"""
         import cv2
 
         K, viewmat = _numpy(K), _numpy(viewmat)
         key = (int(width), int(height), K.tobytes(), viewmat.tobytes())
         if self._last is not None and self._last[0] == key:  # a still camera: the same picture, warped once
             return self._last[1].copy()
-        H = self.homography(K, viewmat)
-        if not self._in_front(K, viewmat, width, height):
-            return np.broadcast_to(self.image.reshape(-1, 3).mean(0).round().astype(np.uint8),
-                                   (int(height), int(width), 3)).copy()
+        to_plate = self.pixel_map(K, viewmat, width, height)
+        if to_plate is None:
+            return np.broadcast_to(self.mean_colour(), (int(height), int(width), 3)).copy()
         # cv2's pixel centres are at integers, ours at +0.5: shift in, map, shift back.
         to_ours = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
-        M = np.linalg.inv(to_ours) @ H @ to_ours
-        seen = cv2.warpPerspective(self.image, M, (int(width), int(height)), flags=cv2.INTER_LINEAR,
-                                   borderMode=cv2.BORDER_REFLECT_101)
+        M = np.linalg.inv(to_ours) @ to_plate @ to_ours
+        seen = cv2.warpPerspective(self.image, M, (int(width), int(height)),
+                                   flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT_101)
         self._last = (key, seen)
         return seen.copy()
 

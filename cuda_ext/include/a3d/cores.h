@@ -74,6 +74,19 @@ void ssim_forward_cpu(const float* x, const float* y, int H, int W, int C, float
 void ssim_backward_cpu(const float* x, const float* y, const float* stats, const float* v_map, int H, int W, int C,
                        float* v_x, int num_threads);
 
+// ---- a rendered frame to uint8 over its background plate (finish_cpu.cpp; CPU only) ----
+struct FinishArgs {
+    const float* image;           // [H,W,3] the rasterizer's colour (over black where a plate goes behind it)
+    const float* alpha;           // [H,W]
+    int width, height;
+    const uint8_t* plate;         // [h,w,3] RGB, or nullptr: no plate (the colour already holds its background)
+    int plate_width, plate_height;
+    const double* pixel_to_plate; // [3,3] homography: output pixel (centres at +0.5) -> plate pixel (same)
+};
+// -> rgb [H,W,3] = u8(clamp(image + (1 - clamp(alpha)) * plate seen)), alpha_u8 [H,W] = u8(clamp(alpha)), where
+// u8(v) = floor(v * 255 + 0.5); the plate is sampled bilinearly, reflected at its border (BORDER_REFLECT_101).
+void finish_frame_cpu(const FinishArgs& a, uint8_t* rgb, uint8_t* alpha_u8, int num_threads);
+
 // CUDA launchers (stream is a cudaStream_t; device pointers). Same contracts as the CPU functions. They throw
 // std::runtime_error on a CUDA error (a failed launch, allocation or copy) instead of computing garbage.
 //

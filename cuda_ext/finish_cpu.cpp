@@ -1,0 +1,100 @@
+// CPU core of a rendered frame's last step (avatar3d/render/finish.py; its PyTorch reference is
+// avatar3d/render/reference/finish.py): the rasterizer's float picture and alpha to uint8, composited over a
+// background plate seen through a homography. One pass over the pixels instead of a warp, a composite and two
+// conversions, each a pass of its own (and the warp's threads competing with the rasterizer's).
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "a3d/cores.h"
+
+namespace a3d {
+namespace {
+
+// Index i reflected into [0, n) without repeating the border pixel (OpenCV's BORDER_REFLECT_101), for any i.
+inline int reflect101(int i, int n) {
+    if (i >= 0 && i < n) return i;  // the common case, without the division
+    if (n == 1) return 0;
+    const int period = 2 * n - 2;
+    i %= period;
+    if (i < 0) i += period;
+    return i < n ? i : period - i;
+}
+
+// floor(x) as an int for |x| < 2^31 (std::floor is a library call on the baseline x86-64 target).
+inline int floor_int(double x) {
+    const int i = (int)x;  // truncates toward zero
+    return x < i ? i - 1 : i;
+}
+
+inline uint8_t to_u8(float v) {  // clamp to [0,1], then round half up as (v * 255 + 0.5) truncated
+    v = v < 0.f ? 0.f : (v > 1.f ? 1.f : v);
+    return (uint8_t)(v * 255.f + 0.5f);
+}
+
+typedef float f4 __attribute__((vector_size(16)));
+
+inline f4 rgb_of(const uint8_t* p) {  // one plate pixel's three bytes as floats (the fourth lane 0)
+    return f4{(float)p[0], (float)p[1], (float)p[2], 0.f};
+}
+
+// One row of the plate as the output pixels see it: back [W,3] in [0,1]. Three passes, so that the first and the
+// last vectorise: the map's coordinates (u, v) per pixel, then the bilinear gathers, then nothing else.
+void plate_row(const FinishArgs& a, int row, float* u, float* v, float* back) {
+    const double* M = a.pixel_to_plate;
+    const double py = row + 0.5;
+    // Along a row the map's numerators and denominator are affine in x: evaluate them in double, divide once.
+    const double nx0 = M[1] * py + M[2], ny0 = M[4] * py + M[5], w0 = M[7] * py + M[8];
+    for (int col = 0; col < a.width; ++col) {
+        const double px = col + 0.5, inv_w = 1.0 / (M[6] * px + w0);
+        u[col] = (float)((M[0] * px + nx0) * inv_w - 0.5);
+        v[col] = (float)((M[3] * px + ny0) * inv_w - 0.5);
+    }
+    const int pw = a.plate_width, ph = a.plate_height;
+    const uint8_t* plate = a.plate;
+    for (int col = 0; col < a.width; ++col) {
+        const int iu = floor_int(u[col]), iv = floor_int(v[col]);
+        const float wx = u[col] - (float)iu, wy = v[col] - (float)iv;
+        int x0 = iu, x1 = iu + 1, y0 = iv, y1 = iv + 1;
+        if (iu < 0 || iu + 1 >= pw) x0 = reflect101(iu, pw), x1 = reflect101(iu + 1, pw);
+        if (iv < 0 || iv + 1 >= ph) y0 = reflect101(iv, ph), y1 = reflect101(iv + 1, ph);
+        const uint8_t* r0 = plate + (int64_t)y0 * pw * 3;
+        const uint8_t* r1 = plate + (int64_t)y1 * pw * 3;
+        const f4 mix = ((1.f - wy) * ((1.f - wx) * rgb_of(r0 + x0 * 3) + wx * rgb_of(r0 + x1 * 3)) +
+                        wy * ((1.f - wx) * rgb_of(r1 + x0 * 3) + wx * rgb_of(r1 + x1 * 3))) * (1.f / 255.f);
+        for (int ch = 0; ch < 3; ++ch) back[col * 3 + ch] = mix[ch];
+    }
+}
+
+void finish_row(const FinishArgs& a, int row, const float* back, uint8_t* __restrict rgb_out,
+                uint8_t* __restrict alpha_out) {
+    const int64_t first = (int64_t)row * a.width;
+    const float* __restrict image = a.image + first * 3;
+    const float* __restrict alpha = a.alpha + first;
+    rgb_out += first * 3;
+    alpha_out += first;
+    for (int col = 0; col < a.width; ++col) {
+        const float al = alpha[col] < 0.f ? 0.f : (alpha[col] > 1.f ? 1.f : alpha[col]);
+        const float keep = back != nullptr ? 1.f - al : 0.f;
+        for (int ch = 0; ch < 3; ++ch)
+            rgb_out[col * 3 + ch] = to_u8(image[col * 3 + ch] + keep * (back != nullptr ? back[col * 3 + ch] : 0.f));
+        alpha_out[col] = to_u8(al);
+    }
+}
+
+}  // namespace
+
+void finish_frame_cpu(const FinishArgs& a, uint8_t* rgb, uint8_t* alpha, int num_threads) {
+#pragma omp parallel num_threads(num_threads)
+    {
+        std::vector<float> scratch(a.plate != nullptr ? (size_t)a.width * 5 : 0);  // u, v, back [W,3]
+        float* back = a.plate != nullptr ? scratch.data() + 2 * a.width : nullptr;
+#pragma omp for schedule(static)
+        for (int row = 0; row < a.height; ++row) {
+            if (back != nullptr) plate_row(a, row, scratch.data(), scratch.data() + a.width, back);
+            finish_row(a, row, back, rgb, alpha);
+        }
+    }
+}
+
+}  // namespace a3d

@@ -1,0 +1,111 @@
+"""A rendered frame's last step (render/finish.py): the native op (cuda_ext/finish_cpu.cpp) against its PyTorch
+oracle (render/reference/finish.py) on seeded random frames and plates, and both against the plate's own warp."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from avatar3d.render import native
+from avatar3d.render.finish import finish_frame
+from avatar3d.render.plate import BackgroundPlate
+from avatar3d.render.reference.finish import finish_frame as finish_frame_reference
+from avatar3d.render.reference.finish import reflect101
+
+needs_ext = pytest.mark.skipif(not native.is_available(), reason="the native extension avatar3d._C is not built")
+
+
+def _frame(rng, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    image = torch.from_numpy(rng.uniform(-0.1, 1.1, (height, width, 3)).astype(np.float32))
+    alpha = torch.from_numpy(rng.uniform(-0.05, 1.05, (height, width, 1)).astype(np.float32))
+    return image * alpha.clamp(0, 1), alpha  # a premultiplied picture over black, with some values out of range
+
+
+def _homography(rng) -> np.ndarray:  # a random perspective map, far enough from folding for the frame's size
+    M = np.eye(3) + rng.uniform(-0.2, 0.2, (3, 3)) * np.array([[1, 1, 30], [1, 1, 30], [1e-3, 1e-3, 0]])
+    return M
+
+
+@needs_ext
+@pytest.mark.parametrize("size", [(37, 53), (64, 64), (1, 7)])
+def test_native_matches_the_reference(seed, size):
+    rng = np.random.default_rng(seed)
+    image, alpha = _frame(rng, *size)
+    plate = rng.integers(0, 256, (int(rng.integers(1, 40)), int(rng.integers(2, 50)), 3), dtype=np.uint8)
+    M = torch.as_tensor(_homography(rng))
+    rgb, a = native.finish_frame(image, alpha, torch.from_numpy(plate), M)
+    rgb_ref, a_ref = finish_frame_reference(image, alpha, torch.from_numpy(plate), M)
+    assert torch.equal(a, a_ref)
+    # the same formula in float32 (native) and float64 coordinates: a level apart at most, and rarely
+    diff = (rgb.int() - rgb_ref.int()).abs()
+    assert int(diff.max()) <= 1 and float((diff > 0).float().mean()) < 0.01
+
+
+@needs_ext
+def test_without_a_plate_the_frame_is_only_converted(seed):
+    rng = np.random.default_rng(seed)
+    image, alpha = _frame(rng, 20, 30)
+    rgb, a = finish_frame(image, alpha)
+    expected = ((image.clamp(0, 1) * 255 + 0.5).to(torch.uint8)).numpy()
+    np.testing.assert_array_equal(rgb, expected)
+    np.testing.assert_array_equal(a, (alpha[..., 0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy())
+
+
+def test_an_identity_map_composites_a_picture_pixel_for_pixel(seed):
+    """Where the rasterizer covered nothing the picture shows exactly; where it is opaque, the render."""
+    rng = np.random.default_rng(seed)
+    picture = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    image = torch.zeros(24, 32, 3)
+    alpha = torch.zeros(24, 32, 1)
+    alpha[:10] = 1.0
+    image[:10] = 0.25
+    for reference in (False, True):
+        if reference:
+            rgb, _ = finish_frame_reference(image, alpha, torch.from_numpy(picture), torch.eye(3, dtype=torch.float64))
+            rgb = rgb.numpy()
+        else:
+            rgb, _ = finish_frame(image, alpha, picture, np.eye(3))
+        np.testing.assert_array_equal(rgb[10:], picture[10:])
+        assert (rgb[:10] == 64).all()
+
+
+def test_reflect101_mirrors_without_repeating_the_edge():
+    idx = torch.arange(-6, 12)
+    assert reflect101(idx, 4).tolist() == [0, 1, 2, 3, 2, 1, 0, 1, 2, 3, 2, 1, 0, 1, 2, 3, 2, 1]
+    assert reflect101(idx, 1).tolist() == [0] * len(idx)
+
+
+def test_the_plate_composited_matches_its_own_warp(seed):
+    """Through a moved camera, the one-pass composite shows what the plate's OpenCV warp shows (OpenCV
+    interpolates with 1/32-pixel weights: a few levels apart on sharp edges, never more)."""
+    rng = np.random.default_rng(seed)
+    h, w = 90, 120
+    noise = rng.uniform(0, 255, (h // 6 + 1, w // 6 + 1, 3)).astype(np.float32)
+    import cv2
+
+    texture = cv2.resize(noise, (w, h), interpolation=cv2.INTER_CUBIC).clip(0, 255).astype(np.uint8)
+    f = rng.uniform(120, 200)
+    K = np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1]])
+    plate = BackgroundPlate(texture, K, np.eye(4), float(rng.uniform(1.5, 3.0)))
+    moved = np.eye(4)
+    moved[:3, 3] = rng.uniform(-0.2, 0.2, 3)
+    c, s = np.cos(0.2), np.sin(0.2)
+    moved[:3, :3] = np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+    warped = plate.render(K, moved, w, h).astype(int)
+    to_plate = plate.pixel_map(K, moved, w, h)
+    assert to_plate is not None
+    rgb, _ = finish_frame(torch.zeros(h, w, 3), torch.zeros(h, w, 1), plate.image, to_plate)
+    diff = np.abs(rgb.astype(int) - warped)
+    assert diff.max() <= 3 and diff.mean() < 0.5
+
+
+@needs_ext
+def test_bad_input_is_refused():
+    image, alpha = torch.zeros(4, 5, 3), torch.zeros(4, 5, 1)
+    M = torch.eye(3, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="uint8"):
+        native.finish_frame(image, alpha, torch.zeros(3, 3, 3), M)
+    with pytest.raises(RuntimeError, match="H\\*W"):
+        native.finish_frame(image, torch.zeros(3, 5), torch.empty(0, dtype=torch.uint8), M)
+    with pytest.raises(RuntimeError, match="float32"):
+        native.finish_frame(image.double(), alpha, torch.empty(0, dtype=torch.uint8), M)
