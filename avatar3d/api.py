@@ -278,14 +278,14 @@ class Avatar:
             frame = self.rig_params(params, t, controls, camera)
         if isinstance(background, str) and background == AUTO:
             background = PLATE if self.is_portrait and self.plate is not None else (1.0, 1.0, 1.0)
-        picture, to_picture = None, None  # a picture behind the avatar [H',W',3] uint8 and its pixel map [3,3]
+        picture, to_picture, plate_key = None, None, None  # a picture behind the avatar [H',W',3] uint8, its map
         if isinstance(background, str):
             if background != PLATE:
                 raise InputError(f"background {background!r}: the words Avatar.render takes are \"plate\" and \"auto\"; pass "
                                  f"a colour as (r, g, b) in [0,1] or an image [H,W,3] (export.clip.parse_background "
                                  f"reads names like white or #rrggbb)")
             with stage("plate"):
-                background, picture, to_picture = self._plate_view(camera)
+                background, picture, to_picture, plate_key = self._plate_view(camera)
         bg_colour, bg_image = _background(background, camera.height, camera.width)
         if bg_image is not None:  # a picture given: the frame's own size, pixel for pixel
             picture, to_picture = bg_image, np.eye(3)
@@ -293,20 +293,24 @@ class Avatar:
                             camera.height, bg_colour.to(self.device) if bg_colour is not None else None,
                             backend=self.backend)
         with stage("finish"):  # over black where a picture goes behind: composited there, in one pass
-            rgb, alpha = finish_frame(out.image, out.alpha, picture, to_picture)
+            rgb, alpha, seen = finish_frame(out.image, out.alpha, picture, to_picture, keep_seen=plate_key is not None)
+            if seen is not None:
+                self.plate.remember(plate_key, seen)
             return Frame(rgb, alpha, int(t), camera, out.vertices.cpu().numpy())
 
-    def _plate_view(self, camera: Camera) -> tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
-        """(colour [3] for the rasterizer, the plate [h,w,3] uint8 or None, its pixel map [3,3] or None): the plate
-        behind a camera that sees it (composited after the rasterizer), else its mean colour."""
+    def _plate_view(self, camera: Camera) -> tuple:
+        """(colour [3] for the rasterizer, the plate [h,w,3] uint8 or None, its pixel map [3,3] or None, the camera's
+        key for the plate's cache or None): the plate behind a camera that sees it (composited after the
+        rasterizer), else its mean colour."""
         if self.plate is None:
             raise InputError(f"{self.path.name} has no background plate (enrolled before plates existed: re-enroll "
                              f"it; or its video's background moved: film in front of a still one); pick a colour "
                              f"(e.g. white) meanwhile")
-        to_plate = self.plate.pixel_map(camera.K, camera.viewmat, camera.width, camera.height)
-        if to_plate is None:
-            return self.plate.mean_colour(), None, None
-        return np.zeros(3, np.float32), self.plate.image, to_plate
+        view = self.plate.view(camera.K, camera.viewmat, camera.width, camera.height)
+        if view is None:
+            return self.plate.mean_colour(), None, None, None
+        picture, to_picture, key = view
+        return np.zeros(3, np.float32), picture, to_picture, key if picture is self.plate.image else None
 
     def render(self, params: DriveParams, controls: Optional[Controls] = None, resolution: Optional[int] = None,
                background: Background = AUTO, *, camera: Optional[Camera] = None,

@@ -38,9 +38,20 @@ inline f4 rgb_of(const uint8_t* p) {  // one plate pixel's three bytes as floats
     return f4{(float)p[0], (float)p[1], (float)p[2], 0.f};
 }
 
-// One row of the plate as the output pixels see it: back [W,3] in [0,1]. Three passes, so that the first and the
-// last vectorise: the map's coordinates (u, v) per pixel, then the bilinear gathers, then nothing else.
-void plate_row(const FinishArgs& a, int row, float* u, float* v, float* back) {
+inline uint8_t round_u8(float v) {  // a sample in [0,255] to the nearest level (half up)
+    return (uint8_t)(v + 0.5f);
+}
+
+// One row of the plate as the output pixels see it, rounded to uint8: seen [W,3]. Two passes, so that the first
+// vectorises: the map's coordinates (u, v) per pixel, then the bilinear gathers.
+void plate_row(const FinishArgs& a, int row, float* u, float* v, uint8_t* seen) {
+    const int pw = a.plate_width, ph = a.plate_height;
+    const uint8_t* plate = a.plate;
+    if (a.identity) {  // the picture is the frame's own size, pixel for pixel: what the sampling gives exactly
+        const uint8_t* src = plate + (int64_t)row * pw * 3;
+        for (int k = 0; k < a.width * 3; ++k) seen[k] = src[k];
+        return;
+    }
     const double* M = a.pixel_to_plate;
     const double py = row + 0.5;
     // Along a row the map's numerators and denominator are affine in x: evaluate them in double, divide once.
@@ -50,8 +61,6 @@ void plate_row(const FinishArgs& a, int row, float* u, float* v, float* back) {
         u[col] = (float)((M[0] * px + nx0) * inv_w - 0.5);
         v[col] = (float)((M[3] * px + ny0) * inv_w - 0.5);
     }
-    const int pw = a.plate_width, ph = a.plate_height;
-    const uint8_t* plate = a.plate;
     for (int col = 0; col < a.width; ++col) {
         const int iu = floor_int(u[col]), iv = floor_int(v[col]);
         const float wx = u[col] - (float)iu, wy = v[col] - (float)iv;
@@ -60,13 +69,13 @@ void plate_row(const FinishArgs& a, int row, float* u, float* v, float* back) {
         if (iv < 0 || iv + 1 >= ph) y0 = reflect101(iv, ph), y1 = reflect101(iv + 1, ph);
         const uint8_t* r0 = plate + (int64_t)y0 * pw * 3;
         const uint8_t* r1 = plate + (int64_t)y1 * pw * 3;
-        const f4 mix = ((1.f - wy) * ((1.f - wx) * rgb_of(r0 + x0 * 3) + wx * rgb_of(r0 + x1 * 3)) +
-                        wy * ((1.f - wx) * rgb_of(r1 + x0 * 3) + wx * rgb_of(r1 + x1 * 3))) * (1.f / 255.f);
-        for (int ch = 0; ch < 3; ++ch) back[col * 3 + ch] = mix[ch];
+        const f4 mix = (1.f - wy) * ((1.f - wx) * rgb_of(r0 + x0 * 3) + wx * rgb_of(r0 + x1 * 3)) +
+                       wy * ((1.f - wx) * rgb_of(r1 + x0 * 3) + wx * rgb_of(r1 + x1 * 3));
+        for (int ch = 0; ch < 3; ++ch) seen[col * 3 + ch] = round_u8(mix[ch]);
     }
 }
 
-void finish_row(const FinishArgs& a, int row, const float* back, uint8_t* __restrict rgb_out,
+void finish_row(const FinishArgs& a, int row, const uint8_t* seen, uint8_t* __restrict rgb_out,
                 uint8_t* __restrict alpha_out) {
     const int64_t first = (int64_t)row * a.width;
     const float* __restrict image = a.image + first * 3;
@@ -75,24 +84,31 @@ void finish_row(const FinishArgs& a, int row, const float* back, uint8_t* __rest
     alpha_out += first;
     for (int col = 0; col < a.width; ++col) {
         const float al = alpha[col] < 0.f ? 0.f : (alpha[col] > 1.f ? 1.f : alpha[col]);
-        const float keep = back != nullptr ? 1.f - al : 0.f;
-        for (int ch = 0; ch < 3; ++ch)
-            rgb_out[col * 3 + ch] = to_u8(image[col * 3 + ch] + keep * (back != nullptr ? back[col * 3 + ch] : 0.f));
+        const float keep = 1.f - al;
+        for (int ch = 0; ch < 3; ++ch) {
+            const float back = seen != nullptr ? (float)seen[col * 3 + ch] * (1.f / 255.f) : 0.f;
+            rgb_out[col * 3 + ch] = to_u8(image[col * 3 + ch] + keep * back);
+        }
         alpha_out[col] = to_u8(al);
     }
 }
 
 }  // namespace
 
-void finish_frame_cpu(const FinishArgs& a, uint8_t* rgb, uint8_t* alpha, int num_threads) {
+void finish_frame_cpu(const FinishArgs& a, uint8_t* rgb, uint8_t* alpha, uint8_t* seen_out, int num_threads) {
 #pragma omp parallel num_threads(num_threads)
     {
-        std::vector<float> scratch(a.plate != nullptr ? (size_t)a.width * 5 : 0);  // u, v, back [W,3]
-        float* back = a.plate != nullptr ? scratch.data() + 2 * a.width : nullptr;
+        const bool plate = a.plate != nullptr;
+        std::vector<float> coords(plate ? (size_t)a.width * 2 : 0);  // u, v of a row
+        std::vector<uint8_t> row_seen(plate && seen_out == nullptr ? (size_t)a.width * 3 : 0);
 #pragma omp for schedule(static)
         for (int row = 0; row < a.height; ++row) {
-            if (back != nullptr) plate_row(a, row, scratch.data(), scratch.data() + a.width, back);
-            finish_row(a, row, back, rgb, alpha);
+            uint8_t* seen = nullptr;
+            if (plate) {
+                seen = seen_out != nullptr ? seen_out + (int64_t)row * a.width * 3 : row_seen.data();
+                plate_row(a, row, coords.data(), coords.data() + a.width, seen);
+            }
+            finish_row(a, row, seen, rgb, alpha);
         }
     }
 }

@@ -8,7 +8,8 @@
 namespace a3d {
 
 std::vector<at::Tensor> finish_frame(const at::Tensor& image_in, const at::Tensor& alpha_in,
-                                     const at::Tensor& plate_in, const at::Tensor& pixel_to_plate_in) {
+                                     const at::Tensor& plate_in, const at::Tensor& pixel_to_plate_in,
+                                     bool keep_seen) {
     const at::Tensor image = image_in.contiguous(), alpha = alpha_in.contiguous(), plate = plate_in.contiguous();
     const at::Tensor M = pixel_to_plate_in.contiguous();
     TORCH_CHECK(image.device().is_cpu() && alpha.device().is_cpu() && plate.device().is_cpu(),
@@ -28,11 +29,19 @@ std::vector<at::Tensor> finish_frame(const at::Tensor& image_in, const at::Tenso
     }
     at::Tensor rgb = at::empty({H, W, 3}, image.options().dtype(at::kByte));
     at::Tensor alpha_u8 = at::empty({H, W}, image.options().dtype(at::kByte));
+    at::Tensor seen = at::empty({has_plate && keep_seen ? H : 0, W, 3}, image.options().dtype(at::kByte));
+    bool identity = false;
+    if (has_plate && plate.size(0) == H && plate.size(1) == W) {
+        const double* m = M.data_ptr<double>();
+        identity = m[0] == 1 && m[1] == 0 && m[2] == 0 && m[3] == 0 && m[4] == 1 && m[5] == 0 && m[6] == 0 &&
+                   m[7] == 0 && m[8] == 1;
+    }
     FinishArgs a{image.data_ptr<float>(), alpha.data_ptr<float>(), (int)W, (int)H,
                  has_plate ? plate.data_ptr<uint8_t>() : nullptr, has_plate ? (int)plate.size(1) : 0,
-                 has_plate ? (int)plate.size(0) : 0, has_plate ? M.data_ptr<double>() : nullptr};
-    finish_frame_cpu(a, rgb.data_ptr<uint8_t>(), alpha_u8.data_ptr<uint8_t>(), at::get_num_threads());
-    return {rgb, alpha_u8};
+                 has_plate ? (int)plate.size(0) : 0, has_plate ? M.data_ptr<double>() : nullptr, identity};
+    finish_frame_cpu(a, rgb.data_ptr<uint8_t>(), alpha_u8.data_ptr<uint8_t>(),
+                     seen.numel() ? seen.data_ptr<uint8_t>() : nullptr, at::get_num_threads());
+    return {rgb, alpha_u8, seen};
 }
 
 }  // namespace a3d

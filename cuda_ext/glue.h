@@ -40,9 +40,10 @@ std::vector<at::Tensor> ssim_forward(const at::Tensor& x, const at::Tensor& y);
 at::Tensor ssim_backward(const at::Tensor& x, const at::Tensor& y, const at::Tensor& stats, const at::Tensor& v_map);
 
 // A rendered frame to uint8 (CPU): image [H,W,3], alpha [H,W(,1)], plate uint8 [h,w,3] or empty, pixel_to_plate
-// float64 [3,3] -> rgb uint8 [H,W,3], alpha uint8 [H,W]
+// float64 [3,3] -> rgb uint8 [H,W,3], alpha uint8 [H,W], seen uint8 [H,W,3] (the plate as seen; empty unless
+// keep_seen)
 std::vector<at::Tensor> finish_frame(const at::Tensor& image, const at::Tensor& alpha, const at::Tensor& plate,
-                                     const at::Tensor& pixel_to_plate);
+                                     const at::Tensor& pixel_to_plate, bool keep_seen);
 
 bool has_cuda();
 

@@ -288,4 +288,8 @@ def test_the_plate_background_follows_the_camera(avatar, synthetic_avatar_dir, t
         assert clear.mean() > 0.2
         assert np.abs(frame.image[clear].astype(int) - expected[clear].astype(int)).max() <= 1
         seen.append(expected)
+        # the same camera again: composited over the plate it saw last frame, the very same picture
+        again = with_plate.render_frame(params, 0, Controls(yaw=orbit), VIEW, background="plate")
+        assert with_plate.plate.view(cam.K, cam.viewmat, cam.width, cam.height)[0] is not with_plate.plate.image
+        np.testing.assert_array_equal(again.image, frame.image)
     assert np.abs(seen[0].astype(int) - seen[1].astype(int)).mean() > 10

@@ -33,19 +33,41 @@ def test_native_matches_the_reference(seed, size):
     image, alpha = _frame(rng, *size)
     plate = rng.integers(0, 256, (int(rng.integers(1, 40)), int(rng.integers(2, 50)), 3), dtype=np.uint8)
     M = torch.as_tensor(_homography(rng))
-    rgb, a = native.finish_frame(image, alpha, torch.from_numpy(plate), M)
-    rgb_ref, a_ref = finish_frame_reference(image, alpha, torch.from_numpy(plate), M)
+    rgb, a, seen = native.finish_frame(image, alpha, torch.from_numpy(plate), M, True)
+    rgb_ref, a_ref, seen_ref = finish_frame_reference(image, alpha, torch.from_numpy(plate), M)
     assert torch.equal(a, a_ref)
     # the same formula in float32 (native) and float64 coordinates: a level apart at most, and rarely
-    diff = (rgb.int() - rgb_ref.int()).abs()
-    assert int(diff.max()) <= 1 and float((diff > 0).float().mean()) < 0.01
+    for ours, theirs in ((rgb, rgb_ref), (seen, seen_ref)):
+        diff = (ours.int() - theirs.int()).abs()
+        assert int(diff.max()) <= 1 and float((diff > 0).float().mean()) < 0.01
+
+
+@pytest.mark.parametrize("use_native", [True, False])
+def test_a_still_camera_composites_over_what_it_saw_with_the_same_result(seed, use_native):
+    """The plate as seen (kept from one frame) composited through the identity map gives the very frame the
+    homography gave: a still camera need not sample the plate again."""
+    if use_native and not native.is_available():
+        pytest.skip("the native extension avatar3d._C is not built")
+    rng = np.random.default_rng(seed)
+    image, alpha = _frame(rng, 33, 47)
+    plate = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    M = _homography(rng)
+    if use_native:
+        first, _, seen = finish_frame(image, alpha, plate, M, keep_seen=True)
+        again, _, _ = finish_frame(image, alpha, seen, np.eye(3))
+    else:
+        first_t, _, seen_t = finish_frame_reference(image, alpha, torch.from_numpy(plate), torch.as_tensor(M))
+        again_t, _, _ = finish_frame_reference(image, alpha, seen_t, torch.eye(3, dtype=torch.float64))
+        first, again = first_t.numpy(), again_t.numpy()
+    np.testing.assert_array_equal(first, again)
 
 
 @needs_ext
 def test_without_a_plate_the_frame_is_only_converted(seed):
     rng = np.random.default_rng(seed)
     image, alpha = _frame(rng, 20, 30)
-    rgb, a = finish_frame(image, alpha)
+    rgb, a, seen = finish_frame(image, alpha)
+    assert seen is None
     expected = ((image.clamp(0, 1) * 255 + 0.5).to(torch.uint8)).numpy()
     np.testing.assert_array_equal(rgb, expected)
     np.testing.assert_array_equal(a, (alpha[..., 0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy())
@@ -61,10 +83,11 @@ def test_an_identity_map_composites_a_picture_pixel_for_pixel(seed):
     image[:10] = 0.25
     for reference in (False, True):
         if reference:
-            rgb, _ = finish_frame_reference(image, alpha, torch.from_numpy(picture), torch.eye(3, dtype=torch.float64))
+            rgb, _, _ = finish_frame_reference(image, alpha, torch.from_numpy(picture),
+                                               torch.eye(3, dtype=torch.float64))
             rgb = rgb.numpy()
         else:
-            rgb, _ = finish_frame(image, alpha, picture, np.eye(3))
+            rgb, _, _ = finish_frame(image, alpha, picture, np.eye(3))
         np.testing.assert_array_equal(rgb[10:], picture[10:])
         assert (rgb[:10] == 64).all()
 
@@ -94,7 +117,7 @@ def test_the_plate_composited_matches_its_own_warp(seed):
     warped = plate.render(K, moved, w, h).astype(int)
     to_plate = plate.pixel_map(K, moved, w, h)
     assert to_plate is not None
-    rgb, _ = finish_frame(torch.zeros(h, w, 3), torch.zeros(h, w, 1), plate.image, to_plate)
+    rgb, _, _ = finish_frame(torch.zeros(h, w, 3), torch.zeros(h, w, 1), plate.image, to_plate)
     diff = np.abs(rgb.astype(int) - warped)
     assert diff.max() <= 3 and diff.mean() < 0.5
 
@@ -104,8 +127,8 @@ def test_bad_input_is_refused():
     image, alpha = torch.zeros(4, 5, 3), torch.zeros(4, 5, 1)
     M = torch.eye(3, dtype=torch.float64)
     with pytest.raises(RuntimeError, match="uint8"):
-        native.finish_frame(image, alpha, torch.zeros(3, 3, 3), M)
+        native.finish_frame(image, alpha, torch.zeros(3, 3, 3), M, False)
     with pytest.raises(RuntimeError, match="H\\*W"):
-        native.finish_frame(image, torch.zeros(3, 5), torch.empty(0, dtype=torch.uint8), M)
+        native.finish_frame(image, torch.zeros(3, 5), torch.empty(0, dtype=torch.uint8), M, False)
     with pytest.raises(RuntimeError, match="float32"):
-        native.finish_frame(image.double(), alpha, torch.empty(0, dtype=torch.uint8), M)
+        native.finish_frame(image.double(), alpha, torch.empty(0, dtype=torch.uint8), M, False)

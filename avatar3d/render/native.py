@@ -181,9 +181,11 @@ def ssim_map(x: Tensor, y: Tensor) -> Tensor:
     return _SSIMMap.apply(_f32(x), _f32(y.detach()))
 
 
-def finish_frame(image: Tensor, alpha: Tensor, plate: Tensor, pixel_to_plate: Tensor) -> tuple[Tensor, Tensor]:
+def finish_frame(image: Tensor, alpha: Tensor, plate: Tensor, pixel_to_plate: Tensor,
+                 keep_seen: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     # image: [H,W,3] float32, alpha: [H,W(,1)] float32, plate: [h,w,3] uint8 or empty, pixel_to_plate: [3,3] float64
-    """A rendered frame to uint8 over its plate, on CPU tensors (render/finish.py; no gradient)."""
-    rgb, alpha_u8 = _require().finish_frame(image.contiguous(), alpha.contiguous(), plate.contiguous(),
-                                            pixel_to_plate.contiguous())
-    return rgb, alpha_u8
+    """A rendered frame to uint8 over its plate, on CPU tensors (render/finish.py; no gradient): rgb [H,W,3], alpha
+    [H,W] and the plate as seen [H,W,3] (empty unless `keep_seen`)."""
+    rgb, alpha_u8, seen = _require().finish_frame(image.contiguous(), alpha.contiguous(), plate.contiguous(),
+                                                  pixel_to_plate.contiguous(), bool(keep_seen))
+    return rgb, alpha_u8, seen

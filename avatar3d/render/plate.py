@@ -42,6 +42,7 @@ class BackgroundPlate:
     def __post_init__(self) -> None:
         self._last = None  # (camera key, the picture it saw): render's one-frame cache
         self._mean = None  # mean_colour, computed once
+        self._seen = None  # (camera key, the plate it saw, uint8): `view`'s one-camera cache
         self.image = np.asarray(self.image)
         if not self.image.flags.writeable or not self.image.flags.c_contiguous:  # composited every frame as it is
             self.image = np.ascontiguousarray(self.image).copy()
@@ -77,6 +78,23 @@ class BackgroundPlate:
         if not self._in_front(K, viewmat, width, height):
             return None
         return np.linalg.inv(self.homography(K, viewmat))
+
+    def view(self, K: Any, viewmat: Any, width: int, height: int) -> tuple[np.ndarray, np.ndarray, tuple] | None:
+        """How a rendered frame composites the plate for this camera (render/finish.py): (picture [h,w,3] uint8,
+        its pixel map [3,3], the camera's key), or None when the camera does not see the plane (`mean_colour`).
+        A camera that has not moved since a frame was `remember`ed gets the picture that frame saw, pixel for
+        pixel (the identity map): the plate is not sampled again."""
+        K, viewmat = _numpy(K), _numpy(viewmat)
+        key = (int(width), int(height), K.tobytes(), viewmat.tobytes())
+        seen = self._seen
+        if seen is not None and seen[0] == key:
+            return seen[1], np.eye(3), key
+        to_plate = self.pixel_map(K, viewmat, width, height)
+        return None if to_plate is None else (self.image, to_plate, key)
+
+    def remember(self, key: tuple, seen: np.ndarray) -> None:  # seen: [H,W,3] uint8
+        """Keep what the camera `key` (from `view`) saw, for its next frames."""
+        self._seen = (key, seen)
 
     def mean_colour(self) -> np.ndarray:  # -> [3] uint8
         """The plate's mean colour (what a camera that does not see the plane gets)."""

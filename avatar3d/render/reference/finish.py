@@ -1,9 +1,11 @@
 """The oracle of a rendered frame's last step (cuda_ext/finish_cpu.cpp is the native one; any device).
 
 The rasterizer's float picture and alpha become uint8, composited over a background plate seen through a
-homography: rgb = u8(clamp(image + (1 - clamp(alpha)) · plate(H · pixel))), alpha = u8(clamp(alpha)), with
-u8(v) = floor(255 v + 0.5). The plate is sampled bilinearly at continuous pixel coordinates (pixel centres at
-+0.5) and reflected at its border without repeating the edge pixel (OpenCV's BORDER_REFLECT_101).
+homography: seen = u8(plate(H · pixel)), rgb = u8(clamp(image + (1 - clamp(alpha)) · seen / 255)),
+alpha = u8(clamp(alpha)), with u8(v) = floor(255 v + 0.5). The plate is sampled bilinearly at continuous pixel
+coordinates (pixel centres at +0.5), reflected at its border without repeating the edge pixel (OpenCV's
+BORDER_REFLECT_101), and rounded to a level before compositing, so that a still camera may keep `seen` and
+composite the next frames over it (the identity map) with the very same result.
 """
 from __future__ import annotations
 
@@ -48,12 +50,15 @@ def to_u8(values: Tensor) -> Tensor:  # [...] float -> [...] uint8
 
 
 def finish_frame(image: Tensor, alpha: Tensor, plate: Optional[Tensor] = None,
-                 pixel_to_plate: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-    # image: [H,W,3] float32, alpha: [H,W] or [H,W,1], plate: [h,w,3] uint8 -> rgb [H,W,3] uint8, alpha [H,W] uint8
-    """The frame as uint8 over the plate (or, without one, as rendered: its background already blended in)."""
+                 pixel_to_plate: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+    # image: [H,W,3] float32, alpha: [H,W] or [H,W,1], plate: [h,w,3] uint8
+    # -> rgb [H,W,3] uint8, alpha [H,W] uint8, seen [H,W,3] uint8 or None
+    """The frame as uint8 over the plate (or, without one, as rendered: its background already blended in), and
+    the plate as this camera sees it."""
     height, width = image.shape[:2]
     alpha = alpha.reshape(height, width).float()
-    colour = image.float()
+    colour, seen = image.float(), None
     if plate is not None and plate.numel():
-        colour = colour + (1.0 - alpha.clamp(0, 1))[..., None] * plate_seen(plate, pixel_to_plate, width, height)
-    return to_u8(colour), to_u8(alpha)
+        seen = to_u8(plate_seen(plate, pixel_to_plate, width, height))
+        colour = colour + (1.0 - alpha.clamp(0, 1))[..., None] * (seen.float() * (1.0 / 255.0))
+    return to_u8(colour), to_u8(alpha), seen

@@ -82,10 +82,12 @@ struct FinishArgs {
     const uint8_t* plate;         // [h,w,3] RGB, or nullptr: no plate (the colour already holds its background)
     int plate_width, plate_height;
     const double* pixel_to_plate; // [3,3] homography: output pixel (centres at +0.5) -> plate pixel (same)
+    bool identity;                // pixel_to_plate is the identity and the plate is [H,W,3]: read, not sampled
 };
-// -> rgb [H,W,3] = u8(clamp(image + (1 - clamp(alpha)) * plate seen)), alpha_u8 [H,W] = u8(clamp(alpha)), where
-// u8(v) = floor(v * 255 + 0.5); the plate is sampled bilinearly, reflected at its border (BORDER_REFLECT_101).
-void finish_frame_cpu(const FinishArgs& a, uint8_t* rgb, uint8_t* alpha_u8, int num_threads);
+// -> seen [H,W,3] = the plate sampled bilinearly (reflected at its border: BORDER_REFLECT_101), rounded to uint8;
+// rgb [H,W,3] = u8(clamp(image + (1 - clamp(alpha)) * seen / 255)), alpha_u8 [H,W] = u8(clamp(alpha)), where
+// u8(v) = floor(v * 255 + 0.5). seen_out may be nullptr (not kept).
+void finish_frame_cpu(const FinishArgs& a, uint8_t* rgb, uint8_t* alpha_u8, uint8_t* seen_out, int num_threads);
 
 // CUDA launchers (stream is a cudaStream_t; device pointers). Same contracts as the CPU functions. They throw
 // std::runtime_error on a CUDA error (a failed launch, allocation or copy) instead of computing garbage.
