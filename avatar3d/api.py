@@ -36,8 +36,8 @@ from avatar3d.head.lbs import pose_vertices
 from avatar3d.io.atomic import exclusive
 from avatar3d.io.avatar_dir import AvatarPaths, check_rig, read_manifest
 from avatar3d.io.media import AUDIO_RATE
-from avatar3d.rotation import axis_angle_to_matrix
 from avatar3d.render.finish import finish_frame
+from avatar3d.rotation import axis_angle_to_matrix
 from avatar3d.stages import stage
 
 Background = Union[Sequence[float], np.ndarray, str]  # a colour, an image [H,W,3], "plate" (the avatar's room) or
