@@ -42,9 +42,14 @@ def available_cores() -> int:
     return max(1, cores)
 
 
+def _read(path: str) -> str:
+    with open(path) as handle:
+        return handle.read()
+
+
 def _cgroup_quota() -> Optional[float]:
     try:
-        text = open("/sys/fs/cgroup/cpu.max").read().split()
+        text = _read("/sys/fs/cgroup/cpu.max").split()
     except OSError:
         return None
     if len(text) == 2 and text[0] != "max":
@@ -71,7 +76,7 @@ def _user_threads() -> Optional[int]:
 def _busy_cores_elsewhere() -> float:
     """Runnable threads of other processes right now (from /proc/loadavg), an estimate of the cores in use."""
     try:
-        running = int(open("/proc/loadavg").read().split()[3].split("/")[0])
+        running = int(_read("/proc/loadavg").split()[3].split("/")[0])
     except (OSError, ValueError, IndexError):
         return 0.0
     return max(0.0, running - 1.0)  # this process's reading thread is one of them
@@ -157,7 +162,7 @@ def deterministic_torch() -> Iterator[None]:
 def _busy_cores_elsewhere_excluding_self() -> float:
     """Cores used by other processes over the last interval: all busy CPU time (/proc/stat) minus ours."""
     try:
-        fields = open("/proc/stat").readline().split()[1:]
+        fields = _read("/proc/stat").split("\n", 1)[0].split()[1:]
         values = [float(v) for v in fields]
     except (OSError, ValueError):
         return _busy_cores_elsewhere()
