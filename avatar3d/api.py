@@ -309,8 +309,7 @@ class Avatar:
         view = self.plate.view(camera.K, camera.viewmat, camera.width, camera.height)
         if view is None:
             return self.plate.mean_colour(), None, None, None
-        picture, to_picture, key = view
-        return np.zeros(3, np.float32), picture, to_picture, key if picture is self.plate.image else None
+        return (np.zeros(3, np.float32), *view)
 
     def render(self, params: DriveParams, controls: Optional[Controls] = None, resolution: Optional[int] = None,
                background: Background = AUTO, *, camera: Optional[Camera] = None,

@@ -40,9 +40,8 @@ class BackgroundPlate:
     """How it was estimated (frames sampled, share of the picture seen rather than filled in)."""
 
     def __post_init__(self) -> None:
-        self._last = None  # (camera key, the picture it saw): render's one-frame cache
         self._mean = None  # mean_colour, computed once
-        self._seen = None  # (camera key, the plate it saw, uint8): `view`'s one-camera cache
+        self._seen = None  # (camera key, the plate it saw, uint8): the one-camera cache of `view` and `render`
         self.image = np.asarray(self.image)
         if not self.image.flags.writeable or not self.image.flags.c_contiguous:  # composited every frame as it is
             self.image = np.ascontiguousarray(self.image).copy()
@@ -79,16 +78,16 @@ class BackgroundPlate:
             return None
         return np.linalg.inv(self.homography(K, viewmat))
 
-    def view(self, K: Any, viewmat: Any, width: int, height: int) -> tuple[np.ndarray, np.ndarray, tuple] | None:
-        """How a rendered frame composites the plate for this camera (render/finish.py): (picture [h,w,3] uint8,
-        its pixel map [3,3], the camera's key), or None when the camera does not see the plane (`mean_colour`).
-        A camera that has not moved since a frame was `remember`ed gets the picture that frame saw, pixel for
-        pixel (the identity map): the plate is not sampled again."""
+    def view(self, K: Any, viewmat: Any, width: int, height: int) -> tuple[np.ndarray, np.ndarray, tuple | None] | None:
+        """How a frame composites the plate for this camera (render/finish.py): (picture [h,w,3] uint8, its pixel
+        map [3,3], the camera's key for `remember`, or None when there is nothing new to remember), or None when the
+        camera does not see the plane (`mean_colour`). A camera that has not moved since the last `remember` gets
+        the picture it saw then, pixel for pixel (the identity map): the plate is not sampled again."""
         K, viewmat = _numpy(K), _numpy(viewmat)
         key = (int(width), int(height), K.tobytes(), viewmat.tobytes())
         seen = self._seen
         if seen is not None and seen[0] == key:
-            return seen[1], np.eye(3), key
+            return seen[1], np.eye(3), None
         to_plate = self.pixel_map(K, viewmat, width, height)
         return None if to_plate is None else (self.image, to_plate, key)
 
@@ -103,24 +102,22 @@ class BackgroundPlate:
         return self._mean
 
     def render(self, K: Any, viewmat: Any, width: int, height: int) -> np.ndarray:  # -> [height,width,3] uint8
-        """The plate as the camera (K [3,3], viewmat [4,4], width x height) sees it. A camera behind the plane or
-        looking away from it sees the plate's mean colour. (A rendered frame composites the plate in one pass
-        instead: render/finish.py with `pixel_map`.)"""
-        import cv2
+        """The plate as the camera (K [3,3], viewmat [4,4], width x height) sees it, sampled as a rendered frame
+        samples it (render/finish.py). A camera behind the plane or looking away from it sees the plate's mean
+        colour."""
+        import torch
 
-        K, viewmat = _numpy(K), _numpy(viewmat)
-        key = (int(width), int(height), K.tobytes(), viewmat.tobytes())
-        if self._last is not None and self._last[0] == key:  # a still camera: the same picture, warped once
-            return self._last[1].copy()
-        to_plate = self.pixel_map(K, viewmat, width, height)
-        if to_plate is None:
+        from avatar3d.render.finish import finish_frame
+
+        view = self.view(K, viewmat, width, height)
+        if view is None:
             return np.broadcast_to(self.mean_colour(), (int(height), int(width), 3)).copy()
-        # cv2's pixel centres are at integers, ours at +0.5: shift in, map, shift back.
-        to_ours = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
-        M = np.linalg.inv(to_ours) @ to_plate @ to_ours
-        seen = cv2.warpPerspective(self.image, M, (int(width), int(height)),
-                                   flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT_101)
-        self._last = (key, seen)
+        picture, to_picture, key = view
+        if key is None:  # a still camera: what it saw last time
+            return picture.copy()
+        nothing = torch.zeros(int(height), int(width), 3), torch.zeros(int(height), int(width), 1)
+        _, _, seen = finish_frame(*nothing, picture, to_picture, keep_seen=True)
+        self.remember(key, seen)
         return seen.copy()
 
     def _in_front(self, K: np.ndarray, viewmat: np.ndarray, width: int, height: int) -> bool:
