@@ -63,8 +63,7 @@ class BatchRenderConfig(BatchCommon):
 
 
 def _skipped(job: Job) -> dict:
-    return {"job": job.name, "kind": job.kind, "status": "skipped", "seconds": None, "where": job.where,
-            "message": "already done with these inputs and settings", "log": None, "command": job.command}
+    return job.result("skipped", "already done with these inputs and settings", has_log=False)
 
 
 def _is_current(job: Job) -> bool:
@@ -94,9 +93,7 @@ def _dry_run(jobs: list[Job], skipped: set) -> int:
 
 def _cancelled(jobs: list[Job], results: list[dict]) -> list[dict]:
     finished = {r["job"] for r in results}
-    return results + [{"job": j.name, "kind": j.kind, "status": "cancelled", "seconds": None, "where": j.where,
-                       "message": "interrupted before it finished", "log": str(j.log), "command": j.command}
-                      for j in jobs if j.name not in finished]
+    return results + [j.result("cancelled", "interrupted before it finished") for j in jobs if j.name not in finished]
 
 
 def _finish(kind: str, jobs: list[Job], results: list[dict], json_path: Path, started: float, ray_start_s,

@@ -79,13 +79,7 @@ def _file_digest(path: Path) -> str:
 
 def _avatar_stamp(folder: Path) -> dict:
     """An avatar by the size and modification time of each part a clip is made from."""
-    stamp = {}
-    for part in AVATAR_PARTS:
-        path = folder / part
-        if path.is_file():
-            info = path.stat()
-            stamp[part] = [info.st_size, info.st_mtime_ns]
-    return stamp
+    return {part: _stamp(folder / part) for part in AVATAR_PARTS if (folder / part).is_file()}
 
 
 def _keyed(value):

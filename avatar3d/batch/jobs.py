@@ -42,6 +42,12 @@ class Job:
     def log(self) -> Path:
         return self.output.parent / BATCH_DIR / "logs" / f"{self.name}.log"
 
+    def result(self, status: str, message: Optional[str], seconds: Optional[float] = None,
+               has_log: bool = True) -> dict:
+        """What came of this job, as the summary lists it (batch/summary.py)."""
+        return {"job": self.name, "kind": self.kind, "status": status, "seconds": seconds, "message": message,
+                "where": self.where, "log": str(self.log) if has_log else None, "command": self.command}
+
 
 def _problems_error(source: Path, problems: list[str]) -> InputError:
     listed = "\n".join(f"  - {p}" for p in problems)

@@ -87,9 +87,7 @@ def with_device(job: Job, resources: Resources) -> Job:
 
 def _failure(job: Job, err: Exception) -> dict:
     first = str(err).strip().splitlines()[-1] if str(err).strip() else ""
-    return {"job": job.name, "kind": job.kind, "status": "failed", "seconds": None, "where": job.where,
-            "message": f"its worker failed ({type(err).__name__}: {first[:300]})", "log": str(job.log),
-            "command": job.command}
+    return job.result("failed", f"its worker failed ({type(err).__name__}: {first[:300]})")
 
 
 def run_jobs(jobs: list[Job], resources: Resources, report: Callable[[dict], None]) -> list[dict]:

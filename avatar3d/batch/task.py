@@ -84,8 +84,7 @@ def run_job(job: Job, threads: int) -> dict:
         if message:
             print(f"avatar3d {job.argv[0]}: error: {message}", flush=True)
     seconds = time.perf_counter() - started
-    result = {"job": job.name, "kind": job.kind, "status": status, "seconds": round(seconds, 1),
-              "message": message, "where": job.where, "log": str(job.log), "command": job.command}
+    result = job.result(status, message, seconds=round(seconds, 1))
     if status == "done":
         try:
             result.update(_metric(job, seconds))

@@ -123,11 +123,10 @@ def check_drivers(cfg: RenderConfig) -> str:
 def build_controls(cfg: RenderConfig, expr_names: list[str]):
     """The `Controls` of the command-line options."""
     from avatar3d.drive.controls import Controls, parse_distance, parse_expression_edits, parse_gaze, parse_head_pose
+    from avatar3d.drive.emotion import EmotionPath, parse_emotion
 
     distance, scale = parse_distance(cfg.distance)
     head_pose, head_offset = parse_head_pose(cfg.head_pose)
-    from avatar3d.drive.emotion import EmotionPath, parse_emotion
-
     camera_path = None
     if cfg.camera_path is not None:
         from avatar3d.drive.camera_path import CameraPath

@@ -54,11 +54,11 @@ class AvatarPaths:
     checkpoints = property(lambda self: self.root / "checkpoints")
     audio2expr = property(lambda self: self.root / "audio2expr")
     eval_json = property(lambda self: self.root / "eval.json")
+    eval_video = property(lambda self: self.root / "eval.mp4")
 
     def has_audio_model(self) -> bool:
         """Whether the avatar has a trained audio-to-expression model (both of its files)."""
         return (self.audio2expr / "config.json").is_file() and (self.audio2expr / "model.safetensors").is_file()
-    eval_video = property(lambda self: self.root / "eval.mp4")
 
 
 @dataclass

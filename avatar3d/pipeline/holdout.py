@@ -152,11 +152,16 @@ def _identity(reals: list, renders: list) -> dict:
         return {}
 
 
+def held_out_frames(paths: AvatarPaths, num_frames: int) -> list[int]:
+    """The frames of the enrollment video that training did not see (every frame when it records no split)."""
+    _, train = load_refined(paths.refined) if paths.refined.is_file() else (None, [])
+    return sorted(set(range(num_frames)) - set(train))
+
+
 def _held_out_frames(paths: AvatarPaths, seq: TrackedSequence, frames_eval: Optional[Sequence[int]]) -> list[int]:
     """`frames_eval`, or every frame training did not see."""
     if frames_eval is None:
-        _, train = load_refined(paths.refined) if paths.refined.is_file() else (None, [])
-        frames_eval = sorted(set(range(seq.num_frames)) - set(train))
+        frames_eval = held_out_frames(paths, seq.num_frames)
     frames_eval = [int(i) for i in frames_eval]
     if not frames_eval:
         raise InputError("no held-out frames to evaluate; enroll with --holdout 0.2 (the default)")

@@ -25,11 +25,9 @@ CAMERAS = {"enrolled camera": {}, "camera yaw -30": {"yaw": -30.0}, "camera yaw 
 def _held_out(avatar, count: int) -> list[int]:
     """`count` held-out frame indices spread over the tail training never saw (over every frame when the avatar
     records no training split)."""
-    from avatar3d.head.refined import load_refined
+    from avatar3d.pipeline.holdout import held_out_frames
 
-    train = set(load_refined(avatar.paths.refined)[1]) if avatar.paths.refined.is_file() else set()
-    every = range(avatar.sequence.num_frames)
-    tail = [i for i in every if i not in train] or list(every)
+    tail = held_out_frames(avatar.paths, avatar.sequence.num_frames) or list(range(avatar.sequence.num_frames))
     picks = np.linspace(0, len(tail) - 1, min(count, len(tail))).round().astype(int)
     return [tail[i] for i in picks]
 
