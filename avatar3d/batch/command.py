@@ -67,12 +67,11 @@ def _skipped(job: Job) -> dict:
 
 
 def _is_current(job: Job) -> bool:
-    from avatar3d import cli
     from avatar3d.batch.current import avatar_is_current, clip_is_current
 
     if job.kind == "render":
         return clip_is_current(job.output, job.key)
-    return avatar_is_current(cli.parse(job.argv)[2])
+    return avatar_is_current(job.config)
 
 
 def _out_folder(out: Path) -> Path:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -33,6 +33,7 @@ class Job:
     where: str  # the manifest row it came from
     key: str = ""  # a clip's inputs and settings (batch/current.py); "" for enrollments
     also_writes: tuple = ()  # outputs besides `output` (a clip's alpha), checked for clashes too
+    config: object = field(default=None, compare=False, repr=False)  # the command's parsed config (enrollments)
 
     @property
     def command(self) -> str:
@@ -128,7 +129,7 @@ def _enroll_job(row: Row, out_dir: Path, preset: str, options: list[str]) -> Job
         check_replaceable(config.out, config.force)
     except InputError as err:
         raise InputError(f"{row.where}: {err}") from err
-    return Job("enroll", name, tuple(words), out_dir / name, row.where)
+    return Job("enroll", name, tuple(words), out_dir / name, row.where, config=config)
 
 
 # ---------------------------------------------------------------------------------------------- clips
