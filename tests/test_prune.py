@@ -10,7 +10,9 @@ from avatar3d.gaussians.store import load_bound
 from avatar3d.head.lbs import pose_vertices
 from avatar3d.io.avatar_dir import AvatarPaths
 from avatar3d.tracking.sequence import TrackedSequence
-from avatar3d.training.prune import contributions, prune_least
+from avatar3d.gaussians.avatar_render import pose_gaussians
+from avatar3d.render.rasterize import rasterize
+from avatar3d.training.prune import blend_statistics, contributions, prune_faint, prune_least
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +83,45 @@ def test_training_prunes_the_share_it_is_given(tmp_path):
     result = train_gaussians(folder, cfg, progress=False, frames_train=list(range(subject.num_frames)),
                              rig=subject.rig)
     assert 100 < result.num_gaussians <= 600
+
+
+def test_prune_faint_drops_the_candidates_of_least_weight_per_pixel(trained, seed):
+    gaussians, _, _, _ = trained
+    g = torch.Generator().manual_seed(seed)
+    n = gaussians.num_gaussians
+    weights, areas = torch.rand(n, generator=g) * 10, torch.rand(n, generator=g) * 100
+    candidates = torch.rand(n, generator=g) < 0.5
+    kept = prune_faint(gaussians, weights, areas, candidates, 0.3)
+    index = torch.nonzero(candidates).flatten()
+    drop = int(index.numel() * 0.3)
+    assert kept.num_gaussians == n - drop
+    density = weights / (areas + 1.0)
+    dropped = torch.ones(n, dtype=torch.bool)
+    for mean in kept.local_means:  # which ones went: none outside the candidates, the faintest of them
+        dropped &= ~(gaussians.local_means == mean).all(dim=1)
+    assert not bool((dropped & ~candidates).any())
+    assert float(density[dropped].max()) <= float(density[candidates & ~dropped].min())
+    assert prune_faint(gaussians, weights, areas, candidates, 0.0) is gaussians
+
+
+def test_footprints_are_the_alpha_ellipses_pixels(trained, seed):
+    """The summed footprint matches a count of the pixels where each Gaussian's alpha reaches 1/255."""
+    gaussians, faces, rig, seq = trained
+    g = torch.Generator().manual_seed(seed)
+    t = int(torch.randint(0, seq.num_frames, (1,), generator=g))
+    views = _views(rig, seq, [t])
+    res = seq.resolution
+    _, areas = blend_statistics(gaussians, faces, views, res, res)
+    world = pose_gaussians(gaussians, views[0][0], faces)
+    K, viewmat = views[0][1], views[0][2]
+    _, _, meta = rasterize(world.means, world.quats, world.scales, world.opacities,
+                           torch.ones(gaussians.num_gaussians, 1), viewmat, K, res, res)
+    pick = torch.nonzero(meta["radii"] > 0).flatten()[torch.randperm(int((meta["radii"] > 0).sum()), generator=g)[:20]]
+    fine = (torch.arange(-4 * res, 8 * res) + 0.5) / 4  # 16 samples per pixel, reaching beyond the picture
+    ys, xs = torch.meshgrid(fine, fine, indexing="ij")
+    for i in pick.tolist():
+        dx, dy = xs - meta["means2d"][i, 0].detach(), ys - meta["means2d"][i, 1].detach()
+        a, b, c = meta["conics"][i].detach()
+        alpha = meta["opacities"][i].detach() * torch.exp(-(0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy))
+        counted = float((alpha >= 1 / 255).sum()) / 16
+        assert float(areas[i]) == pytest.approx(counted, rel=0.05, abs=1.0)

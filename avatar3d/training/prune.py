@@ -3,9 +3,14 @@
 A Gaussian's contribution is its blending weight (alpha times the transmittance in front of it) summed over the
 pixels of some training pictures: the gradient of the rendered image's sum by a constant colour per Gaussian. The
 Gaussians of least contribution add almost nothing to any picture, yet each costs every frame its posing,
-projection, binning and blending. Measured quality and speed: docs/performance.md.
+projection, binning and blending. A Gaussian's blending cost follows its footprint, the pixels its alpha >= 1/255
+ellipse covers: a large faint splat layered over a surface is evaluated at every one of them and adds little at
+each, so `prune_faint` ranks by contribution per pixel covered. Measured quality and speed: docs/performance.md,
+docs/portrait.md.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -15,21 +20,43 @@ from avatar3d.gaussians.model import BoundGaussians
 from avatar3d.render.rasterize import rasterize
 
 
+ALPHA_MIN = 1.0 / 255.0  # the rasterizer skips a Gaussian where its alpha is below this (cuda_ext/README.md)
+
+
 def contributions(gaussians: BoundGaussians, faces: Tensor, views: list[tuple[Tensor, Tensor, Tensor]], width: int,
                   height: int) -> Tensor:
     # faces: [F',3] binding triangles; views: (posed vertices [V,3], K [3,3], viewmat [4,4]) per picture
     """[N] each Gaussian's blending weight summed over the pixels of every view."""
+    return blend_statistics(gaussians, faces, views, width, height)[0]
+
+
+def footprint_area(meta: dict) -> Tensor:  # -> [N] pixels
+    """Pixels inside each projected Gaussian's alpha >= 1/255 ellipse (0 where culled), from `rasterize`'s meta:
+    0.5 d^T C d <= s with s = log(opacity / ALPHA_MIN) has area 2 pi s / sqrt(det C), C the conic."""
+    conics = meta["conics"]
+    det = (conics[:, 0] * conics[:, 2] - conics[:, 1] ** 2).clamp_min(1e-12)
+    s = torch.log((meta["opacities"] / ALPHA_MIN).clamp_min(1.0))
+    return torch.where(meta["radii"] > 0, 2.0 * math.pi * s / det.sqrt(), torch.zeros_like(s))
+
+
+def blend_statistics(gaussians: BoundGaussians, faces: Tensor, views: list[tuple[Tensor, Tensor, Tensor]],
+                     width: int, height: int) -> tuple[Tensor, Tensor]:
+    # faces, views: as in `contributions` -> ([N], [N])
+    """Each Gaussian's blending weight summed over the pixels of every view, and its footprint (`footprint_area`,
+    pixels, the picture's edge ignored) summed over the views."""
     total = torch.zeros(gaussians.num_gaussians, dtype=torch.float32, device=gaussians.local_means.device)
+    area = torch.zeros_like(total)
     for vertices, K, viewmat in views:
         with torch.no_grad():
             world = pose_gaussians(gaussians, vertices, faces)
         ones = torch.ones(gaussians.num_gaussians, 1, dtype=world.means.dtype, device=world.means.device,
                           requires_grad=True)
-        image, _, _ = rasterize(world.means.detach(), world.quats.detach(), world.scales.detach(),
-                                world.opacities.detach(), ones, viewmat, K, width, height)
+        image, _, meta = rasterize(world.means.detach(), world.quats.detach(), world.scales.detach(),
+                                   world.opacities.detach(), ones, viewmat, K, width, height)
         image.sum().backward()
         total += ones.grad[:, 0].to(total.dtype)
-    return total
+        area += footprint_area({key: value.detach() for key, value in meta.items() if key != "backend"}).to(area.dtype)
+    return total, area
 
 
 def prune_least(gaussians: BoundGaussians, weights: Tensor, share: float) -> BoundGaussians:
@@ -42,4 +69,19 @@ def prune_least(gaussians: BoundGaussians, weights: Tensor, share: float) -> Bou
     order = torch.argsort(weights, stable=True)
     keep = torch.ones(n, dtype=torch.bool, device=weights.device)
     keep[order[:drop]] = False
+    return gaussians.subset(keep)
+
+
+def prune_faint(gaussians: BoundGaussians, weights: Tensor, areas: Tensor, candidates: Tensor,
+                share: float) -> BoundGaussians:
+    # weights, areas: [N] from `blend_statistics`; candidates: [N] bool
+    """`gaussians` without the `share` (rounded down) of the `candidates` that add least per pixel they cover
+    (weight / (area + 1 pixel)); ties go by index, lowest first."""
+    index = torch.nonzero(candidates).flatten()
+    drop = int(index.numel() * float(share))
+    if drop <= 0:
+        return gaussians
+    density = weights[index] / (areas[index] + 1.0)
+    keep = torch.ones(gaussians.num_gaussians, dtype=torch.bool, device=weights.device)
+    keep[index[torch.argsort(density, stable=True)[:drop]]] = False
     return gaussians.subset(keep)

@@ -40,8 +40,8 @@ from avatar3d.tracking.sequence import TrackedSequence
 from avatar3d.training import checkpoint as ckpt_io
 from avatar3d.training.config import TrainConfig
 from avatar3d.training.frame_params import FrameAdam, FrameParams
-from avatar3d.training.prune import contributions, prune_least
-from avatar3d.training.torso_continue import continue_torso
+from avatar3d.training.prune import blend_statistics, contributions, prune_faint, prune_least
+from avatar3d.training.torso_continue import continue_torso, shown
 from avatar3d.training.losses import binding_regularizer, photometric_loss, region_weight_map, surface_regularizer
 
 
@@ -410,6 +410,9 @@ def _check_settings(config: TrainConfig, frames_train: list[int], num_frames: in
         raise InputError(f"init_opacity={config.init_opacity} must lie strictly between 0 and 1 and init_views="
                          f"{config.init_views} must be at least 1; fix the preset's train section (0.1 and 6 are "
                          "usual)")
+    if not 0.0 <= config.torso_prune_share < 1.0:
+        raise InputError(f"torso_prune_share={config.torso_prune_share} must lie in [0, 1); e.g. "
+                         "--train.torso-prune-share 0.3 (0 keeps every torso Gaussian)")
     if not 0.0 <= config.prune_share < 1.0 or config.prune_views < 1:
         raise InputError(f"prune_share={config.prune_share} must lie in [0, 1) and prune_views={config.prune_views} "
                          "must be at least 1; e.g. --train.prune-share 0.4 (0 keeps every Gaussian)")
@@ -556,7 +559,7 @@ def _final_gaussians(state: _State, scene: _Scene, rig: HeadRig, frames_train: l
                      config: TrainConfig) -> BoundGaussians:
     """What is written: the Gaussians `_written` keeps, less the `prune_share` that add least to the training
     pictures (training/prune.py), and a portrait's torso continued below the frame (training/torso_continue.py:
-    after the pruning, as no training picture shows its copies)."""
+    after the pruning, as no training picture shows its copies), then thinned (`_thin_torso`)."""
     kept = state.gaussians.subset(_written(state, config))
     res = scene.frames.resolution
     if config.prune_share > 0 and kept.num_gaussians:
@@ -564,7 +567,22 @@ def _final_gaussians(state: _State, scene: _Scene, rig: HeadRig, frames_train: l
         kept = prune_least(kept, contributions(kept, scene.faces, views, res, res), config.prune_share)
     if "torso_grid" not in rig.meta:
         return kept
-    return continue_torso(kept, rig, _views(state, scene, rig, frames_train, 8), res, res)
+    kept = continue_torso(kept, rig, _views(state, scene, rig, frames_train, 8), res, res)
+    return _thin_torso(kept, state, scene, rig, frames_train, config)
+
+
+def _thin_torso(kept: BoundGaussians, state: _State, scene: _Scene, rig: HeadRig, frames_train: list[int],
+                config: TrainConfig) -> BoundGaussians:
+    """`kept` less the `torso_prune_share` of the torso's shown Gaussians that add least per pixel they cover (after
+    the continuation, which chooses its bands from the whole trained torso)."""
+    if config.torso_prune_share <= 0 or kept.num_gaussians == 0:
+        return kept
+    res = scene.frames.resolution
+    views = _views(state, scene, rig, frames_train, config.prune_views)
+    on_torso = rig.region("torso")[scene.faces].all(dim=1)[kept.parent]  # [N]
+    candidates = on_torso & shown(kept, scene.faces, views, res, res)
+    weights, areas = blend_statistics(kept, scene.faces, views, res, res)
+    return prune_faint(kept, weights, areas, candidates, config.torso_prune_share)
 
 
 def _write_results(paths: AvatarPaths, kept: BoundGaussians, state: _State, scene: _Scene, rig: HeadRig,
