@@ -293,7 +293,8 @@ class Avatar:
                             camera.height, bg_colour.to(self.device) if bg_colour is not None else None,
                             backend=self.backend)
         with stage("finish"):  # over black where a picture goes behind: composited there, in one pass
-            rgb, alpha, seen = finish_frame(out.image, out.alpha, picture, to_picture, keep_seen=plate_key is not None)
+            keep = plate_key is not None and self.plate.worth_keeping(plate_key)
+            rgb, alpha, seen = finish_frame(out.image, out.alpha, picture, to_picture, keep_seen=keep)
             if seen is not None:
                 self.plate.remember(plate_key, seen)
             return Frame(rgb, alpha, int(t), camera, out.vertices.cpu().numpy())

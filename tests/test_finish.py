@@ -10,7 +10,7 @@ from avatar3d.render import native
 from avatar3d.render.finish import finish_frame
 from avatar3d.render.plate import BackgroundPlate
 from avatar3d.render.reference.finish import finish_frame as finish_frame_reference
-from avatar3d.render.reference.finish import reflect101
+from avatar3d.render.reference.finish import PLATE_MIN_WEIGHT, reflect101
 
 needs_ext = pytest.mark.skipif(not native.is_available(), reason="the native extension avatar3d._C is not built")
 
@@ -60,6 +60,38 @@ def test_a_still_camera_composites_over_what_it_saw_with_the_same_result(seed, u
         again_t, _, _ = finish_frame_reference(image, alpha, seen_t, torch.eye(3, dtype=torch.float64))
         first, again = first_t.numpy(), again_t.numpy()
     np.testing.assert_array_equal(first, again)
+
+
+@pytest.mark.parametrize("use_native", [True, False])
+def test_where_the_person_hides_the_plate_it_is_not_seen(seed, use_native):
+    """Where the plate's weight 1 - alpha is under PLATE_MIN_WEIGHT the frame is the picture alone, whatever the
+    plate, and kept or not (the native op then skips sampling it) the frame is the same."""
+    if use_native and not native.is_available():
+        pytest.skip("the native extension avatar3d._C is not built")
+    rng = np.random.default_rng(seed)
+    image, _ = _frame(rng, 29, 41)
+    weight = torch.from_numpy(rng.choice([0.0, 1e-4, 9e-4, PLATE_MIN_WEIGHT, 2e-3, 0.5], (29, 41, 1)).astype(np.float32))
+    alpha = 1.0 - weight
+    plate = rng.integers(0, 256, (30, 50, 3), dtype=np.uint8)
+    M = _homography(rng)
+    hidden = (1.0 - alpha.clamp(0, 1))[..., 0] < PLATE_MIN_WEIGHT
+    assert 0.2 < float(hidden.float().mean()) < 0.8
+    picture = finish_frame_reference(image, alpha)[0].numpy()
+    runs = []
+    for keep in (False, True):
+        if use_native:
+            rgb, a, _ = finish_frame(image, alpha, plate, M, keep_seen=keep)
+        else:
+            rgb_t, a_t, _ = finish_frame_reference(image, alpha, torch.from_numpy(plate), torch.as_tensor(M))
+            rgb, a = rgb_t.numpy(), a_t.numpy()
+        np.testing.assert_array_equal(rgb[hidden.numpy()], picture[hidden.numpy()])
+        runs.append((rgb, a))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+    # where it shows, it is composited: a plate of another colour changes the pixels that show half of it
+    other = finish_frame_reference(image, alpha, torch.from_numpy(255 - plate), torch.as_tensor(M))[0].numpy()
+    half = (weight[..., 0] == 0.5).numpy()
+    assert (other[half] != runs[0][0][half]).any(axis=-1).mean() > 0.9
 
 
 @needs_ext

@@ -252,3 +252,16 @@ def test_a_still_camera_gets_the_same_picture_and_may_draw_on_it(seed):
     first[:] = 0  # a caller drawing on its picture (the viewer pastes the avatar in)
     again = plate.render(plate.K, plate.viewmat, 160, 120)
     np.testing.assert_array_equal(again, plate.image)
+
+
+def test_a_camera_is_worth_keeping_from_its_second_frame(seed):
+    """A frame keeps the plate it sees only when the frame before had the same camera: a moving camera never pays
+    for sampling the whole plate, a still one pays once."""
+    plate = _plate(np.random.default_rng(seed))
+    def moved(dx: float) -> np.ndarray:  # the camera moved sideways by dx metres
+        view = plate.viewmat.copy()
+        view[0, 3] -= dx
+        return view
+
+    keys = [plate.view(plate.K, moved(dx), 160, 120)[2] for dx in (0.0, 0.01, 0.02, 0.02, 0.02, 0.0)]
+    assert [plate.worth_keeping(key) for key in keys] == [False, False, False, True, True, False]

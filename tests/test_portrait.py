@@ -3,6 +3,8 @@ trainer bind Gaussians to the torso and learn over the plate, the held-out evalu
 and the runtime render the person in front of the room; the torso fit recovers known shoulders."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -42,22 +44,43 @@ def _make_portrait(folder, seed: int) -> BackgroundPlate:
     return plate
 
 
-@pytest.fixture(scope="module")
-def portrait(tmp_path_factory):
-    """A synthetic portrait trained for a few dozen steps (64 px), and its plate."""
+def _train_portrait(root: Path, torso_prune_share: float):
     from avatar3d.pipeline.synthetic_eval import build_avatar_dir, eval_subject
     from avatar3d.training.config import TrainConfig
     from avatar3d.training.trainer import train_gaussians
 
-    root = tmp_path_factory.mktemp("portrait")
     subject = eval_subject(seconds=1.0, fps=10, resolution=64, seed=0, texture_size=256, supersample=1)
     folder = build_avatar_dir(subject, root / "avatar")
     plate = _make_portrait(folder, 0)
     cfg = TrainConfig(iterations=40, resolution=64, init_gaussians=1500, max_gaussians=1500, sh_degree=0,
                       densify_from=10**6, densify_until=10**6, densify_every=10**6, opacity_reset_every=0,
-                      checkpoint_every=0, refine_params=False, prune_share=0.0, seed=1)  # counts are checked
+                      checkpoint_every=0, refine_params=False, prune_share=0.0, torso_prune_share=torso_prune_share,
+                      seed=1)
     train_gaussians(folder, cfg, progress=False, frames_train=list(range(8)), rig=subject.rig)
     return folder, plate, subject.rig
+
+
+@pytest.fixture(scope="module")
+def portrait(tmp_path_factory):
+    """A synthetic portrait trained for a few dozen steps (64 px), and its plate (every Gaussian kept: counts are
+    checked)."""
+    return _train_portrait(tmp_path_factory.mktemp("portrait"), 0.0)
+
+
+def test_training_thins_the_torso_it_shows(portrait, tmp_path):
+    """--train.torso-prune-share drops that share of the torso's Gaussians the pictures show; the head's stay."""
+    from avatar3d.gaussians.store import load_gaussians
+
+    def counts(folder, rig):
+        gaussians, faces = load_gaussians(AvatarPaths(folder), "cpu")
+        on_torso = attach_torso(rig, load_torso(folder)).region("torso")[faces].all(1)[gaussians.parent]
+        return int((~on_torso).sum()), int(on_torso.sum())
+
+    head, torso = counts(portrait[0], portrait[2])
+    thinned, _, rig = _train_portrait(tmp_path, 0.5)
+    head_thinned, torso_thinned = counts(thinned, rig)
+    assert head_thinned == head and torso_thinned < torso
+    assert torso - torso_thinned <= torso // 2  # only the shown ones are candidates
 
 
 def test_gaussians_cover_the_torso_sparser_than_the_head(portrait):

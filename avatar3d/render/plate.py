@@ -42,6 +42,7 @@ class BackgroundPlate:
     def __post_init__(self) -> None:
         self._mean = None  # mean_colour, computed once
         self._seen = None  # (camera key, the plate it saw, uint8): the one-camera cache of `view` and `render`
+        self._last_key = None  # the camera of the last `worth_keeping`
         self.image = np.asarray(self.image)
         if not self.image.flags.writeable or not self.image.flags.c_contiguous:  # composited every frame as it is
             self.image = np.ascontiguousarray(self.image).copy()
@@ -90,6 +91,14 @@ class BackgroundPlate:
             return seen[1], np.eye(3), None
         to_plate = self.pixel_map(K, viewmat, width, height)
         return None if to_plate is None else (self.image, to_plate, key)
+
+    def worth_keeping(self, key: tuple) -> bool:
+        """Whether a frame by the camera `key` (from `view`) should keep what it sees: yes when the last frame asked
+        about had the same camera (a camera that stays is kept from its second frame on), no for a camera that moves
+        every frame (keeping samples the whole plate; otherwise the pixels the person hides are skipped)."""
+        again = key == self._last_key
+        self._last_key = key
+        return again
 
     def remember(self, key: tuple, seen: np.ndarray) -> None:  # seen: [H,W,3] uint8
         """Keep what the camera `key` (from `view`) saw, for its next frames."""

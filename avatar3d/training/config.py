@@ -67,7 +67,7 @@ class TrainConfig:
     prune_views: int = 16
     """Training pictures (spread over the training frames) the contributions are summed over."""
     torso_prune_share: float = 0.3
-    """Share of a portrait's torso Gaussians that the training pictures show dropped after training (after the torso
+    """Share of a portrait's torso Gaussians that the training pictures show dropped after training (before the torso
     is continued below the frame): those that add least per pixel they cover (training/prune.py). Trained at a
     quarter of the head's density, the torso grows large faint splats layered over its surface, and each costs every
     pixel it covers; 0.3 of them carry about 2 % of the torso's blending weight (docs/portrait.md). 0 keeps them."""

@@ -558,8 +558,9 @@ def _views(state: _State, scene: _Scene, rig: HeadRig, frames_train: list[int], 
 def _final_gaussians(state: _State, scene: _Scene, rig: HeadRig, frames_train: list[int],
                      config: TrainConfig) -> BoundGaussians:
     """What is written: the Gaussians `_written` keeps, less the `prune_share` that add least to the training
-    pictures (training/prune.py), and a portrait's torso continued below the frame (training/torso_continue.py:
-    after the pruning, as no training picture shows its copies), then thinned (`_thin_torso`)."""
+    pictures (training/prune.py), a portrait's torso thinned (`_thin_torso`) and then continued below the frame
+    (training/torso_continue.py: from what is kept, so the copies are thinned alike; no training picture shows
+    them)."""
     kept = state.gaussians.subset(_written(state, config))
     res = scene.frames.resolution
     if config.prune_share > 0 and kept.num_gaussians:
@@ -567,14 +568,14 @@ def _final_gaussians(state: _State, scene: _Scene, rig: HeadRig, frames_train: l
         kept = prune_least(kept, contributions(kept, scene.faces, views, res, res), config.prune_share)
     if "torso_grid" not in rig.meta:
         return kept
-    kept = continue_torso(kept, rig, _views(state, scene, rig, frames_train, 8), res, res)
-    return _thin_torso(kept, state, scene, rig, frames_train, config)
+    kept = _thin_torso(kept, state, scene, rig, frames_train, config)
+    return continue_torso(kept, rig, _views(state, scene, rig, frames_train, 8), res, res)
 
 
 def _thin_torso(kept: BoundGaussians, state: _State, scene: _Scene, rig: HeadRig, frames_train: list[int],
                 config: TrainConfig) -> BoundGaussians:
-    """`kept` less the `torso_prune_share` of the torso's shown Gaussians that add least per pixel they cover (after
-    the continuation, which chooses its bands from the whole trained torso)."""
+    """`kept` less the `torso_prune_share` of the torso's shown Gaussians that add least per pixel they cover. Only
+    shown ones go, so the bands the continuation copies from (those the frames showed in full) stay the same."""
     if config.torso_prune_share <= 0 or kept.num_gaussians == 0:
         return kept
     res = scene.frames.resolution

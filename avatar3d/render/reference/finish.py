@@ -1,8 +1,10 @@
 """The oracle of a rendered frame's last step (cuda_ext/finish_cpu.cpp is the native one; any device).
 
 The rasterizer's float picture and alpha become uint8, composited over a background plate seen through a
-homography: seen = u8(plate(H · pixel)), rgb = u8(clamp(image + (1 - clamp(alpha)) · seen / 255)),
-alpha = u8(clamp(alpha)), with u8(v) = floor(255 v + 0.5). The plate is sampled bilinearly at continuous pixel
+homography: seen = u8(plate(H · pixel)), rgb = u8(clamp(image + w · seen / 255)) with the plate's weight
+w = 1 - clamp(alpha), alpha = u8(clamp(alpha)), with u8(v) = floor(255 v + 0.5). Where w < PLATE_MIN_WEIGHT the
+person hides the plate (it would move the value by under a quarter of a level): rgb = u8(clamp(image)), and the
+native op does not sample the plate there unless it keeps `seen`. The plate is sampled bilinearly at continuous pixel
 coordinates (pixel centres at +0.5), reflected at its border without repeating the edge pixel (OpenCV's
 BORDER_REFLECT_101), and rounded to a level before compositing, so that a still camera may keep `seen` and
 composite the next frames over it (the identity map) with the very same result.
@@ -13,6 +15,8 @@ from typing import Optional
 
 import torch
 from torch import Tensor
+
+PLATE_MIN_WEIGHT = 1.0 / 1024.0  # a plate weighted less under a pixel is not seen there (cuda_ext/include/a3d/cores.h)
 
 
 def reflect101(index: Tensor, size: int) -> Tensor:  # index: [...] int64 -> [...] in [0, size)
@@ -60,5 +64,7 @@ def finish_frame(image: Tensor, alpha: Tensor, plate: Optional[Tensor] = None,
     colour, seen = image.float(), None
     if plate is not None and plate.numel():
         seen = to_u8(plate_seen(plate, pixel_to_plate, width, height))
-        colour = colour + (1.0 - alpha.clamp(0, 1))[..., None] * (seen.float() * (1.0 / 255.0))
+        weight = 1.0 - alpha.clamp(0, 1)
+        weight = torch.where(weight >= PLATE_MIN_WEIGHT, weight, torch.zeros_like(weight))
+        colour = colour + weight[..., None] * (seen.float() * (1.0 / 255.0))
     return to_u8(colour), to_u8(alpha), seen

@@ -84,9 +84,12 @@ struct FinishArgs {
     const double* pixel_to_plate; // [3,3] homography: output pixel (centres at +0.5) -> plate pixel (same)
     bool identity;                // pixel_to_plate is the identity and the plate is [H,W,3]: read, not sampled
 };
+constexpr float PLATE_MIN_WEIGHT = 1.f / 1024.f;  // a plate weighted less under a pixel is not seen there
 // -> seen [H,W,3] = the plate sampled bilinearly (reflected at its border: BORDER_REFLECT_101), rounded to uint8;
-// rgb [H,W,3] = u8(clamp(image + (1 - clamp(alpha)) * seen / 255)), alpha_u8 [H,W] = u8(clamp(alpha)), where
-// u8(v) = floor(v * 255 + 0.5). seen_out may be nullptr (not kept).
+// rgb [H,W,3] = u8(clamp(image + w * seen / 255)) with w = 1 - clamp(alpha), or u8(clamp(image)) where
+// w < PLATE_MIN_WEIGHT (the person hides the plate: it would move the value by under a quarter of a level),
+// alpha_u8 [H,W] = u8(clamp(alpha)), where u8(v) = floor(v * 255 + 0.5). seen_out may be nullptr (not kept: then
+// the plate is sampled only where it shows); when kept, it is sampled at every pixel.
 void finish_frame_cpu(const FinishArgs& a, uint8_t* rgb, uint8_t* alpha_u8, uint8_t* seen_out, int num_threads);
 
 // CUDA launchers (stream is a cudaStream_t; device pointers). Same contracts as the CPU functions. They throw
