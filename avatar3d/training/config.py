@@ -66,11 +66,12 @@ class TrainConfig:
     frame's time. 0 (the default for now) keeps every Gaussian; docs/performance.md says why."""
     prune_views: int = 16
     """Training pictures (spread over the training frames) the contributions are summed over."""
-    torso_prune_share: float = 0.3
+    torso_prune_share: float = 0.0
     """Share of a portrait's torso Gaussians that the training pictures show dropped after training (before the torso
     is continued below the frame): those that add least per pixel they cover (training/prune.py). Trained at a
     quarter of the head's density, the torso grows large faint splats layered over its surface, and each costs every
-    pixel it covers; 0.3 of them carry about 2 % of the torso's blending weight (docs/portrait.md). 0 keeps them."""
+    pixel it covers. Off (0) by default: many of them cover the clothes at and below the frame's lower edge, which a
+    camera backed off then sees half transparent (the speed and quality figures: docs/portrait.md)."""
     prune_opacity: float = 0.005
     """Gaussians less opaque than this are pruned."""
     opacity_reset_every: int = 3000
