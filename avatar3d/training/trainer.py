@@ -558,8 +558,8 @@ def _views(state: _State, scene: _Scene, rig: HeadRig, frames_train: list[int], 
 def _final_gaussians(state: _State, scene: _Scene, rig: HeadRig, frames_train: list[int],
                      config: TrainConfig) -> BoundGaussians:
     """What is written: the Gaussians `_written` keeps, less the `prune_share` that add least to the training
-    pictures (training/prune.py), a portrait's torso thinned (`_thin_torso`) and then continued below the frame
-    (training/torso_continue.py: from what is kept, so the copies are thinned alike; no training picture shows
+    pictures (training/prune.py), a portrait's torso thinned when asked (`_thin_torso`) and then continued below the
+    frame (training/torso_continue.py: from what is kept, so the copies are thinned alike; no training picture shows
     them)."""
     kept = state.gaussians.subset(_written(state, config))
     res = scene.frames.resolution
