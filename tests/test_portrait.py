@@ -3,6 +3,7 @@ trainer bind Gaussians to the torso and learn over the plate, the held-out evalu
 and the runtime render the person in front of the room; the torso fit recovers known shoulders."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,7 @@ def _make_portrait(folder, seed: int) -> BackgroundPlate:
     return plate
 
 
-def _train_portrait(root: Path, torso_prune_share: float):
+def _train_portrait(root: Path, torso_prune_share: float, **overrides):
     from avatar3d.pipeline.synthetic_eval import build_avatar_dir, eval_subject
     from avatar3d.training.config import TrainConfig
     from avatar3d.training.trainer import train_gaussians
@@ -56,6 +57,7 @@ def _train_portrait(root: Path, torso_prune_share: float):
                       densify_from=10**6, densify_until=10**6, densify_every=10**6, opacity_reset_every=0,
                       checkpoint_every=0, refine_params=False, prune_share=0.0, torso_prune_share=torso_prune_share,
                       seed=1)
+    cfg = dataclasses.replace(cfg, **overrides)
     train_gaussians(folder, cfg, progress=False, frames_train=list(range(8)), rig=subject.rig)
     return folder, plate, subject.rig
 
@@ -65,6 +67,23 @@ def portrait(tmp_path_factory):
     """A synthetic portrait trained for a few dozen steps (64 px), and its plate (every Gaussian kept: counts are
     checked)."""
     return _train_portrait(tmp_path_factory.mktemp("portrait"), 0.0)
+
+
+def _torso_opacities(folder: Path, rig):
+    from avatar3d.gaussians.store import load_gaussians
+
+    gaussians, faces = load_gaussians(AvatarPaths(folder), "cpu")
+    on_torso = attach_torso(rig, load_torso(folder)).region("torso")[faces].all(1)[gaussians.parent]
+    return torch.sigmoid(gaussians.opacity_logits.detach()[on_torso])
+
+
+def test_the_torso_opacity_term_makes_its_gaussians_opaque_or_clear(portrait, tmp_path):
+    """--train.lambda-torso-opacity, after densification: the torso's opacities move towards 0 or 1."""
+    plain = _torso_opacities(portrait[0], portrait[2])
+    folder, _, rig = _train_portrait(tmp_path, 0.0, densify_until=0, lambda_torso_opacity=10.0)
+    pushed = _torso_opacities(folder, rig)
+    assert len(pushed) == len(plain) > 100
+    assert float((pushed * (1 - pushed)).mean()) < 0.8 * float((plain * (1 - plain)).mean())
 
 
 def test_training_thins_the_torso_it_shows(portrait, tmp_path):

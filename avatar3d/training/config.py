@@ -82,6 +82,12 @@ class TrainConfig:
     """Weight of the LPIPS term (`render.metrics`' AlexNet LPIPS; used only when its weights are on disk)."""
     mouth_eye_weight: float = 2.0
     """Loss weight multiplier on the mouth and eye regions."""
+    lambda_torso_opacity: float = 0.0
+    """Weight of a term on a portrait's torso Gaussians after densification ends: the mean of o (1 - o) over their
+    opacities o, which pushes each towards fully opaque or fully transparent. Faint splats layered over the torso
+    cost every pixel they cover and add little to any; the coverage term (`lambda_alpha`) keeps the person covered.
+    0 (off) by default for now: it renders a backed-off portrait faster but its side views a little worse
+    (docs/portrait.md)."""
     lambda_position: float = 0.01
     """Weight of the penalty on Gaussians further than one triangle size from their triangle."""
     lambda_scale: float = 1.0

@@ -492,6 +492,9 @@ def _loss(state: _State, rig: HeadRig, scene: _Scene, t: int, target: Tensor, pe
         loss = loss + config.lambda_alpha * (out.alpha[..., 0] - person).abs().mean()
     reg_pos, reg_scale = binding_regularizer(state.gaussians)
     loss = loss + config.lambda_position * reg_pos + config.lambda_scale * reg_scale
+    if config.lambda_torso_opacity > 0 and step > config.densify_until and bool(scene.on_torso.any()):
+        opacity = torch.sigmoid(state.gaussians.opacity_logits[scene.on_torso[state.gaussians.parent]])
+        loss = loss + config.lambda_torso_opacity * (opacity * (1.0 - opacity)).mean()
     if config.lambda_thickness > 0 or config.lambda_needle > 0:
         reg_thick, reg_needle = surface_regularizer(state.gaussians)
         loss = loss + config.lambda_thickness * reg_thick + config.lambda_needle * reg_needle
