@@ -9,13 +9,6 @@
 #include "a3d/cores.h"
 #include "a3d/simd8.h"
 
-// The sampling loop gets an AVX2 clone picked at load time; the default clone runs on any x86-64.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define A3D_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define A3D_CLONES
-#endif
-
 namespace a3d {
 namespace {
 

@@ -69,11 +69,16 @@ def portrait(tmp_path_factory):
     return _train_portrait(tmp_path_factory.mktemp("portrait"), 0.0)
 
 
-def _torso_opacities(folder: Path, rig):
+def _bound_to_torso(folder: Path, rig):
+    """(the avatar's Gaussians, [N] bool: bound to its torso)."""
     from avatar3d.gaussians.store import load_gaussians
 
     gaussians, faces = load_gaussians(AvatarPaths(folder), "cpu")
-    on_torso = attach_torso(rig, load_torso(folder)).region("torso")[faces].all(1)[gaussians.parent]
+    return gaussians, attach_torso(rig, load_torso(folder)).region("torso")[faces].all(1)[gaussians.parent]
+
+
+def _torso_opacities(folder: Path, rig):
+    gaussians, on_torso = _bound_to_torso(folder, rig)
     return torch.sigmoid(gaussians.opacity_logits.detach()[on_torso])
 
 
@@ -88,11 +93,8 @@ def test_the_torso_opacity_term_makes_its_gaussians_opaque_or_clear(portrait, tm
 
 def test_training_thins_the_torso_it_shows(portrait, tmp_path):
     """--train.torso-prune-share drops that share of the torso's Gaussians the pictures show; the head's stay."""
-    from avatar3d.gaussians.store import load_gaussians
-
     def counts(folder, rig):
-        gaussians, faces = load_gaussians(AvatarPaths(folder), "cpu")
-        on_torso = attach_torso(rig, load_torso(folder)).region("torso")[faces].all(1)[gaussians.parent]
+        on_torso = _bound_to_torso(folder, rig)[1]
         return int((~on_torso).sum()), int(on_torso.sum())
 
     head, torso = counts(portrait[0], portrait[2])

@@ -30,13 +30,13 @@ def contributions(gaussians: BoundGaussians, faces: Tensor, views: list[tuple[Te
     return blend_statistics(gaussians, faces, views, width, height)[0]
 
 
-def footprint_area(meta: dict) -> Tensor:  # -> [N] pixels
-    """Pixels inside each projected Gaussian's alpha >= 1/255 ellipse (0 where culled), from `rasterize`'s meta:
+def footprint_area(conics: Tensor, opacities: Tensor, radii: Tensor) -> Tensor:
+    # conics: [N,3], opacities: [N] effective, radii: [N] (0: culled), as in `rasterize`'s meta -> [N] pixels
+    """Pixels inside each projected Gaussian's alpha >= 1/255 ellipse (0 where culled):
     0.5 d^T C d <= s with s = log(opacity / ALPHA_MIN) has area 2 pi s / sqrt(det C), C the conic."""
-    conics = meta["conics"]
     det = (conics[:, 0] * conics[:, 2] - conics[:, 1] ** 2).clamp_min(1e-12)
-    s = torch.log((meta["opacities"] / ALPHA_MIN).clamp_min(1.0))
-    return torch.where(meta["radii"] > 0, 2.0 * math.pi * s / det.sqrt(), torch.zeros_like(s))
+    s = torch.log((opacities / ALPHA_MIN).clamp_min(1.0))
+    return torch.where(radii > 0, 2.0 * math.pi * s / det.sqrt(), torch.zeros_like(s))
 
 
 def blend_statistics(gaussians: BoundGaussians, faces: Tensor, views: list[tuple[Tensor, Tensor, Tensor]],
@@ -55,7 +55,7 @@ def blend_statistics(gaussians: BoundGaussians, faces: Tensor, views: list[tuple
                                    world.opacities.detach(), ones, viewmat, K, width, height)
         image.sum().backward()
         total += ones.grad[:, 0].to(total.dtype)
-        area += footprint_area({key: value.detach() for key, value in meta.items() if key != "backend"}).to(area.dtype)
+        area += footprint_area(meta["conics"].detach(), meta["opacities"].detach(), meta["radii"]).to(area.dtype)
     return total, area
 
 
