@@ -66,12 +66,14 @@ class TrainConfig:
     frame's time. 0 (the default for now) keeps every Gaussian; docs/performance.md says why."""
     prune_views: int = 16
     """Training pictures (spread over the training frames) the contributions are summed over."""
-    torso_prune_share: float = 0.0
-    """Share of a portrait's torso Gaussians that the training pictures show dropped after training (before the torso
-    is continued below the frame): those that add least per pixel they cover (training/prune.py). Trained at a
-    quarter of the head's density, the torso grows large faint splats layered over its surface, and each costs every
-    pixel it covers. Off (0) by default: many of them cover the clothes at and below the frame's lower edge, which a
-    camera backed off then sees half transparent (the speed and quality figures: docs/portrait.md)."""
+    torso_prune_share: float = 0.5
+    """Share of a portrait's torso Gaussians that the training pictures show dropped when densification ends: those
+    that add least per pixel they cover (training/prune.py); the steps after it let the rest take over their part.
+    Trained at a quarter of the head's density, the torso grows large faint splats layered over its surface, and
+    each costs every pixel it covers. Spared: the Gaussians the continuation below the frame takes its colours from
+    (training/torso_continue.py), and those on triangles turned over 72.5 degrees from the camera (a flank, near
+    edge-on in the frames, is what a side view sees). 0 keeps them all (speed and quality figures: docs/portrait.md).
+    """
     prune_opacity: float = 0.005
     """Gaussians less opaque than this are pruned."""
     opacity_reset_every: int = 3000

@@ -5,7 +5,7 @@ pixels of some training pictures: the gradient of the rendered image's sum by a 
 Gaussians of least contribution add almost nothing to any picture, yet each costs every frame its posing,
 projection, binning and blending. A Gaussian's blending cost follows its footprint, the pixels its alpha >= 1/255
 ellipse covers: a large faint splat layered over a surface is evaluated at every one of them and adds little at
-each, so `prune_faint` ranks by contribution per pixel covered. Measured quality and speed: docs/performance.md,
+each, so `faint_kept` ranks by contribution per pixel covered. Measured quality and speed: docs/performance.md,
 docs/portrait.md.
 """
 from __future__ import annotations
@@ -72,16 +72,14 @@ def prune_least(gaussians: BoundGaussians, weights: Tensor, share: float) -> Bou
     return gaussians.subset(keep)
 
 
-def prune_faint(gaussians: BoundGaussians, weights: Tensor, areas: Tensor, candidates: Tensor,
-                share: float) -> BoundGaussians:
-    # weights, areas: [N] from `blend_statistics`; candidates: [N] bool
-    """`gaussians` without the `share` (rounded down) of the `candidates` that add least per pixel they cover
-    (weight / (area + 1 pixel)); ties go by index, lowest first."""
+def faint_kept(weights: Tensor, areas: Tensor, candidates: Tensor, share: float) -> Tensor:
+    # weights, areas: [N] from `blend_statistics`; candidates: [N] bool -> [N] bool
+    """Which Gaussians to keep when the `share` (rounded down) of the `candidates` that add least per pixel they
+    cover (weight / (area + 1 pixel)) go; ties go by index, lowest first."""
+    keep = torch.ones(weights.shape[0], dtype=torch.bool, device=weights.device)
     index = torch.nonzero(candidates).flatten()
     drop = int(index.numel() * float(share))
-    if drop <= 0:
-        return gaussians
-    density = weights[index] / (areas[index] + 1.0)
-    keep = torch.ones(gaussians.num_gaussians, dtype=torch.bool, device=weights.device)
-    keep[index[torch.argsort(density, stable=True)[:drop]]] = False
-    return gaussians.subset(keep)
+    if drop > 0:
+        density = weights[index] / (areas[index] + 1.0)
+        keep[index[torch.argsort(density, stable=True)[:drop]]] = False
+    return keep

@@ -26,7 +26,7 @@ from avatar3d.errors import InputError
 from avatar3d.gaussians.avatar_render import binding_faces, render_avatar
 from avatar3d.gaussians.binding import triangle_frames
 from avatar3d.gaussians.colour_init import pick_views, triangle_colours
-from avatar3d.gaussians.densify import DensifyStats, densify_and_prune, reset_opacity
+from avatar3d.gaussians.densify import DensifyStats, densify_and_prune, rebuild, reset_opacity
 from avatar3d.gaussians.model import BoundGaussians
 from avatar3d.gaussians.store import encode_gaussians
 from avatar3d.head.lbs import pose_vertices
@@ -40,8 +40,8 @@ from avatar3d.tracking.sequence import TrackedSequence
 from avatar3d.training import checkpoint as ckpt_io
 from avatar3d.training.config import TrainConfig
 from avatar3d.training.frame_params import FrameAdam, FrameParams
-from avatar3d.training.prune import blend_statistics, contributions, prune_faint, prune_least
-from avatar3d.training.torso_continue import continue_torso, shown
+from avatar3d.training.prune import blend_statistics, contributions, faint_kept, prune_least
+from avatar3d.training.torso_continue import continuation_sources, continue_torso, shown
 from avatar3d.training.losses import binding_regularizer, photometric_loss, region_weight_map, surface_regularizer
 
 
@@ -367,6 +367,8 @@ def _train(avatar_dir: Path, config: TrainConfig, device, resume: bool, progress
         loss.backward()
         _optimise(state, t, step, refining, config)
         _density_control(state, out, scene, step, config)
+        if step == min(config.densify_until, config.iterations):
+            _thin_torso(state, scene, rig, frames_train, config)
 
         loss_value = float(loss.detach())
         recent_psnr = (recent_psnr + [float(psnr(image.detach(), target))])[-50:]
@@ -553,17 +555,26 @@ def _written(state: _State, config: TrainConfig) -> Tensor:  # -> [N] bool
 
 def _views(state: _State, scene: _Scene, rig: HeadRig, frames_train: list[int], count: int) -> list:
     """(posed vertices, K, viewmat) of `count` training frames spread over them."""
-    picks = [frames_train[int(i)] for i in np.linspace(0, len(frames_train) - 1, min(count, len(frames_train)))]
     with torch.no_grad():
-        return [(pose_vertices(rig, state.frame_params.frame(t))[0], scene.K, scene.viewmat) for t in picks]
+        return [(pose_vertices(rig, state.frame_params.frame(frames_train[pick]))[0], scene.K, scene.viewmat)
+                for pick in _spread(frames_train, count)]
+
+
+def _pictures(scene: _Scene, frames_train: list[int], count: int) -> list[Tensor]:
+    """The training pictures ([R,R,3] float in [0,1]) of the frames `_views` poses."""
+    return [scene.frames.images[pick].to(scene.K.device).float() / 255.0 for pick in _spread(frames_train, count)]
+
+
+def _spread(frames_train: list[int], count: int) -> list[int]:
+    """Positions (into frames_train) of `count` frames spread evenly over them."""
+    return [int(i) for i in np.linspace(0, len(frames_train) - 1, min(count, len(frames_train)))]
 
 
 def _final_gaussians(state: _State, scene: _Scene, rig: HeadRig, frames_train: list[int],
                      config: TrainConfig) -> BoundGaussians:
     """What is written: the Gaussians `_written` keeps, less the `prune_share` that add least to the training
-    pictures (training/prune.py), a portrait's torso thinned when asked (`_thin_torso`) and then continued below the
-    frame (training/torso_continue.py: from what is kept, so the copies are thinned alike; no training picture shows
-    them)."""
+    pictures (training/prune.py), a portrait's torso continued below the frame (training/torso_continue.py: from
+    what is kept; no training picture shows the copies)."""
     kept = state.gaussians.subset(_written(state, config))
     res = scene.frames.resolution
     if config.prune_share > 0 and kept.num_gaussians:
@@ -571,22 +582,35 @@ def _final_gaussians(state: _State, scene: _Scene, rig: HeadRig, frames_train: l
         kept = prune_least(kept, contributions(kept, scene.faces, views, res, res), config.prune_share)
     if "torso_grid" not in rig.meta:
         return kept
-    kept = _thin_torso(kept, state, scene, rig, frames_train, config)
-    return continue_torso(kept, rig, _views(state, scene, rig, frames_train, 8), res, res)
+    return continue_torso(kept, rig, _views(state, scene, rig, frames_train, 8), _pictures(scene, frames_train, 8),
+                          res, res)
 
 
-def _thin_torso(kept: BoundGaussians, state: _State, scene: _Scene, rig: HeadRig, frames_train: list[int],
-                config: TrainConfig) -> BoundGaussians:
-    """`kept` less the `torso_prune_share` of the torso's shown Gaussians that add least per pixel they cover. Only
-    shown ones go, so the bands the continuation copies from (those the frames showed in full) stay the same."""
-    if config.torso_prune_share <= 0 or kept.num_gaussians == 0:
-        return kept
+def _thin_torso(state: _State, scene: _Scene, rig: HeadRig, frames_train: list[int], config: TrainConfig) -> None:
+    """At densification's end, a portrait's torso less the `torso_prune_share` of its Gaussians the training
+    pictures show that add least per pixel they cover; the steps that follow let the rest take over their part."""
+    gaussians = state.gaussians
+    if config.torso_prune_share <= 0 or "torso_grid" not in rig.meta or gaussians.num_gaussians == 0:
+        return
     res = scene.frames.resolution
     views = _views(state, scene, rig, frames_train, config.prune_views)
-    on_torso = rig.region("torso")[scene.faces].all(dim=1)[kept.parent]  # [N]
-    candidates = on_torso & shown(kept, scene.faces, views, res, res)
-    weights, areas = blend_statistics(kept, scene.faces, views, res, res)
-    return prune_faint(kept, weights, areas, candidates, config.torso_prune_share)
+    candidates = scene.on_torso[gaussians.parent] & shown(gaussians, scene.faces, views, res, res)
+    candidates &= ~continuation_sources(gaussians, rig, views, res, res)  # what covers the frame's lower edge
+    candidates &= _facing(views[0], scene.faces)[gaussians.parent]  # a flank, near edge-on, is what side views see
+    weights, areas = blend_statistics(gaussians, scene.faces, views, res, res)
+    keep = faint_kept(weights, areas, candidates, config.torso_prune_share)
+    state.gaussians = rebuild(gaussians, state.optimizer, torch.nonzero(keep).flatten())
+    state.stats.reset(state.gaussians.num_gaussians)
+
+
+def _facing(view: tuple[Tensor, Tensor, Tensor], faces: Tensor, min_cosine: float = 0.3) -> Tensor:
+    # view: (posed vertices [V,3], K, viewmat [4,4]); faces: [F',3] -> [F'] bool
+    """Triangles that face the camera (either side) within acos(min_cosine): 72.5 degrees by default."""
+    vertices, _, viewmat = view
+    origin, rotation, _ = triangle_frames(vertices, faces)
+    eye = -viewmat[:3, :3].T @ viewmat[:3, 3]  # camera centre, world
+    towards = torch.nn.functional.normalize(eye - origin, dim=-1)
+    return (rotation[..., 2] * towards).sum(-1).abs() >= min_cosine
 
 
 def _write_results(paths: AvatarPaths, kept: BoundGaussians, state: _State, scene: _Scene, rig: HeadRig,
