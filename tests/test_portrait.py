@@ -106,6 +106,24 @@ def test_training_thins_the_torso_it_shows(portrait, tmp_path):
     assert torso - torso_thinned <= torso // 2  # only the shown ones are candidates
 
 
+def test_thinning_spares_the_triangles_a_side_view_sees():
+    """The torso's thinning takes only triangles facing the camera within 72.5 degrees (either side): a flank, near
+    edge-on in the frames, stays for the side views."""
+    from avatar3d.training.trainer import _facing
+
+    camera_at_origin = torch.eye(4)  # looking down +z
+    # facing (in the xy-plane), facing from behind, turned 60 degrees, turned 80 degrees (near edge-on), edge-on
+    turns = [0.0, 180.0, 60.0, 80.0, 90.0]
+    vertices, faces = [], []
+    for k, degrees in enumerate(turns):
+        c, s_ = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+        corners = [(0.0, 0.0), (0.1, 0.0), (0.0, 0.1)]  # (u, v) in the triangle's plane: u turned about y
+        vertices += [(u * c - 0.05 * c, v - 0.03, 2.0 + k + u * s_) for u, v in corners]  # on the optical axis
+        faces.append((3 * k, 3 * k + 1, 3 * k + 2))
+    facing = _facing((torch.tensor(vertices), torch.eye(3), camera_at_origin), torch.tensor(faces))
+    assert facing.tolist() == [True, True, True, False, False]
+
+
 def test_gaussians_cover_the_torso_sparser_than_the_head(portrait):
     from avatar3d.gaussians.store import load_gaussians
 

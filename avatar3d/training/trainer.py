@@ -573,8 +573,8 @@ def _spread(frames_train: list[int], count: int) -> list[int]:
 def _final_gaussians(state: _State, scene: _Scene, rig: HeadRig, frames_train: list[int],
                      config: TrainConfig) -> BoundGaussians:
     """What is written: the Gaussians `_written` keeps, less the `prune_share` that add least to the training
-    pictures (training/prune.py), a portrait's torso continued below the frame (training/torso_continue.py: from
-    what is kept; no training picture shows the copies)."""
+    pictures (training/prune.py), a portrait's torso continued below the frame (training/torso_continue.py: a fill
+    where no training picture looks, coloured from what is kept)."""
     kept = state.gaussians.subset(_written(state, config))
     res = scene.frames.resolution
     if config.prune_share > 0 and kept.num_gaussians:
