@@ -73,7 +73,7 @@ def test_what_the_frames_showed_is_kept_and_below_it_the_last_band_seen_is_fille
     assert bool((torch.sigmoid(fill.opacity_logits) > 0.99).all())
     grid = rig.meta["torso_grid"]
     cells_in, cells_out = grid_cells(rig, binding)[gaussians.parent], grid_cells(rig, binding)[fill.parent]
-    sources = continuation_sources(gaussians, rig, views, RES, RES)
+    sources = continuation_sources(gaussians, rig, shown(gaussians, faces, views, RES, RES))
     band_of = {int(c[1]): int(c[0]) for c in cells_in[sources]}
     assert all(int(c[0]) > band_of[int(c[1])] for c in cells_out)
     # no gap: in each column that has a fill, every band from its first to the bottom has one
@@ -93,7 +93,7 @@ def test_the_fill_takes_the_colour_the_pictures_show_at_its_source(enrolled, see
     out = continue_torso(gaussians, rig, views, _pictures(views, _ramp), RES, RES)
     unseen = int((~shown(gaussians, faces, views, RES, RES)).sum())
     fill = out.subset(torch.arange(gaussians.num_gaussians - unseen, out.num_gaussians))
-    sources = continuation_sources(gaussians, rig, views, RES, RES)
+    sources = continuation_sources(gaussians, rig, shown(gaussians, faces, views, RES, RES))
     cells_src = grid_cells(rig, binding)[gaussians.parent[sources]]
     centre_x, centre_y = [], []
     for vertices, K, viewmat in views:  # where each source Gaussian's centre falls, in every picture
@@ -121,7 +121,7 @@ def test_the_sources_are_one_seen_band_per_column(enrolled, seed):
     _, _, rig, views = enrolled
     faces, binding = binding_faces(rig), binding_index(rig)
     gaussians = _gaussians(rig, seed)
-    sources = continuation_sources(gaussians, rig, views, RES, RES)
+    sources = continuation_sources(gaussians, rig, shown(gaussians, faces, views, RES, RES))
     seen = shown(gaussians, faces, views, RES, RES)
     assert 0 < int(sources.sum()) < int(seen.sum())
     assert bool(seen[sources].all())
@@ -132,7 +132,8 @@ def test_the_sources_are_one_seen_band_per_column(enrolled, seed):
         for lower in range(int(band) + 1, rig.meta["torso_grid"]["bands"]):  # none lower was seen in full
             there = (cells[:, 1] == k) & (cells[:, 0] == lower)
             assert not bool(there.any()) or not bool(seen[there].all()), (k, lower)
-    assert not bool(continuation_sources(gaussians, synthetic_rig(), views, RES, RES).any())
+    everything = torch.ones(gaussians.num_gaussians, dtype=torch.bool)
+    assert not bool(continuation_sources(gaussians, synthetic_rig(), everything).any())
 
 
 def test_a_backed_off_camera_sees_the_torso_run_out_of_its_frame(enrolled, seed):

@@ -31,6 +31,13 @@ FILL_FLATNESS = 0.1  # its scale along the normal, relative to the in-plane one
 FILL_OPACITY_LOGIT = 5.0  # opacity 0.993: the compositor's 0.99 cap
 
 
+def _project(means: Tensor, K: Tensor, viewmat: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    # means: [N,3] world -> x, y [N] pixels, z [N] camera depth (x, y meaningless where z <= 0)
+    cam = means @ viewmat[:3, :3].T + viewmat[:3, 3]
+    z = cam[:, 2].clamp_min(1e-6)
+    return K[0, 0] * cam[:, 0] / z + K[0, 2], K[1, 1] * cam[:, 1] / z + K[1, 2], cam[:, 2]
+
+
 def shown(gaussians: BoundGaussians, faces: Tensor, views: Sequence[tuple[Tensor, Tensor, Tensor]],
           width: int, height: int) -> Tensor:
     # faces: [F',3] binding triangles; views: (posed vertices [V,3], K [3,3], viewmat [4,4]) per frame -> [N] bool
@@ -40,11 +47,9 @@ def shown(gaussians: BoundGaussians, faces: Tensor, views: Sequence[tuple[Tensor
     with torch.no_grad():
         for vertices, K, viewmat in views:
             world = gaussians.world(vertices, faces)
-            cam = world.means @ viewmat[:3, :3].T + viewmat[:3, 3]
-            z = cam[:, 2].clamp_min(1e-6)
-            x, y = K[0, 0] * cam[:, 0] / z + K[0, 2], K[1, 1] * cam[:, 1] / z + K[1, 2]
-            r = 3.0 * world.scales.max(dim=1).values * K[0, 0] / z  # pixels
-            seen |= (cam[:, 2] > 0) & (x + r >= 0) & (x - r < width) & (y + r >= 0) & (y - r < height)
+            x, y, z = _project(world.means, K, viewmat)
+            r = 3.0 * world.scales.max(dim=1).values * K[0, 0] / z.clamp_min(1e-6)  # pixels
+            seen |= (z > 0) & (x + r >= 0) & (x - r < width) & (y + r >= 0) & (y - r < height)
     return seen
 
 
@@ -57,10 +62,12 @@ def continue_torso(gaussians: BoundGaussians, rig: HeadRig, views: Sequence[tupl
     grid = rig.meta["torso_grid"]
     binding = binding_index(rig)  # [F'] where each binding triangle sits among the rig's
     faces = rig.faces[binding]
-    cells, seen, source_band = _cells_and_sources(gaussians, rig, views, width, height)
+    cells = grid_cells(rig, binding)[gaussians.parent]  # [N,3] (band, segment, half) or -1
+    seen = shown(gaussians, faces, views, width, height)
+    bands = _source_bands(cells, seen, grid)  # [K] each column's, -1: none
+    source_band = bands[cells[:, 1].clamp_min(0)]  # [N] its column's
     fall = (cells[:, 0] >= grid["slope_bands"]) & (source_band >= 0)
     keep = ~(fall & (cells[:, 0] > source_band) & ~seen)  # untrained, below a band seen in full: the fill replaces
-    bands = _source_bands(cells, seen, grid)  # [K]
     colours = _source_colours(gaussians, fall & (cells[:, 0] == source_band), cells, faces, views, pictures,
                               grid["segments"])
     fill = _fill(_lookup(rig, binding, grid), bands, colours, gaussians.sh.shape[1])
@@ -82,12 +89,10 @@ def _source_colours(gaussians: BoundGaussians, source: Tensor, cells: Tensor, fa
     opacity = torch.sigmoid(picked.opacity_logits.detach().flatten())
     with torch.no_grad():
         for (vertices, K, viewmat), picture in zip(views, pictures):
-            cam = picked.world(vertices, faces).means @ viewmat[:3, :3].T + viewmat[:3, 3]
-            z = cam[:, 2].clamp_min(1e-6)
-            x = torch.floor(K[0, 0] * cam[:, 0] / z + K[0, 2]).long()
-            y = torch.floor(K[1, 1] * cam[:, 1] / z + K[1, 2]).long()
+            x, y, z = _project(picked.world(vertices, faces).means, K, viewmat)
+            x, y = torch.floor(x).long(), torch.floor(y).long()
             h, w = picture.shape[:2]
-            inside = (cam[:, 2] > 0) & (x >= 0) & (x < w) & (y >= 0) & (y < h)
+            inside = (z > 0) & (x >= 0) & (x < w) & (y >= 0) & (y < h)
             sums.index_add_(0, slot[inside], picture[y[inside], x[inside]].to(sums) * opacity[inside, None])
             weights.index_add_(0, slot[inside], opacity[inside])
     return (sums / weights[:, None]).reshape(segments, 2, 3)  # 0/0: NaN, none inside a picture
@@ -125,17 +130,15 @@ def _kept_outside(fill: BoundGaussians, faces: Tensor, views: Sequence[tuple[Ten
     """The fill shrunk where it would reach into a training picture (painting over what was trained there): each
     Gaussian's 3-sigma footprint ends at the nearest picture's edge; those that would have to shrink below
     FILL_MIN_SIGMA, or lie inside a picture, go."""
+    if fill.num_gaussians == 0:  # else some view showed its sources
+        return fill
     room = torch.full((fill.num_gaussians,), float("inf"), device=faces.device)  # metres to the nearest picture
     with torch.no_grad():
         for vertices, K, viewmat in views:
-            cam = fill.world(vertices, faces).means @ viewmat[:3, :3].T + viewmat[:3, 3]
-            z = cam[:, 2].clamp_min(1e-6)
-            x, y = K[0, 0] * cam[:, 0] / z + K[0, 2], K[1, 1] * cam[:, 1] / z + K[1, 2]
+            x, y, z = _project(fill.world(vertices, faces).means, K, viewmat)
             outside = torch.stack([-x, x - width, -y, y - height], dim=1).amax(dim=1).clamp_min(0.0)  # pixels
-            room = torch.minimum(room, torch.where(cam[:, 2] > 0, outside * z / K[0, 0], room))
-        _, _, tri_scale = triangle_frames(views[0][0], faces) if views else (None, None, None)
-    if tri_scale is None:
-        return fill
+            room = torch.minimum(room, torch.where(z > 0, outside * z / K[0, 0], room))
+        _, _, tri_scale = triangle_frames(views[0][0], faces)
     sigma = torch.minimum(torch.full_like(room, FILL_SIGMA), room / 3.0 / tri_scale[fill.parent])  # triangle units
     fill.log_scales.data[:, :2] = torch.log(sigma.clamp_min(1e-6))[:, None]
     fill.log_scales.data[:, 2] = fill.log_scales.data[:, 0] + math.log(FILL_FLATNESS)
@@ -149,24 +152,15 @@ def _known_colour(*colours: Tensor):  # each [3], NaN: unknown -> the first know
     return None
 
 
-def continuation_sources(gaussians: BoundGaussians, rig: HeadRig, views: Sequence[tuple[Tensor, Tensor, Tensor]],
-                         width: int, height: int) -> Tensor:  # -> [N] bool
-    """The Gaussians `continue_torso` would copy below the frame (none for a head): thinning spares them."""
+def continuation_sources(gaussians: BoundGaussians, rig: HeadRig, seen: Tensor) -> Tensor:
+    # seen: [N] bool, `shown` of the frames -> [N] bool
+    """The Gaussians `continue_torso` takes the fill's colours from (none for a head): thinning spares them."""
     if "torso_grid" not in rig.meta:
         return torch.zeros(gaussians.num_gaussians, dtype=torch.bool, device=gaussians.parent.device)
-    cells, _, source_band = _cells_and_sources(gaussians, rig, views, width, height)
-    return (cells[:, 0] >= rig.meta["torso_grid"]["slope_bands"]) & (source_band >= 0) & (cells[:, 0] == source_band)
-
-
-def _cells_and_sources(gaussians: BoundGaussians, rig: HeadRig, views: Sequence[tuple[Tensor, Tensor, Tensor]],
-                       width: int, height: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Per Gaussian: its grid cell [N,3] (band, segment, half; -1 off the torso), whether a frame shows it [N], and
-    its segment's source band [N] (-1: none)."""
     grid = rig.meta["torso_grid"]
-    binding = binding_index(rig)
-    cells = grid_cells(rig, binding)[gaussians.parent]
-    seen = shown(gaussians, rig.faces[binding], views, width, height)
-    return cells, seen, _source_bands(cells, seen, grid)[cells[:, 1].clamp_min(0)]
+    cells = grid_cells(rig, binding_index(rig))[gaussians.parent]
+    source_band = _source_bands(cells, seen, grid)[cells[:, 1].clamp_min(0)]
+    return (cells[:, 0] >= grid["slope_bands"]) & (source_band >= 0) & (cells[:, 0] == source_band)
 
 
 def _source_bands(cells: Tensor, seen: Tensor, grid: dict) -> Tensor:  # -> [K] int64

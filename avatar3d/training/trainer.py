@@ -594,8 +594,9 @@ def _thin_torso(state: _State, scene: _Scene, rig: HeadRig, frames_train: list[i
         return
     res = scene.frames.resolution
     views = _views(state, scene, rig, frames_train, config.prune_views)
-    candidates = scene.on_torso[gaussians.parent] & shown(gaussians, scene.faces, views, res, res)
-    candidates &= ~continuation_sources(gaussians, rig, views, res, res)  # what covers the frame's lower edge
+    seen = shown(gaussians, scene.faces, views, res, res)
+    candidates = scene.on_torso[gaussians.parent] & seen
+    candidates &= ~continuation_sources(gaussians, rig, seen)  # what covers the frame's lower edge
     candidates &= _facing(views[0], scene.faces)[gaussians.parent]  # a flank, near edge-on, is what side views see
     weights, areas = blend_statistics(gaussians, scene.faces, views, res, res)
     keep = faint_kept(weights, areas, candidates, config.torso_prune_share)
