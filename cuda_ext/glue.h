@@ -20,11 +20,14 @@ std::vector<at::Tensor> project_backward(const at::Tensor& means, const at::Tens
                                          const at::Tensor& v_conics, const at::Tensor& v_depths,
                                          const at::Tensor& v_opacities_eff);
 // -> image [H,W,C], alpha [H,W,1], gauss_ids [M] int32, tile_ranges [T,2] int32, last [H,W] int32, final_T [H,W],
-//    spans [M] int32 (CPU: the lane groups each entry reaches, reused by the backward; CUDA: empty)
+//    spans [M] int32 (CPU: the lane groups each entry was evaluated in, reused by the backward; CUDA: empty).
+// for_backward false (no gradient will be asked for): the CPU skips recording last, final_T and spans and returns
+// them empty.
 std::vector<at::Tensor> composite_forward(const at::Tensor& means2d, const at::Tensor& conics,
                                           const at::Tensor& opacities, const at::Tensor& colors,
                                           const at::Tensor& background, const at::Tensor& radii,
-                                          const at::Tensor& depths, int64_t width, int64_t height);
+                                          const at::Tensor& depths, int64_t width, int64_t height,
+                                          bool for_backward);
 // -> v_means2d [N,2], v_conics [N,3], v_opacities [N], v_colors [N,C], v_background [C]
 std::vector<at::Tensor> composite_backward(const at::Tensor& means2d, const at::Tensor& conics,
                                            const at::Tensor& opacities, const at::Tensor& colors,

@@ -2,6 +2,11 @@
 // traversal. OpenMP over tiles. Within a tile, one Gaussian at a time over the lane groups (8 pixels, half a
 // row: simd8.h) its alpha ellipse reaches, each group blended and coloured (or, in reverse, given all its
 // gradients) in one pass with the values in registers.
+//
+// Fused multiply-adds in the x86-64-v3 clone (the rest of the build turns contraction off): the weight's
+// polynomial is a chain of them, and they halve its latency. The forward and the backward evaluate a weight
+// through the one inlined function below, so both make the same cut-off decisions.
+#pragma GCC optimize("fp-contract=fast")
 #include <omp.h>
 
 #include <algorithm>
@@ -58,7 +63,7 @@ constexpr int EXT = 3;  // per-Gaussian extent record: hx, hy, two_s (alpha_exte
 
 // Lane groups [lo[r], hi[r]) of each row r (as floats) that meet the Gaussian's ellipse (or its box when it
 // has none).
-A3D_CLONES void row_groups(const float* ext, const float* conic, float mx, float my, float fx0, float fy0,
+INLINE void row_groups(const float* ext, const float* conic, float mx, float my, float fx0, float fy0,
                            float* lo_out, float* hi_out) {
     const float hx = ext[0], two_s = ext[2];
     const float box_lo = floorf(clampf(ceilf(mx - hx - fx0), 0.f, (float)TILE) * (1.f / LANES));
@@ -91,7 +96,7 @@ A3D_CLONES void row_groups(const float* ext, const float* conic, float mx, float
 }
 
 // The bits of the groups [lo[r], hi[r]) of rows [r0, r1), eight rows at a time.
-A3D_CLONES uint32_t group_bits(const float* lo, const float* hi, int r0, int r1) {
+INLINE uint32_t group_bits(const float* lo, const float* hi, int r0, int r1) {
     static_assert(GROUPS_PER_ROW == 2, "two bits per row below");
     const simd::i8 shift{0, 2, 4, 6, 8, 10, 12, 14};
     uint32_t bits = 0;
@@ -105,7 +110,7 @@ A3D_CLONES uint32_t group_bits(const float* lo, const float* hi, int r0, int r1)
     return bits;
 }
 
-void tile_span(const float* ext, const float* conic, float mx, float my, const TileGeom& tg, Span& sp) {
+INLINE void tile_span(const float* ext, const float* conic, float mx, float my, const TileGeom& tg, Span& sp) {
     sp.groups = 0;
     const float hx = ext[0], hy = ext[1];
     if (hx < 0.f) return;
@@ -118,59 +123,89 @@ void tile_span(const float* ext, const float* conic, float mx, float my, const T
     sp.groups = group_bits(lo, hi, r0, r1);
 }
 
+// The weight of one Gaussian at a lane group in base 2: 2^-power with power = log2(e) sigma, i.e.
+// power = ha dx² + b dx dy + hc dy² (ha = log2(e) a / 2, b = log2(e) b, hc = log2(e) c / 2): per row, with
+// bdy = b dy and cdy = hc dy², two multiply-adds. exp2 needs no multiply by log2(e) in its range reduction.
+struct Conic2 {
+    float ha, b, hc;
+};
+constexpr float LOG2E = 1.44269504088896341f;
+INLINE Conic2 conic2(const float* conic) {
+    return {0.5f * LOG2E * conic[0], LOG2E * conic[1], 0.5f * LOG2E * conic[2]};
+}
+
+struct Weight {
+    f8 vis;    // exp(-sigma)
+    f8 alpha;  // min(ALPHA_MAX, o vis)
+    i8 ok;     // the Gaussian is blended here: sigma >= 0 and alpha >= ALPHA_MIN
+};
+INLINE Weight weight(f8 dx, float ha, float bdy, float cdy, float o) {
+    const f8 power = (ha * dx + bdy) * dx + cdy;
+    const f8 vis = simd::exp2_neg(power);
+    const f8 al = simd::vmin(splat(ALPHA_MAX), o * vis);
+    return {vis, al, (power >= 0.f) & (al >= ALPHA_MIN)};
+}
+
 struct FwdScratch {
     alignas(64) float T[P];
     alignas(64) int32_t last[P];  // entries processed
     alignas(64) int32_t live[P];  // -1 while the pixel is still compositing, else 0
-    int group_live[P / LANES];    // live pixels per lane group
+    uint32_t live_groups;         // bit per lane group with a live pixel
     std::vector<float> acc;       // [C,P]
 };
 
-// One Gaussian against one lane group (8 pixels of row r starting at column x): blends it in front to back
-// (the README's compositing rule) and adds its colour. Returns the number of pixels that stopped at it.
-INLINE int forward_group(FwdScratch& s, float* __restrict acc, int C, const float* __restrict col, int base,
-                         f8 dx, float dy, float cdy2, float ca, float cb, float o, int32_t entry) {
-    // sigma = 0.5 (a dx² + c dy²) + b dx dy, rounded as gauss_sigma (c dy² is the row's)
-    const f8 sigma = (ca * dx * dx + cdy2) * 0.5f + cb * dx * dy;
-    const f8 al = simd::vmin(splat(ALPHA_MAX), o * simd::exp_neg(-sigma));
+// One Gaussian against one lane group (8 pixels of a row starting at column x): blends it in front to back
+// (the README's compositing rule) and adds its colour. Returns the lanes that stopped at it.
+INLINE i8 forward_group(FwdScratch& s, float* __restrict acc, int C, const float* __restrict col, int base,
+                        const Weight& wt, int32_t entry, bool record) {
+    const f8 al = wt.alpha;
     const i8 live = simd::load_i(s.live + base);
-    const i8 ok = (sigma >= 0.f) & (al >= ALPHA_MIN) & live;
+    const i8 ok = wt.ok & live;
     const f8 t = simd::load(s.T + base);
     const f8 tn = t * (1.f - al);
     const i8 stop = (tn <= T_MIN) & ok;
     const i8 add = ok & ~stop;
     const f8 w = simd::select(add, al * t, splat(0.f));
     simd::store(s.T + base, simd::select(add, tn, t));
-    simd::store_i(s.last + base, simd::select_i(add, simd::splat_i(entry), simd::load_i(s.last + base)));
-    for (int ch = 0; ch < C; ++ch) simd::store(acc + ch * P + base, simd::load(acc + ch * P + base) + w * col[ch]);
-    if (!simd::any(stop)) return 0;
-    simd::store_i(s.live + base, live & ~stop);
-    const int n = simd::count(stop);
-    s.group_live[base / LANES] -= n;
-    return n;
+    simd::store_i(s.live + base, live & ~stop);  // unconditionally: cheaper than testing for a stop
+    if (record)
+        simd::store_i(s.last + base, simd::select_i(add, simd::splat_i(entry), simd::load_i(s.last + base)));
+    if (C == 3) {  // RGB unrolled: with the trip count unknown, the loop's own work outweighed the blend's
+        for (int ch = 0; ch < 3; ++ch) simd::store(acc + ch * P + base, simd::load(acc + ch * P + base) + w * col[ch]);
+    } else {
+        for (int ch = 0; ch < C; ++ch) simd::store(acc + ch * P + base, simd::load(acc + ch * P + base) + w * col[ch]);
+    }
+    return stop;
 }
 
-// One Gaussian over the lane groups of a span that still have live pixels; returns the pixels that stopped.
-INLINE int forward_span(const Span& sp, const TileGeom& tg, FwdScratch& s, float* acc, int C, const float* col,
-                        float mx, float my, float ca, float cb, float cc, float o, int32_t entry) {
+// One Gaussian over the lane groups `groups` of its span (those with live pixels); then, where a pixel stopped,
+// drops the groups left with none from live_groups.
+INLINE void forward_span(uint32_t groups, const TileGeom& tg, FwdScratch& s, float* acc, int C, const float* col,
+                         float mx, float my, const Conic2& q, float o, int32_t entry, bool record) {
     const float fx0 = (float)tg.x0 + 0.5f, fy0 = (float)tg.y0 + 0.5f;
-    int stopped = 0;
-    for (uint32_t left = sp.groups; left != 0; left &= left - 1) {
+    i8 stopped = simd::splat_i(0);
+    for (uint32_t left = groups; left != 0; left &= left - 1) {
         const int grp = __builtin_ctz(left);
-        if (s.group_live[grp] == 0) continue;  // every pixel of the group has stopped
         const int r = grp / GROUPS_PER_ROW, h = grp % GROUPS_PER_ROW;
         const float dy = my - (fy0 + (float)r);
         const f8 dx = mx - (splat(fx0 + (float)(h * LANES)) + simd::iota());
-        stopped += forward_group(s, acc, C, col, grp * LANES, dx, dy, cc * dy * dy, ca, cb, o, entry);
+        const Weight wt = weight(dx, q.ha, q.b * dy, q.hc * dy * dy, o);
+        stopped |= forward_group(s, acc, C, col, grp * LANES, wt, entry, record);
     }
-    return stopped;
+    if (!simd::any(stopped)) return;
+    for (uint32_t left = groups; left != 0; left &= left - 1) {
+        const int grp = __builtin_ctz(left);
+        if (!simd::any(simd::load_i(s.live + grp * LANES))) s.live_groups &= ~(1u << grp);
+    }
 }
 
-// Blends the tile's entries [start,end) and records the span of each entry it visits in spans (for the backward).
+// Blends the tile's entries [start,end). With `last` (a backward will follow): records each pixel's last entry
+// and final T, and in spans[k] the lane groups entry k was evaluated in (those of its span with a live pixel).
 A3D_CLONES void forward_tile(const CompositeArgs& a, const float* extents, const int32_t* ids, int start, int end,
                              const TileGeom& tg, FwdScratch& s, float* image, float* alpha, int32_t* last,
                              float* final_T, uint32_t* spans) {
     const int C = a.channels;
+    const bool record = last != nullptr;  // (spans is nullptr for an empty list too)
     s.acc.assign((size_t)C * P, 0.f);
     float* acc = s.acc.data();
     for (int p = 0; p < P; ++p) {
@@ -178,30 +213,32 @@ A3D_CLONES void forward_tile(const CompositeArgs& a, const float* extents, const
         s.last[p] = 0;
         s.live[p] = tg.inside[p] ? -1 : 0;
     }
-    for (int grp = 0; grp < P / LANES; ++grp) {
-        s.group_live[grp] = 0;
-        for (int l = 0; l < LANES; ++l) s.group_live[grp] -= s.live[grp * LANES + l];
-    }
-    int active = tg.valid;
+    s.live_groups = 0;
+    for (int grp = 0; grp < P / LANES; ++grp)
+        if (simd::any(simd::load_i(s.live + grp * LANES))) s.live_groups |= 1u << grp;
     Span sp;
-    for (int k = start; k < end && active > 0; ++k) {
+    for (int k = start; k < end && s.live_groups != 0; ++k) {
         const int g = ids[k];
         const float mx = a.means2d[2 * g], my = a.means2d[2 * g + 1];
         const float* conic = a.conics + 3 * g;
         tile_span(extents + EXT * g, conic, mx, my, tg, sp);
-        spans[k] = sp.groups;
-        if (sp.empty()) continue;
-        active -= forward_span(sp, tg, s, acc, C, a.colors + (int64_t)g * C, mx, my, conic[0], conic[1], conic[2],
-                               a.opacities[g], k - start + 1);
+        const uint32_t groups = sp.groups & s.live_groups;
+        if (record) spans[k] = groups;
+        if (groups == 0) continue;
+        forward_span(groups, tg, s, acc, C, a.colors + (int64_t)g * C, mx, my, conic2(conic), a.opacities[g],
+                     k - start + 1, record);
     }
+    // spans past k are left unwritten: they lie after every pixel's last entry, where the backward never reads
     for (int p = 0; p < P; ++p) {
         if (!tg.inside[p]) continue;
         const int x = tg.x0 + p % TILE, y = tg.y0 + p / TILE;
         const int64_t pix = (int64_t)y * a.width + x;
         for (int ch = 0; ch < C; ++ch) image[pix * C + ch] = acc[ch * P + p] + s.T[p] * a.background[ch];
         alpha[pix] = 1.f - s.T[p];
-        last[pix] = s.last[p];
-        final_T[pix] = s.T[p];
+        if (record) {
+            last[pix] = s.last[p];
+            final_T[pix] = s.T[p];
+        }
     }
 }
 
@@ -222,14 +259,22 @@ struct GeoSums {  // one Gaussian's mean2d, conic and opacity gradients, lane-wi
     f8 mx, my, a, b, c, o;
 };
 
+// One colour channel of backward_group: the colour's gradient, the part of dL/dalpha it carries, and the colour
+// of what lies behind, built back to front.
+INLINE void backward_channel(BwdScratch& s, float colour, int at, int vcol_at, i8 m, f8 t, f8 ra, f8 fac, f8& va) {
+    const f8 vc = simd::load(s.vC.data() + at);
+    const f8 bf = simd::load(s.buf.data() + at);
+    simd::store(s.v_col.data() + vcol_at, simd::load(s.v_col.data() + vcol_at) + fac * vc);
+    va += (simd::select(m, colour * t, splat(0.f)) - bf * ra) * vc;
+    simd::store(s.buf.data() + at, bf + colour * fac);
+}
+
 // Reverse step of one Gaussian over one lane group: restores T in front of it and adds its gradients to the
-// partial sums. Returns whether any pixel of the group had blended it.
-INLINE bool backward_group(BwdScratch& s, GeoSums& g, int C, const float* __restrict col, int base, f8 dx, float dy,
-                           float cdy2, float ca, float cb, float cc, float o, int32_t idx) {
-    const f8 sigma = (ca * dx * dx + cdy2) * 0.5f + cb * dx * dy;
-    const f8 vis = simd::exp_neg(-sigma);
-    const f8 al = simd::vmin(splat(ALPHA_MAX), o * vis);
-    const i8 m = (simd::splat_i(idx) < simd::load_i(s.last + base)) & (sigma >= 0.f) & (al >= ALPHA_MIN);
+// partial sums. Returns the lanes that had blended it.
+INLINE i8 backward_group(BwdScratch& s, GeoSums& g, int C, const float* __restrict col, int base, f8 dx, float dy,
+                           const Weight& wt, float ca, float cb, float cc, float o, int32_t idx) {
+    const f8 vis = wt.vis, al = wt.alpha;
+    const i8 m = (simd::splat_i(idx) < simd::load_i(s.last + base)) & wt.ok;
     const f8 zero = splat(0.f);
     const f8 ra = simd::select(m, 1.f / (1.f - al), zero);  // 1/(1-alpha) where it was blended
     const f8 T_behind = simd::load(s.T + base);
@@ -237,14 +282,10 @@ INLINE bool backward_group(BwdScratch& s, GeoSums& g, int C, const float* __rest
     simd::store(s.T + base, t);
     const f8 fac = simd::select(m, al * t, zero);
     f8 va = simd::load(s.Tfin + base) * ra * simd::load(s.vA + base);
-    for (int ch = 0; ch < C; ++ch) {
-        const f8 vc = simd::load(s.vC.data() + ch * P + base);
-        float* bf_at = s.buf.data() + ch * P + base;
-        const f8 bf = simd::load(bf_at);
-        float* vcol_at = s.v_col.data() + ch * LANES;
-        simd::store(vcol_at, simd::load(vcol_at) + fac * vc);
-        va += (simd::select(m, col[ch] * t, zero) - bf * ra) * vc;
-        simd::store(bf_at, bf + col[ch] * fac);
+    if (C == 3) {  // RGB unrolled (as in forward_group)
+        for (int ch = 0; ch < 3; ++ch) backward_channel(s, col[ch], ch * P + base, ch * LANES, m, t, ra, fac, va);
+    } else {
+        for (int ch = 0; ch < C; ++ch) backward_channel(s, col[ch], ch * P + base, ch * LANES, m, t, ra, fac, va);
     }
     // alpha = min(0.99, o vis): no gradient through the clamp
     const f8 va_live = simd::select(m & (o * vis <= ALPHA_MAX), va, zero);
@@ -255,25 +296,28 @@ INLINE bool backward_group(BwdScratch& s, GeoSums& g, int C, const float* __rest
     g.b += v_sigma * dx * dy;
     g.c += 0.5f * v_sigma * dy * dy;
     g.o += vis * va_live;
-    return simd::any(m);
+    return m;
 }
 
 // One Gaussian's gradients over the groups of a span that blended it, into geo [GS] and vcol [C].
 INLINE void backward_span(const Span& sp, const TileGeom& tg, BwdScratch& s, int C, const float* col, float mx,
                           float my, float ca, float cb, float cc, float o, int32_t idx, float* geo, float* vcol) {
     const float fx0 = (float)tg.x0 + 0.5f, fy0 = (float)tg.y0 + 0.5f;
+    const float conic[3] = {ca, cb, cc};
+    const Conic2 q = conic2(conic);
     GeoSums g{splat(0.f), splat(0.f), splat(0.f), splat(0.f), splat(0.f), splat(0.f)};
     std::fill(s.v_col.begin(), s.v_col.end(), 0.f);
-    bool blended = false;
+    i8 blended = simd::splat_i(0);
     for (uint32_t left = sp.groups; left != 0; left &= left - 1) {
         const int grp = __builtin_ctz(left);
         if (idx >= s.group_last[grp]) continue;  // past every pixel's last contributor
         const int r = grp / GROUPS_PER_ROW, h = grp % GROUPS_PER_ROW;
         const float dy = my - (fy0 + (float)r);
         const f8 dx = mx - (splat(fx0 + (float)(h * LANES)) + simd::iota());
-        blended |= backward_group(s, g, C, col, grp * LANES, dx, dy, cc * dy * dy, ca, cb, cc, o, idx);
+        const Weight wt = weight(dx, q.ha, q.b * dy, q.hc * dy * dy, o);
+        blended |= backward_group(s, g, C, col, grp * LANES, dx, dy, wt, ca, cb, cc, o, idx);
     }
-    if (!blended) {  // after every pixel's last contributor, or out of reach: no gradient
+    if (!simd::any(blended)) {  // after every pixel's last contributor, or out of reach: no gradient
         std::memset(geo, 0, GS * sizeof(float));
         std::memset(vcol, 0, C * sizeof(float));
         return;

@@ -60,7 +60,8 @@ CompositeArgs make_args(const at::Tensor& means2d, const at::Tensor& conics, con
 std::vector<at::Tensor> composite_forward(const at::Tensor& means2d_in, const at::Tensor& conics_in,
                                           const at::Tensor& opacities_in, const at::Tensor& colors_in,
                                           const at::Tensor& background_in, const at::Tensor& radii_in,
-                                          const at::Tensor& depths_in, int64_t width, int64_t height) {
+                                          const at::Tensor& depths_in, int64_t width, int64_t height,
+                                          bool for_backward) {
     const at::Tensor means2d = means2d_in.contiguous(), conics = conics_in.contiguous(),
                      opacities = opacities_in.contiguous(), colors = colors_in.contiguous(),
                      background = background_in.contiguous(), radii = radii_in.contiguous(),
@@ -117,10 +118,16 @@ std::vector<at::Tensor> composite_forward(const at::Tensor& means2d_in, const at
                          tile_ranges.data_ptr<int32_t>());
         }
         StageTimer timer(times.blend);
-        spans = at::empty({m}, iopt);
+        if (!for_backward) {
+            last = at::empty({0}, iopt);
+            final_T = at::empty({0}, fopt);
+        }
+        spans = at::empty({for_backward ? m : 0}, iopt);
         composite_forward_cpu(a, gauss_ids.data_ptr<int32_t>(), tile_ranges.data_ptr<int32_t>(),
-                              image.data_ptr<float>(), alpha.data_ptr<float>(), last.data_ptr<int32_t>(),
-                              final_T.data_ptr<float>(), reinterpret_cast<uint32_t*>(spans.data_ptr<int32_t>()),
+                              image.data_ptr<float>(), alpha.data_ptr<float>(),
+                              for_backward ? last.data_ptr<int32_t>() : nullptr,
+                              for_backward ? final_T.data_ptr<float>() : nullptr,
+                              for_backward ? reinterpret_cast<uint32_t*>(spans.data_ptr<int32_t>()) : nullptr,
                               threads);
     }
     return {image, alpha, gauss_ids, tile_ranges, last, final_T, spans};

@@ -326,6 +326,21 @@ def test_cpu_is_deterministic_whatever_the_thread_count(seed):
         assert all(torch.equal(a, b) for a, b in zip(runs[0], run))
 
 
+@pytest.mark.parametrize("channels", [3, 5])
+def test_cpu_forward_without_gradient_is_the_same_render(seed, channels):
+    # With no gradient to come the compositor records nothing for a backward (last, final T, spans); what it
+    # renders must not change by a bit (RGB and other channel counts take different code).
+    scene = head_scene(3000, 80, 72, seed=seed)
+    scene.colors = torch.rand(scene.n, channels, generator=torch.Generator().manual_seed(seed))
+    scene.background = torch.rand(channels, generator=torch.Generator().manual_seed(seed + 1))
+    with torch.no_grad():
+        quiet = rasterize(**scene.rasterize_kwargs(), backend="cpu")
+    sc = scene.clone().requires_grad_()
+    image, alpha, _ = rasterize(**sc.rasterize_kwargs(), backend="cpu")
+    assert alpha.detach().amax() > 0.5  # the head covers pixels
+    assert torch.equal(quiet[0], image.detach()) and torch.equal(quiet[1], alpha.detach())
+
+
 def test_missing_extension_says_how_to_build(monkeypatch):
     monkeypatch.setattr(native, "_ext", None)
     monkeypatch.setattr(native, "_import_error", ImportError("No module named 'avatar3d._C'"))
@@ -432,7 +447,7 @@ def test_cuda_kernels_reject_tensors_on_another_device(seed):
                                                  scene.viewmat, scene.K, 32, 32)
     ext = native._require()
     with pytest.raises(RuntimeError, match="device|cuda|cpu"):
-        ext.composite_forward(m2, con, opac, scene.colors, scene.background.cpu(), radii, depth, 32, 32)
+        ext.composite_forward(m2, con, opac, scene.colors, scene.background.cpu(), radii, depth, 32, 32, True)
     with pytest.raises(RuntimeError, match="device|cuda|cpu"):
         ext.project_backward(scene.means, scene.quats, scene.scales, scene.opacities, scene.viewmat.cpu(),
                              scene.K.cpu(), 32, 32, 0.01, 100.0, False, radii.cpu(), torch.zeros_like(m2),

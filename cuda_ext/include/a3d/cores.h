@@ -52,8 +52,9 @@ void bin_fill_cpu(const CompositeArgs& a, const int32_t* order, int64_t n_order,
                   int32_t* tile_ranges);
 // Step 4: image [H,W,C], alpha [H,W], last [H,W] (entries processed, incl. the last added one),
 // final_T [H,W].
-// spans [M]: the lane groups of its tile each visited entry reaches (rasterize_cpu.cpp's Span), kept for the
-// backward.
+// spans [M]: the lane groups of its tile each visited entry was evaluated in (those its alpha ellipse reaches
+// that still had a live pixel: rasterize_cpu.cpp's Span), kept for the backward. last, final_T and spans may
+// all be nullptr together (no backward follows): nothing is recorded.
 void composite_forward_cpu(const CompositeArgs& a, const int32_t* gauss_ids, const int32_t* tile_ranges,
                            float* image, float* alpha, int32_t* last, float* final_T, uint32_t* spans,
                            int num_threads);

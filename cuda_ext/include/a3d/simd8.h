@@ -1,8 +1,8 @@
 // Eight float lanes as a GCC/Clang vector type, for the CPU compositor's pixel groups (half a tile row).
 // Portable: the compiler maps each operation to one AVX2 instruction where the function is compiled for
-// AVX2 (the compositor's target_clones) and to two SSE instructions otherwise. Every operation is the
-// scalar one lane by lane, in the same order and without contraction into FMAs, so a lane's result is
-// bit-identical to the scalar header functions (raster.h) the CUDA kernels use.
+// x86-64-v3 (AVX2 + FMA: the target_clones below) and to two SSE instructions otherwise. A file that wants
+// fused multiply-adds in its v3 clone asks for contraction itself (rasterize_cpu.cpp does); the default clone
+// has no FMA instruction, so its results may differ from the v3 clone's by float rounding.
 #pragma once
 #pragma GCC diagnostic ignored "-Wpsabi"  // 32-byte vectors: every function here is inlined, no ABI crosses
 
@@ -11,10 +11,10 @@
 
 #include "common.h"
 
-// A hot loop marked A3D_CLONES gets an AVX2 clone picked at load time (where these vectors are one instruction
-// each); the default clone runs on any x86-64.
+// A hot loop marked A3D_CLONES gets an x86-64-v3 clone (AVX2, FMA) picked at load time, where these vectors are
+// one instruction each; the default clone runs on any x86-64.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define A3D_CLONES __attribute__((target_clones("avx2", "default")))
+#define A3D_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define A3D_CLONES
 #endif
@@ -64,23 +64,21 @@ A3D_V8 float hsum(f8 v) {  // fixed order: pairs, then pairs of pairs
     return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
 }
 
-// exp_neg (raster.h) lane by lane: the same Cephes polynomial and the same operations.
-A3D_V8 f8 exp_neg(f8 x) {
-    x = vmax(x, splat(-30.0f));
-    const f8 fn = x * 1.44269504088896341f - 0.5f;
-    const i8 n = __builtin_convertvector(fn, i8);  // truncation toward zero, as the scalar (int)
-    const f8 nf = __builtin_convertvector(n, f8);
-    f8 r = x - nf * 0.693359375f;
-    r = r - nf * -2.12194440e-4f;
-    f8 p = splat(1.9875691500E-4f);
-    p = p * r + 1.3981999507E-3f;
-    p = p * r + 8.3334519073E-3f;
-    p = p * r + 4.1665795894E-2f;
-    p = p * r + 1.6666665459E-1f;
-    p = p * r + 5.0000001201E-1f;
-    const f8 y = p * r * r + r + 1.0f;
-    const f8 scale = (f8)((n + 127) << 23);
-    return y * scale;
+// 2^-p lane by lane for p >= 0 (Cephes' exp2f polynomial on [-1/2, 1/2], about 2e-7 relative). p is clamped to
+// [0, 100]: 2^-100 is far below any cut-off and still a normal float (denormals are very slow on CPUs); a negative
+// p (not a weight: the caller masks it) gives 1.
+A3D_V8 f8 exp2_neg(f8 p) {
+    p = vmin(vmax(p, splat(0.f)), splat(100.f));
+    const i8 n = __builtin_convertvector(p + 0.5f, i8);  // round(p): truncation of a positive value
+    const f8 f = __builtin_convertvector(n, f8) - p;       // in [-1/2, 1/2]: 2^-p = 2^f 2^-n
+    f8 y = splat(1.535336188319500e-4f);
+    y = y * f + 1.339887440266574e-3f;
+    y = y * f + 9.618437357674640e-3f;
+    y = y * f + 5.550332471162809e-2f;
+    y = y * f + 2.402264791363012e-1f;
+    y = y * f + 6.931472028550421e-1f;
+    y = y * f + 1.0f;
+    return y * (f8)((127 - n) << 23);
 }
 
 #undef A3D_V8
