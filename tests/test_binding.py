@@ -1,10 +1,15 @@
 """Triangle-local binding: frames are orthonormal, Gaussians follow rigid motion of the mesh exactly."""
+import pytest
 import torch
 
 from avatar3d.gaussians.avatar_render import pose_gaussians
 from avatar3d.gaussians.binding import local_to_world, triangle_frames, world_to_local
 from avatar3d.gaussians.model import BoundGaussians
+from avatar3d.render import native
 from avatar3d.rotation import matrix_to_quaternion, quaternion_to_matrix
+
+needs_native = pytest.mark.skipif(not native.is_available(),
+                                  reason="the native extension avatar3d._C is not built (make build)")
 
 
 def _random_rotation(g):
@@ -123,3 +128,63 @@ def test_posing_sees_a_changed_binding(seed):
             torch.testing.assert_close(a, b)
         with torch.no_grad():
             gaussians.parent[: N // 2] = torch.randint(0, F, (N // 2,), generator=g)
+
+
+def _random_bound(g, V=80, F=120, N=500):
+    """A random mesh with degenerate triangles (a zero first edge, a zero second edge: exactly, as a nearly
+    degenerate one's normal is rounding noise in any implementation) and Gaussians bound to it with non-unit
+    quaternions."""
+    verts = torch.randn(V, 3, generator=g)
+    faces = torch.stack([torch.randperm(V, generator=g)[:3] for _ in range(F)])
+    faces[0] = torch.tensor([2, 2, 3])  # zero-length first edge
+    faces[1] = torch.tensor([4, 5, 4])  # zero-length second edge: no normal
+    gaussians = BoundGaussians(torch.randint(0, F, (N,), generator=g), torch.randn(N, 3, generator=g),
+                               torch.randn(N, 3, generator=g) * 0.3 - 3, torch.randn(N, 4, generator=g) * 2,
+                               torch.randn(N, generator=g), torch.randn(N, 1, 3, generator=g))
+    gaussians.parent[:2] = torch.tensor([0, 1])
+    return verts, faces, gaussians
+
+
+@needs_native
+def test_native_posing_matches_the_pytorch_binding(seed):
+    # The native pass (clips, viewer, export) is held to binding.py's maths, degenerate triangles included.
+    g = torch.Generator().manual_seed(seed)
+    verts, faces, gaussians = _random_bound(g)
+    reference = gaussians.world(verts, faces)
+    means, quats, scales = native.bind_world(verts, faces, gaussians.parent, gaussians.local_means, gaussians.quats,
+                                             gaussians.log_scales)
+    for name, a, b in (("means", means, reference.means), ("quats", quats, reference.quats),
+                       ("scales", scales, reference.scales)):
+        assert torch.isfinite(a).all(), name
+        # float32 rounding of terms up to ~10 (the mesh's scale times the local offsets), which may cancel
+        torch.testing.assert_close(a, b.detach(), rtol=1e-5, atol=2e-5, msg=f"{name} differ")
+
+
+@needs_native
+def test_posing_without_gradient_takes_the_native_pass(seed, monkeypatch):
+    g = torch.Generator().manual_seed(seed)
+    verts, faces, gaussians = _random_bound(g)
+    calls = []
+    real = native.bind_world
+    monkeypatch.setattr(native, "bind_world", lambda *a: calls.append(1) or real(*a))
+    trained = pose_gaussians(gaussians, verts, faces)  # the parameters want gradients: PyTorch
+    assert not calls and trained.means.requires_grad
+    with torch.no_grad():
+        shown = pose_gaussians(gaussians, verts, faces)
+    assert calls and not shown.means.requires_grad
+    torch.testing.assert_close(shown.means, trained.means.detach(), rtol=1e-5, atol=2e-5)
+    torch.testing.assert_close(shown.opacities, trained.opacities.detach())
+    assert shown.sh is gaussians.sh or torch.equal(shown.sh, gaussians.sh.detach())
+
+
+@needs_native
+def test_native_posing_rejects_gaussians_of_another_rig(seed):
+    g = torch.Generator().manual_seed(seed)
+    verts, faces, gaussians = _random_bound(g)
+    with torch.no_grad():
+        gaussians.parent[5] = faces.shape[0]  # one past the last triangle
+    with pytest.raises(RuntimeError, match="out of range.*do not belong to this rig"):
+        native.bind_world(verts, faces, gaussians.parent, gaussians.local_means, gaussians.quats, gaussians.log_scales)
+    with pytest.raises(RuntimeError, match="out of range"):
+        native.bind_world(verts[:10], faces, gaussians.parent.clamp_max(faces.shape[0] - 1), gaussians.local_means,
+                          gaussians.quats, gaussians.log_scales)

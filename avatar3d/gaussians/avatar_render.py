@@ -15,6 +15,7 @@ from torch import Tensor
 from avatar3d.gaussians.model import BoundGaussians, WorldGaussians
 from avatar3d.head.lbs import pose_vertices
 from avatar3d.head.rig import HeadRig, RigParams
+from avatar3d.render import native
 from avatar3d.render.rasterize import rasterize
 from avatar3d.stages import stage
 
@@ -42,14 +43,29 @@ def pose_gaussians(gaussians: BoundGaussians, vertices: Tensor, faces: Tensor) -
     """`gaussians.world(vertices, faces)`, computing the frames of the triangles that carry Gaussians only.
 
     A head rig has tens of thousands of renderable triangles; when the budget leaves many of them empty, or
-    a test uses a few Gaussians, the frames of the empty ones are wasted work (forward and backward).
+    a test uses a few Gaussians, the frames of the empty ones are wasted work (forward and backward). Where no
+    gradient is wanted (a clip, the viewer, an export) on the CPU, the native op does the same maths in one pass.
     """
+    if _native_binding_applies(gaussians, vertices):
+        means, quats, scales = native.bind_world(vertices, faces, gaussians.parent, gaussians.local_means,
+                                                 gaussians.quats, gaussians.log_scales)
+        dtype = vertices.dtype
+        return WorldGaussians(means.to(dtype), quats.to(dtype), scales.to(dtype),
+                              torch.sigmoid(gaussians.opacity_logits), gaussians.sh)
     used, inverse = _used_triangles(gaussians)
     if used.numel() * 4 > faces.shape[0] * 3:  # nearly every triangle is used: no gain
         return gaussians.world(vertices, faces)
     view = SimpleNamespace(parent=inverse, local_means=gaussians.local_means, log_scales=gaussians.log_scales,
                            quats=gaussians.quats, opacity_logits=gaussians.opacity_logits, sh=gaussians.sh)
     return BoundGaussians.world(view, vertices, faces[used])  # same maths, on the used triangles
+
+
+def _native_binding_applies(gaussians: BoundGaussians, vertices: Tensor) -> bool:
+    """No gradient is wanted, the tensors are on the CPU and the extension is built."""
+    tensors = (vertices, gaussians.local_means, gaussians.quats, gaussians.log_scales)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return False
+    return vertices.device.type == "cpu" and native.is_available()
 
 
 def _used_triangles(gaussians: BoundGaussians) -> tuple[Tensor, Tensor]:

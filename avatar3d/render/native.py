@@ -191,3 +191,18 @@ def finish_frame(image: Tensor, alpha: Tensor, plate: Tensor, pixel_to_plate: Te
     rgb, alpha_u8, seen = _require().finish_frame(image.contiguous(), alpha.contiguous(), plate.contiguous(),
                                                   pixel_to_plate.contiguous(), bool(keep_seen))
     return rgb, alpha_u8, seen
+
+
+def bind_world(vertices: Tensor, faces: Tensor, parent: Tensor, local_means: Tensor, local_quats: Tensor,
+               log_scales: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    # vertices: [V,3] posed mesh, faces: [F,3] binding triangles, parent: [N], local_means: [N,3],
+    # local_quats: [N,4] (w,x,y,z), log_scales: [N,3]; CPU tensors
+    """World means [N,3], quaternions [N,4] and scales [N,3] of rig-bound Gaussians for one frame, in one native pass
+    (gaussians/binding.py's maths; no gradient: training poses them in PyTorch)."""
+    if vertices.device.type != "cpu":
+        raise BackendUnavailableError(f"the native binding runs on CPU tensors, not {vertices.device.type}; use "
+                                      f"BoundGaussians.world")
+    means, quats, scales = _require().bind_world(
+        _f32(vertices.detach()), faces.to(torch.int64), parent.to(torch.int64), _f32(local_means.detach()),
+        _f32(local_quats.detach()), _f32(log_scales.detach()))
+    return means, quats, scales

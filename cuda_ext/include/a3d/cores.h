@@ -65,6 +65,23 @@ void composite_backward_cpu(const CompositeArgs& a, const int32_t* gauss_ids, co
                             const float* v_alpha, float* v_means2d, float* v_conics, float* v_opacities,
                             float* v_colors, float* v_background, int num_threads);
 
+// ---- rig-bound Gaussians posed for a frame (bind_cpu.cpp; CPU only, no gradient) ----
+struct BindArgs {
+    int64_t n;                  // Gaussians
+    const float* vertices;      // [V,3] the posed mesh
+    int64_t num_vertices;
+    const int64_t* faces;       // [F,3] the binding's triangles
+    int64_t num_faces;
+    const int64_t* parent;      // [N] each Gaussian's triangle
+    const float* local_means;   // [N,3] in units of the triangle's scale
+    const float* local_quats;   // [N,4] (w,x,y,z), not necessarily unit
+    const float* log_scales;    // [N,3]
+};
+// -> means [N,3], quats [N,4] (w,x,y,z), scales [N,3] in world space (binding.local_to_world); returns how many
+// parents (out of the triangles) and used triangles (a vertex index out of the mesh) were out of range; those
+// Gaussians come out as a zero point.
+int64_t bind_world_cpu(const BindArgs& a, float* means, float* quats, float* scales, int num_threads);
+
 // ---- the training loss's SSIM map (ssim_cpu.cpp; CPU only) ----
 constexpr int SSIM_WINDOW = 11;      // Gaussian window taps
 constexpr float SSIM_SIGMA = 1.5f;   // its standard deviation, pixels
