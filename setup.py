@@ -15,7 +15,8 @@ from setuptools import setup
 ROOT = Path(__file__).resolve().parent
 EXT_DIR = "cuda_ext"
 CPP_SOURCES = ["ext.cpp", "project_glue.cpp", "rasterize_glue.cpp", "ssim_glue.cpp", "finish_glue.cpp",
-               "bind_glue.cpp", "project_cpu.cpp", "rasterize_cpu.cpp", "ssim_cpu.cpp", "finish_cpu.cpp", "bind_cpu.cpp"]
+               "bind_glue.cpp", "sh_glue.cpp", "project_cpu.cpp", "rasterize_cpu.cpp", "ssim_cpu.cpp", "finish_cpu.cpp", "bind_cpu.cpp",
+               "sh_cpu.cpp"]
 CUDA_SOURCES = ["project_cuda.cu", "rasterize_cuda.cu"]
 # sm_90 (Hopper) plus the common ones; TORCH_CUDA_ARCH_LIST, when set, replaces this list.
 DEFAULT_ARCHS = ["75", "80", "86", "89", "90"]  # CUDA 13 no longer builds for sm_70 (Volta)

@@ -13,6 +13,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("composite_backward", &a3d::composite_backward, "Compositing backward by reverse traversal");
     m.def("ssim_forward", &a3d::ssim_forward, "The training loss's SSIM map and its statistics (CPU)");
     m.def("ssim_backward", &a3d::ssim_backward, "The SSIM map's gradient by the first image (CPU)");
+    m.def("sh_colours", &a3d::sh_colours, "View-dependent colour of SH coefficients (CPU, no gradient)");
     m.def("bind_world", &a3d::bind_world, "Rig-bound Gaussians posed in world space for a frame (CPU, no gradient)");
     m.def("finish_frame", &a3d::finish_frame, "A rendered frame to uint8 over its background plate (CPU)");
     m.def("stage_times", [] {

@@ -45,6 +45,8 @@ at::Tensor ssim_backward(const at::Tensor& x, const at::Tensor& y, const at::Ten
 // A rendered frame to uint8 (CPU): image [H,W,3], alpha [H,W(,1)], plate uint8 [h,w,3] or empty, pixel_to_plate
 // float64 [3,3] -> rgb uint8 [H,W,3], alpha uint8 [H,W], seen uint8 [H,W,3] (the plate as seen; empty unless
 // keep_seen)
+// coeffs [N,K,3] f32, means [N,3] f32, centre [3] f64 (CPU) -> rgb [N,3] f32 for SH degree `degree`.
+at::Tensor sh_colours(const at::Tensor& coeffs, const at::Tensor& means, const at::Tensor& centre, int64_t degree);
 // vertices [V,3] f32, faces [F,3] i64, parent [N] i64, local_means [N,3], local_quats [N,4], log_scales [N,3]
 // (CPU) -> world means [N,3], quats [N,4], scales [N,3].
 std::vector<at::Tensor> bind_world(const at::Tensor& vertices, const at::Tensor& faces, const at::Tensor& parent,

@@ -6,8 +6,10 @@ import math
 import pytest
 import torch
 
-from avatar3d.camera import orbit_viewmat
+from avatar3d.camera import camera_centre, orbit_viewmat
 from avatar3d.errors import InputError
+from avatar3d.render import native, rasterize
+from avatar3d.render.scenes import head_scene
 from avatar3d.render.sh import SH_C0, eval_sh, sh_basis, sh_to_rgb
 
 
@@ -75,3 +77,41 @@ def test_sh_gradients_reach_coefficients_and_means(seed):
 def test_too_few_coefficients_raise():
     with pytest.raises(InputError):
         eval_sh(2, torch.zeros(3, 4, 3), torch.zeros(3, 3))
+
+
+needs_native = pytest.mark.skipif(not native.is_available(),
+                                  reason="the native extension avatar3d._C is not built (make build)")
+
+
+@needs_native
+@pytest.mark.parametrize("degree", [0, 1, 2, 3])
+def test_native_colours_match_sh_to_rgb(seed, degree):
+    # The native pass (clips, viewer) is held to sh_to_rgb; more coefficients stored than the degree uses, some
+    # Gaussians a millimetre from the camera, colours that clamp at 0.
+    g = torch.Generator().manual_seed(seed)
+    n = 3000
+    coeffs = torch.randn(n, 16, 3, generator=g) * 0.4
+    coeffs[:50, 0] = -3.0  # dark enough to clamp at every degree
+    viewmat = orbit_viewmat(0.5, 20.0, -10.0)
+    centre = camera_centre(viewmat.double()).float()
+    means = torch.randn(n, 3, generator=g) * 0.1
+    means[:10] = centre + torch.randn(10, 3, generator=g) * 1e-3
+    want = sh_to_rgb(degree, coeffs, means, viewmat)
+    got = native.sh_colours(degree, coeffs, means, viewmat)
+    assert (want == 0).any()  # the clamp is exercised
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+@needs_native
+def test_rendering_without_gradient_takes_the_native_colours(seed, monkeypatch):
+    scene = head_scene(2000, 64, 64, seed=seed, sh_degree=2)
+    calls = []
+    real = native.sh_colours
+    monkeypatch.setattr(native, "sh_colours", lambda *a: calls.append(1) or real(*a))
+    with torch.no_grad():
+        quiet = rasterize(**scene.rasterize_kwargs(), backend="cpu")[0]
+    assert calls
+    calls.clear()
+    trained = rasterize(**scene.clone().requires_grad_().rasterize_kwargs(), backend="cpu")[0]
+    assert not calls and trained.requires_grad
+    torch.testing.assert_close(quiet, trained.detach(), rtol=0, atol=1e-5)

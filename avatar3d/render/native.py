@@ -206,3 +206,16 @@ def bind_world(vertices: Tensor, faces: Tensor, parent: Tensor, local_means: Ten
         _f32(vertices.detach()), faces.to(torch.int64), parent.to(torch.int64), _f32(local_means.detach()),
         _f32(local_quats.detach()), _f32(log_scales.detach()))
     return means, quats, scales
+
+
+def sh_colours(degree: int, coeffs: Tensor, means: Tensor, viewmat: Tensor) -> Tensor:
+    # coeffs: [N,K,3], means: [N,3], viewmat: [4,4]; CPU tensors
+    """sh.sh_to_rgb in one native pass (no gradient: training evaluates it in PyTorch): [N,3]."""
+    from avatar3d.camera import camera_centre
+
+    if means.device.type != "cpu":
+        raise BackendUnavailableError(f"the native SH colours run on CPU tensors, not {means.device.type}; use "
+                                      f"render.sh.sh_to_rgb")
+    centre = camera_centre(viewmat.detach().double()).contiguous()
+    rgb = _require().sh_colours(_f32(coeffs.detach()), _f32(means.detach()), centre, int(degree))
+    return rgb.to(means.dtype)

@@ -139,6 +139,18 @@ def _validate(means, quats, scales, opacities, colors, viewmat, K, width, height
         raise InputError(f"near={near}, far={far}: need 0 < near < far (metres)")
 
 
+def _colours(backend: str, ops: Any, sh_degree: int | None, colors: Tensor, means: Tensor, viewmat: Tensor) -> Tensor:
+    # colors: [N,C] features or [N,K,3] SH, means: [N,3], viewmat: [4,4] -> [N,C] or [N,3]
+    """The features to composite: the SH's colour for this view where given. The native CPU backend evaluates it
+    natively where no gradient is wanted (the same maths as sh_to_rgb, which the oracle and training use)."""
+    if sh_degree is None:
+        return colors
+    wants_grad = torch.is_grad_enabled() and (colors.requires_grad or means.requires_grad)
+    if backend == "cpu" and not wants_grad:
+        return ops.sh_colours(sh_degree, colors, means, viewmat)
+    return sh_to_rgb(sh_degree, colors, means, viewmat)
+
+
 def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor, viewmat: Tensor,
               K: Tensor, width: int, height: int, background: Tensor | None = None, *, sh_degree: int | None = None,
               backend: str = "auto", antialiased: bool = False, near: float = 0.01, far: float = 100.0):
@@ -156,7 +168,7 @@ def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, c
     viewmat = viewmat.to(dtype=means.dtype, device=means.device)
     K = K.to(dtype=means.dtype, device=means.device)
     with stage("sh"):
-        feats = sh_to_rgb(sh_degree, colors, means, viewmat) if sh_degree is not None else colors
+        feats = _colours(name, ops, sh_degree, colors, means, viewmat)
     if background is None:
         background = torch.zeros(feats.shape[1], dtype=means.dtype, device=means.device)
 

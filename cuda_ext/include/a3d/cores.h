@@ -82,6 +82,18 @@ struct BindArgs {
 // Gaussians come out as a zero point.
 int64_t bind_world_cpu(const BindArgs& a, float* means, float* quats, float* scales, int num_threads);
 
+// ---- view-dependent colour from SH coefficients (sh_cpu.cpp; CPU only, no gradient) ----
+struct ShArgs {
+    int64_t n;
+    int degree;            // 0..3: the bands used, the first (degree+1)² coefficients
+    int num_coeffs;        // K, coefficients stored per Gaussian (>= (degree+1)²)
+    const float* coeffs;   // [N,K,3]
+    const float* means;    // [N,3] world
+    const double* centre;  // [3] the camera centre in world space
+};
+// -> rgb [N,3] = max(SH(normalize(mean - centre)) + 0.5, 0) (render/sh.py's sh_to_rgb).
+void sh_colours_cpu(const ShArgs& a, float* rgb, int num_threads);
+
 // ---- the training loss's SSIM map (ssim_cpu.cpp; CPU only) ----
 constexpr int SSIM_WINDOW = 11;      // Gaussian window taps
 constexpr float SSIM_SIGMA = 1.5f;   // its standard deviation, pixels
