@@ -473,30 +473,52 @@ int64_t depth_order_cpu(const CompositeArgs& a, const int32_t* tiles_per_gauss, 
 }
 
 void bin_fill_cpu(const CompositeArgs& a, const int32_t* order, int64_t n_order, int64_t m, int32_t* gauss_ids,
-                  int32_t* tile_ranges) {
+                  int32_t* tile_ranges, int num_threads) {
     const int tx = tiles_x_of(a.width), ty = tiles_y_of(a.height);
     const int n_tiles = tx * ty;
-    std::vector<int32_t> cursor(n_tiles + 1, 0);
-    // Count per tile, prefix-sum, then scatter in depth order: each tile's list comes out sorted.
-    for (int64_t k = 0; k < n_order; ++k) {
-        const int32_t i = order[k];
-        int x0, y0, x1, y1;
-        tile_rect(a.means2d[2 * i], a.means2d[2 * i + 1], a.radii[i], tx, ty, x0, y0, x1, y1);
-        for (int y = y0; y < y1; ++y)
-            for (int x = x0; x < x1; ++x) cursor[y * tx + x + 1] += 1;
-    }
-    for (int t = 0; t < n_tiles; ++t) cursor[t + 1] += cursor[t];
-    for (int t = 0; t < n_tiles; ++t) {
-        tile_ranges[2 * t] = cursor[t];
-        tile_ranges[2 * t + 1] = cursor[t + 1];
-    }
-    (void)m;  // == cursor[n_tiles]
-    for (int64_t k = 0; k < n_order; ++k) {
-        const int32_t i = order[k];
-        int x0, y0, x1, y1;
-        tile_rect(a.means2d[2 * i], a.means2d[2 * i + 1], a.radii[i], tx, ty, x0, y0, x1, y1);
-        for (int y = y0; y < y1; ++y)
-            for (int x = x0; x < x1; ++x) gauss_ids[cursor[y * tx + x]++] = i;
+    // Each thread takes a contiguous part of the depth order, counts its entries per tile, and after a prefix sum
+    // over (tile, part) scatters them: each tile's list comes out in depth order, the same whatever the threads.
+    const int parts = n_order > 16384 ? std::max(1, num_threads) : 1;
+    std::vector<int64_t> cursor((size_t)parts * n_tiles + 1, 0);  // [part][tile] -> then [tile][part] offsets
+    auto count_at = [&](int part, int t) -> int64_t& { return cursor[(size_t)part * n_tiles + t]; };
+#pragma omp parallel num_threads(parts)
+    {
+        // parts by thread, so that every part is done even if the runtime gives fewer threads than asked
+        for (int part = omp_get_thread_num(); part < parts; part += omp_get_num_threads()) {
+            const int64_t lo = n_order * part / parts, hi = n_order * (part + 1) / parts;
+            for (int64_t k = lo; k < hi; ++k) {
+                const int32_t i = order[k];
+                int x0, y0, x1, y1;
+                tile_rect(a.means2d[2 * i], a.means2d[2 * i + 1], a.radii[i], tx, ty, x0, y0, x1, y1);
+                for (int y = y0; y < y1; ++y)
+                    for (int x = x0; x < x1; ++x) count_at(part, y * tx + x) += 1;
+            }
+        }
+#pragma omp barrier
+#pragma omp single
+        {
+            int64_t start = 0;
+            for (int t = 0; t < n_tiles; ++t) {
+                tile_ranges[2 * t] = (int32_t)start;
+                for (int p = 0; p < parts; ++p) {
+                    const int64_t c = count_at(p, t);
+                    count_at(p, t) = start;
+                    start += c;
+                }
+                tile_ranges[2 * t + 1] = (int32_t)start;
+            }
+            (void)m;  // == start
+        }
+        for (int part = omp_get_thread_num(); part < parts; part += omp_get_num_threads()) {
+            const int64_t lo = n_order * part / parts, hi = n_order * (part + 1) / parts;
+            for (int64_t k = lo; k < hi; ++k) {
+                const int32_t i = order[k];
+                int x0, y0, x1, y1;
+                tile_rect(a.means2d[2 * i], a.means2d[2 * i + 1], a.radii[i], tx, ty, x0, y0, x1, y1);
+                for (int y = y0; y < y1; ++y)
+                    for (int x = x0; x < x1; ++x) gauss_ids[count_at(part, y * tx + x)++] = i;
+            }
+        }
     }
 }
 

@@ -115,7 +115,7 @@ std::vector<at::Tensor> composite_forward(const at::Tensor& means2d_in, const at
             StageTimer timer(times.intersect, /*add=*/true);
             gauss_ids = at::empty({m}, iopt);
             bin_fill_cpu(a, order.data_ptr<int32_t>(), n_order, m, gauss_ids.data_ptr<int32_t>(),
-                         tile_ranges.data_ptr<int32_t>());
+                         tile_ranges.data_ptr<int32_t>(), threads);
         }
         StageTimer timer(times.blend);
         if (!for_backward) {

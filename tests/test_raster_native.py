@@ -306,10 +306,12 @@ def test_cpu_backend_keeps_float64_dtype(seed):
     _assert_forward_close(img_r, img_n, _cutoff_spread(scene, False, meta_n["radii"], meta_n["depths"]), "image")
 
 
-def test_cpu_is_deterministic_whatever_the_thread_count(seed):
+@pytest.mark.parametrize("n", [4000, 30000])
+def test_cpu_is_deterministic_whatever_the_thread_count(seed, n):
     # every output, gradients included, is reduced in a fixed order: the same bits on 1 or 2 threads and on
-    # every repeat (OpenMP hands tiles to threads dynamically, so a per-thread partial sum would not be)
-    scene = head_scene(4000, 96, 80, seed=seed)
+    # every repeat (OpenMP hands tiles to threads dynamically, so a per-thread partial sum would not be); 30k
+    # Gaussians also bin in parallel parts (over 16384 visible), one thread in one
+    scene = head_scene(n, 96, 80, seed=seed)
     threads = torch.get_num_threads()
     runs = []
     try:

@@ -49,7 +49,7 @@ int64_t depth_order_cpu(const CompositeArgs& a, const int32_t* tiles_per_gauss, 
 // Step 3: gauss_ids [M] grouped by tile, each tile's in `order`, so sorted by (tile, depth, index); tile_ranges
 // [T,2] (start, end) into gauss_ids.
 void bin_fill_cpu(const CompositeArgs& a, const int32_t* order, int64_t n_order, int64_t m, int32_t* gauss_ids,
-                  int32_t* tile_ranges);
+                  int32_t* tile_ranges, int num_threads);
 // Step 4: image [H,W,C], alpha [H,W], last [H,W] (entries processed, incl. the last added one),
 // final_T [H,W].
 // spans [M]: the lane groups of its tile each visited entry was evaluated in (those its alpha ellipse reaches
