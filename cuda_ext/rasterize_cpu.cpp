@@ -130,8 +130,8 @@ struct Conic2 {
     float ha, b, hc;
 };
 constexpr float LOG2E = 1.44269504088896341f;
-INLINE Conic2 conic2(const float* conic) {
-    return {0.5f * LOG2E * conic[0], LOG2E * conic[1], 0.5f * LOG2E * conic[2]};
+INLINE Conic2 conic2(float a, float b, float c) {
+    return {0.5f * LOG2E * a, LOG2E * b, 0.5f * LOG2E * c};
 }
 
 struct Weight {
@@ -225,8 +225,8 @@ A3D_CLONES void forward_tile(const CompositeArgs& a, const float* extents, const
         const uint32_t groups = sp.groups & s.live_groups;
         if (record) spans[k] = groups;
         if (groups == 0) continue;
-        forward_span(groups, tg, s, acc, C, a.colors + (int64_t)g * C, mx, my, conic2(conic), a.opacities[g],
-                     k - start + 1, record);
+        forward_span(groups, tg, s, acc, C, a.colors + (int64_t)g * C, mx, my, conic2(conic[0], conic[1], conic[2]),
+                     a.opacities[g], k - start + 1, record);
     }
     // spans past k are left unwritten: they lie after every pixel's last entry, where the backward never reads
     for (int p = 0; p < P; ++p) {
@@ -303,8 +303,7 @@ INLINE i8 backward_group(BwdScratch& s, GeoSums& g, int C, const float* __restri
 INLINE void backward_span(const Span& sp, const TileGeom& tg, BwdScratch& s, int C, const float* col, float mx,
                           float my, float ca, float cb, float cc, float o, int32_t idx, float* geo, float* vcol) {
     const float fx0 = (float)tg.x0 + 0.5f, fy0 = (float)tg.y0 + 0.5f;
-    const float conic[3] = {ca, cb, cc};
-    const Conic2 q = conic2(conic);
+    const Conic2 q = conic2(ca, cb, cc);
     GeoSums g{splat(0.f), splat(0.f), splat(0.f), splat(0.f), splat(0.f), splat(0.f)};
     std::fill(s.v_col.begin(), s.v_col.end(), 0.f);
     i8 blended = simd::splat_i(0);
@@ -472,28 +471,33 @@ int64_t depth_order_cpu(const CompositeArgs& a, const int32_t* tiles_per_gauss, 
     return n;
 }
 
+// Calls visit(tile) for every tile of every Gaussian in order[lo, hi), in that order.
+template <typename Visit>
+void for_each_tile(const CompositeArgs& a, const int32_t* order, int64_t lo, int64_t hi, Visit visit) {
+    const int tx = tiles_x_of(a.width), ty = tiles_y_of(a.height);
+    for (int64_t k = lo; k < hi; ++k) {
+        const int32_t i = order[k];
+        int x0, y0, x1, y1;
+        tile_rect(a.means2d[2 * i], a.means2d[2 * i + 1], a.radii[i], tx, ty, x0, y0, x1, y1);
+        for (int y = y0; y < y1; ++y)
+            for (int x = x0; x < x1; ++x) visit(i, y * tx + x);
+    }
+}
+
 void bin_fill_cpu(const CompositeArgs& a, const int32_t* order, int64_t n_order, int64_t m, int32_t* gauss_ids,
                   int32_t* tile_ranges, int num_threads) {
-    const int tx = tiles_x_of(a.width), ty = tiles_y_of(a.height);
-    const int n_tiles = tx * ty;
+    const int n_tiles = tiles_x_of(a.width) * tiles_y_of(a.height);
     // Each thread takes a contiguous part of the depth order, counts its entries per tile, and after a prefix sum
     // over (tile, part) scatters them: each tile's list comes out in depth order, the same whatever the threads.
     const int parts = n_order > 16384 ? std::max(1, num_threads) : 1;
-    std::vector<int64_t> cursor((size_t)parts * n_tiles + 1, 0);  // [part][tile] -> then [tile][part] offsets
-    auto count_at = [&](int part, int t) -> int64_t& { return cursor[(size_t)part * n_tiles + t]; };
+    std::vector<int64_t> cursor((size_t)parts * n_tiles, 0);  // [part][tile]: counts, then write positions
+    auto at = [&](int part, int t) -> int64_t& { return cursor[(size_t)part * n_tiles + t]; };
+    auto lo = [&](int part) { return n_order * part / parts; };
 #pragma omp parallel num_threads(parts)
     {
         // parts by thread, so that every part is done even if the runtime gives fewer threads than asked
-        for (int part = omp_get_thread_num(); part < parts; part += omp_get_num_threads()) {
-            const int64_t lo = n_order * part / parts, hi = n_order * (part + 1) / parts;
-            for (int64_t k = lo; k < hi; ++k) {
-                const int32_t i = order[k];
-                int x0, y0, x1, y1;
-                tile_rect(a.means2d[2 * i], a.means2d[2 * i + 1], a.radii[i], tx, ty, x0, y0, x1, y1);
-                for (int y = y0; y < y1; ++y)
-                    for (int x = x0; x < x1; ++x) count_at(part, y * tx + x) += 1;
-            }
-        }
+        for (int part = omp_get_thread_num(); part < parts; part += omp_get_num_threads())
+            for_each_tile(a, order, lo(part), lo(part + 1), [&](int32_t, int t) { at(part, t) += 1; });
 #pragma omp barrier
 #pragma omp single
         {
@@ -501,24 +505,16 @@ void bin_fill_cpu(const CompositeArgs& a, const int32_t* order, int64_t n_order,
             for (int t = 0; t < n_tiles; ++t) {
                 tile_ranges[2 * t] = (int32_t)start;
                 for (int p = 0; p < parts; ++p) {
-                    const int64_t c = count_at(p, t);
-                    count_at(p, t) = start;
-                    start += c;
+                    const int64_t count = at(p, t);
+                    at(p, t) = start;
+                    start += count;
                 }
                 tile_ranges[2 * t + 1] = (int32_t)start;
             }
             (void)m;  // == start
         }
-        for (int part = omp_get_thread_num(); part < parts; part += omp_get_num_threads()) {
-            const int64_t lo = n_order * part / parts, hi = n_order * (part + 1) / parts;
-            for (int64_t k = lo; k < hi; ++k) {
-                const int32_t i = order[k];
-                int x0, y0, x1, y1;
-                tile_rect(a.means2d[2 * i], a.means2d[2 * i + 1], a.radii[i], tx, ty, x0, y0, x1, y1);
-                for (int y = y0; y < y1; ++y)
-                    for (int x = x0; x < x1; ++x) gauss_ids[count_at(part, y * tx + x)++] = i;
-            }
-        }
+        for (int part = omp_get_thread_num(); part < parts; part += omp_get_num_threads())
+            for_each_tile(a, order, lo(part), lo(part + 1), [&](int32_t i, int t) { gauss_ids[at(part, t)++] = i; });
     }
 }
 

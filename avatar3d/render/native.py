@@ -13,6 +13,7 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
+from avatar3d.camera import camera_centre
 from avatar3d.errors import NATIVE_BUILD_HINT as BUILD_HINT
 from avatar3d.errors import BackendUnavailableError
 
@@ -211,8 +212,6 @@ def bind_world(vertices: Tensor, faces: Tensor, parent: Tensor, local_means: Ten
 def sh_colours(degree: int, coeffs: Tensor, means: Tensor, viewmat: Tensor) -> Tensor:
     # coeffs: [N,K,3], means: [N,3], viewmat: [4,4]; CPU tensors
     """sh.sh_to_rgb in one native pass (no gradient: training evaluates it in PyTorch): [N,3]."""
-    from avatar3d.camera import camera_centre
-
     if means.device.type != "cpu":
         raise BackendUnavailableError(f"the native SH colours run on CPU tensors, not {means.device.type}; use "
                                       f"render.sh.sh_to_rgb")
