@@ -220,3 +220,58 @@ def test_ict_landmark_rig_matches_full_posing(shared, tmp_home, seed):
     full = rig_landmarks(rig, pose_vertices(rig, p))
     reduced, _, _ = LandmarkRig(rig)(p.shape, p.expr, p.full_pose(), p.transl)
     assert torch.allclose(reduced, full, atol=1e-5)
+
+
+def _blink_clip(rig, T: int, blink_frames: slice, g: torch.Generator) -> RigParams:
+    """A calm clip (small expressions, the lids a little lowered) with one blink: the lids shut at `blink_frames`."""
+    truth = _random_params(rig, T, g)
+    truth.shape = truth.shape * 0.5
+    truth.expr = truth.expr * 0.2
+    lids = [list(rig.expr_names).index(n) for n in ("eyeBlink_L", "eyeBlink_R")]
+    truth.expr[:, lids] = 0.1
+    truth.expr[blink_frames, lids[0]] = 1.0
+    truth.expr[blink_frames, lids[1]] = 1.0
+    return truth
+
+
+def test_ict_blinks_are_tracked(shared, tmp_home, seed):
+    """The lids shut for three frames come back shut (the eye-closure term: the expressions' smoothing and the lid
+    points' Huber penalty held a blink to a third of its depth), and open elsewhere."""
+    from avatar3d.head.registry import install_ict, load_rig
+
+    install_ict(shared / "headmodels" / "ICT-FaceKit")
+    rig = load_rig("ict")
+    g = torch.Generator().manual_seed(seed)
+    T, W, H = 24, 512, 512
+    truth = _blink_clip(rig, T, slice(10, 13), g)
+    focal = torch.tensor(1100.0)
+    with torch.no_grad():
+        clean = project(rig_landmarks(rig, pose_vertices(rig, truth)), focal, (W / 2, H / 2))
+    noisy = clean + 0.5 * torch.randn(clean.shape, generator=g)
+    res = fit_sequence(rig, noisy, torch.ones(T), (W, H), K_init=make_K(focal, W, H))
+    lids = [list(rig.expr_names).index(n) for n in ("eyeBlink_L", "eyeBlink_R")]
+    blink = res.params.expr[:, lids].mean(1)
+    print("blink per frame", [round(float(b), 2) for b in blink])
+    assert float(blink[10:13].min()) > 0.7, blink
+    open_frames = torch.cat([blink[:8], blink[15:]])
+    assert float(open_frames.max()) < 0.35, blink
+
+
+def test_eye_closure_term_sees_the_lids_opening_not_where_the_eye_sits(seed):
+    from avatar3d.tracking.losses import EYELID_PAIRS, eye_closure_loss
+
+    g = torch.Generator().manual_seed(seed)
+    target = 100 * torch.rand(4, 478, 2, generator=g)
+    shifted = target + 7.0 * torch.randn(4, 1, 2, generator=g)  # the whole face moved: the same openings
+    weights = torch.ones(len(EYELID_PAIRS))
+    conf = torch.ones(4)
+    assert float(eye_closure_loss(shifted, target, weights, conf, 1.0, 1.0)) < 1e-6
+    closed = shifted.clone()
+    upper = [u for u, _ in EYELID_PAIRS]
+    lower = [v for _, v in EYELID_PAIRS]
+    closed[:, upper] = closed[:, lower]  # the lids meet
+    gap = ((target[:, upper] - target[:, lower]) ** 2).sum(-1)  # [4,P] what the closure misses
+    torch.testing.assert_close(eye_closure_loss(closed, target, weights, conf, 2.0, 3.0), gap.sum() / 4.0 / 3.0)
+    only_first = torch.zeros(len(EYELID_PAIRS))
+    only_first[0] = 1.0
+    torch.testing.assert_close(eye_closure_loss(closed, target, only_first, conf, 1.0, 1.0), gap[:, 0].sum())

@@ -15,10 +15,8 @@ from torch import Tensor
 
 from avatar3d.drive.controls import Controls, check_expression_name
 from avatar3d.drive.emotion import blended_offsets, speech_fade
-from avatar3d.head.rig import RigParams
+from avatar3d.head.rig import BLINK_NAMES, RigParams
 from avatar3d.rotation import axis_angle_to_matrix, euler_to_axis_angle, euler_to_matrix, matrix_to_axis_angle
-
-BLINK_NAMES = ("eyeBlink_L", "eyeBlink_R", "eyeBlinkLeft", "eyeBlinkRight")
 
 
 @dataclass

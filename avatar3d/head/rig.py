@@ -24,6 +24,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+BLINK_NAMES = ("eyeBlink_L", "eyeBlink_R", "eyeBlinkLeft", "eyeBlinkRight")
+"""Expressions that close the eyelids (ICT's and ARKit's spellings)."""
 JOINT_NAMES = ("root", "neck", "jaw", "left_eye", "right_eye")
 NUM_JOINTS = len(JOINT_NAMES)
 # parent of each joint in JOINT_NAMES order (-1: none)

@@ -40,9 +40,9 @@ from torch import Tensor
 
 from avatar3d.errors import InputError
 from avatar3d.head.embedding import NUM_LANDMARKS
-from avatar3d.head.rig import HeadRig, RigParams
+from avatar3d.head.rig import BLINK_NAMES, HeadRig, RigParams
 from avatar3d.tracking.landmark_rig import LandmarkRig
-from avatar3d.tracking.losses import (STABLE, RegionWeights, iris_weights,
+from avatar3d.tracking.losses import (EYELID_PAIRS, STABLE, RegionWeights, eye_closure_loss, iris_weights,
                                       landmark_weights, reprojection_loss, stable_weights)
 from avatar3d.tracking.smoothing import smoothness
 
@@ -76,6 +76,9 @@ class FitConfig:
     """Per-region weights of the landmark reprojection loss (mouth, eyes, brows, contour, other)."""
     huber_delta: float = 3.0
     """Residual (1/100 inter-ocular units) beyond which the landmark penalty grows linearly (outliers)."""
+    eye_closure_weight: float = 8.0
+    """Weight of each eyelid pair's opening (`eye_closure_loss`, after the rigid stage), relative to a landmark of
+    weight 1: what makes the rig blink where the video does."""
     iris_weight: float = 2.0
     """Weight of the iris loss (iris centres 468/473, ring points a quarter of that) in stage 3."""
     shape_prior: float = 0.02
@@ -103,6 +106,9 @@ class FitConfig:
     """Initial field of view (degrees, across the larger image side) when no K_init is given."""
     smooth_expr: tuple[float, float] = (0.5, 2.0)
     """Weights of the first and second temporal differences of the expression coefficients."""
+    smooth_blink: tuple[float, float] = (0.1, 0.4)
+    """... of the eyelid-closing expressions (`BLINK_NAMES`): a blink closes and reopens the lids within 3-5
+    frames, which the expressions' smoothing flattens into a twitch."""
     smooth_jaw: tuple[float, float] = (20.0, 100.0)
     """... of the jaw rotation (radians)."""
     smooth_neck: tuple[float, float] = (100.0, 3000.0)
@@ -223,8 +229,12 @@ class _Problem:
         self.w_face = landmark_weights(cfg.regions, device=device) * usable
         self.w_stable = stable_weights(device=device) * usable
         self.w_iris = iris_weights(device=device) * usable * cfg.iris_weight
+        pairs = torch.tensor(EYELID_PAIRS, device=device)
+        self.w_closure = cfg.eye_closure_weight * (usable[pairs[:, 0]] & usable[pairs[:, 1]]).float()  # [P]
+        names = list(rig.expr_names)
+        self.blink = torch.tensor([i for i, n in enumerate(names) if n in BLINK_NAMES], dtype=torch.long)
+        self.not_blink = torch.tensor([i for i, n in enumerate(names) if n not in BLINK_NAMES], dtype=torch.long)
         if cfg.expr_bounds is None:
-            names = list(rig.expr_names)
             self.bounded = not (names and all(n.startswith("expr") for n in names))
         else:
             self.bounded = bool(cfg.expr_bounds)
@@ -339,7 +349,9 @@ class _Problem:
             out["shape_prior"] = cfg.shape_prior * self.shape.pow(2).sum()
             out["expr_prior"] = cfg.expr_prior * mean_sq(self.expr)
             out["jaw_prior"] = mean_sq(self.jaw, list(cfg.jaw_prior))
-            out["smooth_expr"] = smoothness(self.expr, *cfg.smooth_expr)
+            out["smooth_expr"] = smoothness(self.expr[:, self.not_blink.to(self.expr.device)], *cfg.smooth_expr)
+            if self.blink.numel():
+                out["smooth_blink"] = smoothness(self.expr[:, self.blink.to(self.expr.device)], *cfg.smooth_blink)
             out["smooth_jaw"] = smoothness(self.jaw, *cfg.smooth_jaw)
             if self.bounded and self.expr.numel():
                 excess = torch.relu(-self.expr) + torch.relu(self.expr - 1.0)
@@ -377,6 +389,8 @@ class _Problem:
                 pred, _, _ = self.forward(idx, with_offsets)
                 target, wl = self.target[idx], w
             loss = reprojection_loss(pred, target, wl, self.conf[idx], self.scale, self.cfg.huber_delta, norm)
+            if stage != "rigid" and self.cfg.eye_closure_weight > 0:
+                loss = loss + eye_closure_loss(pred, target, self.w_closure, self.conf[idx], self.scale, norm)
             if backward:
                 loss.backward()
             data_total += float(loss.detach())

@@ -86,3 +86,23 @@ def reprojection_loss(pred: Tensor,  # [B,L,2] projected rig landmarks, pixels
     r2 = ((pred - target) ** 2).sum(-1) / (scale * scale)  # [B,L]
     per = huber(r2, delta) * lm_weight  # [B,L]
     return (per.sum(-1) * frame_weight).sum() / norm
+
+
+EYELID_PAIRS = ((160, 144), (159, 145), (158, 153), (387, 373), (386, 374), (385, 380))
+"""Upper and lower eyelid points facing each other across the middle of each eye (MediaPipe face mesh)."""
+
+
+def eye_closure_loss(pred: Tensor,  # [B,L,2] projected rig landmarks, pixels
+                     target: Tensor,  # [B,L,2] detected landmarks, pixels
+                     pair_weight: Tensor,  # [P] weight of each of EYELID_PAIRS
+                     frame_weight: Tensor,  # [B] per-frame weight (detection confidence)
+                     scale: float, norm: float) -> Tensor:
+    """Sum over frames and EYELID_PAIRS of w_t w_p |gap_pred - gap_target|^2 / scale^2, divided by `norm`: the
+    lids' opening (DECA's eye-closure term). Unlike each lid point's own residual it is blind to where the eye sits
+    and is not capped by the Huber penalty, so a blink the points show is a blink the rig makes."""
+    upper = [u for u, _ in EYELID_PAIRS]
+    lower = [v for _, v in EYELID_PAIRS]
+    gap_pred = pred[:, upper] - pred[:, lower]
+    gap_target = target[:, upper] - target[:, lower]
+    r2 = ((gap_pred - gap_target) ** 2).sum(-1) / (scale * scale)  # [B,P]
+    return ((r2 * pair_weight).sum(-1) * frame_weight).sum() / norm
