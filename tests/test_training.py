@@ -184,10 +184,11 @@ def test_densify_respects_the_cap(seed):
     assert torch.equal(sub.parent, gs.parent[[3, 3, 7]])
 
 
-def test_resume_continues_identically(tmp_path, seed):
+@pytest.mark.parametrize("components", [0, 2], ids=["plain", "expression"])
+def test_resume_continues_identically(tmp_path, seed, components):
     root, _ = make_synthetic_avatar(tmp_path / "av", seed, n=3)
     cfg = _config(iterations=40, checkpoint_every=20, densify_from=10, densify_until=30, densify_every=10,
-                  init_gaussians=600)
+                  init_gaussians=600, expression_components=components)
     with pytest.warns(RuntimeWarning):
         full = train_gaussians(root, cfg, progress=False, frames_train=[0, 1, 2])
     reference = (root / "gaussians.safetensors").read_bytes()
@@ -204,6 +205,9 @@ def test_resume_continues_identically(tmp_path, seed):
     a, b = load(reference), load((root / "gaussians.safetensors").read_bytes())
     for key in a:
         assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
+    offsets = a.get("expr_colours")
+    assert (offsets is None) == (components == 0)  # three frames span two directions: two components
+    assert offsets is None or (offsets.shape[1] == 2 and float(offsets.abs().max()) > 0)  # trained
 
 
 def test_fresh_run_replaces_an_earlier_runs_checkpoints(tmp_path, seed):

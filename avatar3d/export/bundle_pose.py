@@ -102,23 +102,39 @@ def triangle_frames(vertices: np.ndarray, faces: np.ndarray, eps: float = 1e-12)
     return (v0 + v1 + v2) / 3.0, np.stack([x, y, z], -1), scale
 
 
-def pose_gaussians(bundle: dict, vertices: np.ndarray) -> dict:
-    """World-space Gaussians on a posed mesh (README step 8)."""
+def face_offsets(bundle: dict, expr, jaw, eyes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """README step 8: the offsets of local means [N,3], DC colours [N,3] and opacity logits [N] for this face."""
+    f64 = lambda x: np.asarray(x, dtype=np.float64)  # noqa: E731
+    x = np.concatenate([f64(expr).ravel(), f64(jaw).ravel(), f64(eyes).ravel()])
+    code = f64(bundle["code_components"]) @ (x - f64(bundle["code_mean"])) / f64(bundle["code_spread"])
+    code = np.clip(code, -float(bundle["code_limit"]), float(bundle["code_limit"]))
+    return (np.einsum("c,ncd->nd", code, f64(bundle["expr_means"])),
+            np.einsum("c,ncd->nd", code, f64(bundle["expr_colours"])), f64(bundle["expr_opacity"]) @ code)
+
+
+def pose_gaussians(bundle: dict, vertices: np.ndarray, face: dict | None = None) -> dict:
+    """World-space Gaussians on a posed mesh (README steps 7-9); `face`: the frame's expr, jaw and eyes (None: the
+    stored Gaussians without expression offsets)."""
     origin, rotation, scale = triangle_frames(vertices, np.asarray(bundle["faces"], dtype=np.int64))
     parent = np.asarray(bundle["parent"], dtype=np.int64)
     R, k = rotation[parent], scale[parent][:, None]
     local_means = np.asarray(bundle["local_means"], dtype=np.float64)
+    logits = np.asarray(bundle["opacity_logits"], dtype=np.float64)
+    sh = np.array(bundle["sh"], dtype=np.float64)
+    if face is not None and "code_components" in bundle and len(bundle["code_components"]):
+        d_means, d_colours, d_logits = face_offsets(bundle, face["expr"], face["jaw"], face["eyes"])
+        local_means, logits = local_means + d_means, logits + d_logits
+        sh[:, 0] += d_colours
     q = np.asarray(bundle["local_quats"], dtype=np.float64)
     q = q / np.maximum(np.linalg.norm(q, axis=-1, keepdims=True), 1e-12)
-    opacity = 1.0 / (1.0 + np.exp(-np.asarray(bundle["opacity_logits"], dtype=np.float64)))
     return {"means": origin[parent] + k * np.einsum("nrc,nc->nr", R, local_means),
             "quats": quaternion_multiply(matrix_to_quaternion(R), q),
             "scales": k * np.exp(np.asarray(bundle["local_log_scales"], dtype=np.float64)),
-            "opacities": opacity, "sh": np.asarray(bundle["sh"], dtype=np.float64), "vertices": vertices}
+            "opacities": 1.0 / (1.0 + np.exp(-logits)), "sh": sh, "vertices": vertices}
 
 
 def pose_frame(bundle: dict, frame: int, which: str = "best") -> dict:
     """World Gaussians of frame `frame`; `which`: "best" (what `avatar3d export --ply` uses), "tracked", "refined"."""
     prefix = {"best": "", "tracked": "tracked_", "refined": "refined_"}[which]
     params = {k: bundle[prefix + k][frame] for k in POSE_KEYS}
-    return pose_gaussians(bundle, pose_mesh(bundle, **params))
+    return pose_gaussians(bundle, pose_mesh(bundle, **params), params)

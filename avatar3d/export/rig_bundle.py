@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from avatar3d import __version__
+from avatar3d.gaussians.expression import OFFSET_NAMES, ExpressionBasis
 from avatar3d.gaussians.model import BoundGaussians
 from avatar3d.head.lbs import shaped_vertices
 from avatar3d.head.rig import JOINT_NAMES, JOINT_PARENTS, HeadRig, RigParams
@@ -24,7 +25,7 @@ from avatar3d.io.atomic import atomic_dir
 from avatar3d.head.refined import FREE_KEYS
 
 BUNDLE_FORMAT = "avatar3d-rig-bundle"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2  # 2: expression offsets (README step 8)
 
 README = r"""# avatar3d rig bundle
 
@@ -51,7 +52,7 @@ Written by `avatar3d export AVATAR --rig DIR`.
 | `bundle.json` | format, version, avatar id, rig name, counts, joint names/parents, expression names, SH degree, file list |
 | `mesh.obj` | the neutral mesh of this person: `identity_vertices` in rig order; group `binding` = the triangles `faces` (the first F in the file; 1-based in OBJ), then group `helper` = `helper_faces` (eyelashes and the like: never rendered, listed so every vertex is used and loaders keep the vertex order) |
 | `rig.npz` | `identity_vertices` [V,3], `faces` [F,3] int64 (binding triangles), `helper_faces` [H,3] int64, `expr_basis` [V,3,E], `joint_regressor` [5,V], `lbs_weights` [V,5], `pose_correctives` [V,3,36], `joint_parents` [5] int64 (-1 = none), `shape` [S] (identity coefficients, already applied in `identity_vertices`) |
-| `gaussians.npz` | `parent` [N] int64 (row of `faces`), `local_means` [N,3], `local_quats` [N,4], `local_log_scales` [N,3], `opacity_logits` [N], `sh` [N,K,3] |
+| `gaussians.npz` | `parent` [N] int64 (row of `faces`), `local_means` [N,3], `local_quats` [N,4], `local_log_scales` [N,3], `opacity_logits` [N], `sh` [N,K,3]; the expression offsets `expr_means` [N,C,3], `expr_colours` [N,C,3], `expr_opacity` [N,C] and their code `code_mean` [D], `code_components` [C,D], `code_spread` [C], `code_limit` [] (C = 0: an avatar without them) |
 | `frames.npz` | per-frame parameters: `expr` [T,E], `global_rot` [T,3], `neck` [T,3], `jaw` [T,3], `eyes` [T,2,3] (left, right), `transl` [T,3]; the same with prefix `tracked_` (as tracked) and `refined_` (after training's refinement); `frames_train` [M] int64; `timestamps` [T] s; `fps` []; camera `K` [3,3], `viewmat` [4,4], `resolution` [] (square frames) |
 | `pose_numpy.py` | reference implementation of the maths below (numpy only) |
 
@@ -90,7 +91,12 @@ the neutral expression differ slightly from step 2 when the expression moves the
    `x = e1 / |e1|`, `z = (e1 x e2) / |e1 x e2|`, `y = z x x`; rotation `R_f = [x y z]` (columns);
    origin `o_f = (v0 + v1 + v2) / 3`; scale `s_f = (|e1| + |e2| + |v2 - v1|) / 3`
    (norms clamped below at 1e-12).
-8. Gaussian `n` with parent `f = parent[n]`:
+8. The face's offsets (an avatar trained with expression-dependent Gaussians; C = 0 skips this step): the
+   frame's face vector `x = concat(expr, jaw, eyes[0], eyes[1])` ([D] = [E + 9]), its code
+   `c = clip(code_components @ (x - code_mean) / code_spread, -code_limit, code_limit)` ([C]); then, for every
+   Gaussian, `local_means[n] += sum_c c[c] expr_means[n,c]`, `sh[n,0] += sum_c c[c] expr_colours[n,c]` and
+   `opacity_logits[n] += sum_c c[c] expr_opacity[n,c]` before step 9.
+9. Gaussian `n` with parent `f = parent[n]`:
    - mean: `mu = o_f + s_f * R_f @ local_means[n]`
    - rotation: `q = quat(R_f) * normalize(local_quats[n])` (Hamilton product; as a matrix `R_f @ R_local`)
    - scales (standard deviations along the Gaussian's axes): `s_f * exp(local_log_scales[n])`
@@ -142,6 +148,16 @@ def _f32(x: Tensor) -> np.ndarray:
     return x.detach().cpu().numpy().astype(np.float32)
 
 
+def _expression_arrays(gaussians: BoundGaussians, rig: HeadRig) -> dict[str, np.ndarray]:
+    """The offsets and their code (README step 8); C = 0 components for an avatar without them."""
+    arrays = {name: _f32(getattr(gaussians, name)) for name in OFFSET_NAMES}
+    basis = gaussians.expression
+    if basis is None:
+        basis = ExpressionBasis(torch.zeros(rig.num_expr + 9), torch.zeros(0, rig.num_expr + 9), torch.zeros(0))
+    arrays.update({f"code_{k}": _f32(v) for k, v in basis.state_dict().items()})
+    return arrays
+
+
 def write_rig_bundle(folder: Path, gaussians: BoundGaussians, rig: HeadRig, faces: Tensor, tracked: RigParams,
                      best: RigParams, refined: RigParams, frames_train: list[int], *, K: np.ndarray,
                      viewmat: np.ndarray, resolution: int, fps: float, timestamps: np.ndarray,
@@ -165,7 +181,7 @@ def write_rig_bundle(folder: Path, gaussians: BoundGaussians, rig: HeadRig, face
     g = gaussians
     gaussian_arrays = {"parent": g.parent.detach().cpu().numpy().astype(np.int64), "local_means": _f32(g.local_means),
                        "local_quats": _f32(g.quats), "local_log_scales": _f32(g.log_scales),
-                       "opacity_logits": _f32(g.opacity_logits), "sh": _f32(g.sh)}
+                       "opacity_logits": _f32(g.opacity_logits), "sh": _f32(g.sh), **_expression_arrays(g, rig)}
     frame_arrays: dict[str, np.ndarray] = {}
     for prefix, params in (("", best), ("tracked_", tracked), ("refined_", refined)):
         frame_arrays.update({prefix + k: _f32(getattr(params, k)) for k in FREE_KEYS})

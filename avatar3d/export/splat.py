@@ -33,6 +33,7 @@ from avatar3d.rotation import matrix_to_quaternion, quaternion_multiply
 from avatar3d.tracking.sequence import TrackedSequence
 from avatar3d.head.refined import FREE_KEYS, load_refined
 from avatar3d.gaussians.avatar_render import pose_gaussians
+from avatar3d.gaussians.expression import expressed
 
 UP_AXES = {
     "y": ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)),
@@ -83,10 +84,10 @@ def neutral_params(best: RigParams) -> RigParams:
 # ---------------------------------------------------------------------------------------- posing
 def posed_gaussians(gaussians: BoundGaussians, rig: HeadRig, faces: Tensor, params: RigParams) -> WorldGaussians:
     # faces: [F',3] binding triangles; params: RigParams with batch 1
-    """World-space Gaussians of one pose, exactly as `render_avatar` poses them."""
+    """World-space Gaussians of one pose, exactly as `render_avatar` poses them (expression offsets baked in)."""
     with torch.no_grad():
         vertices = pose_vertices(rig, params)[0]  # [V,3]
-        return pose_gaussians(gaussians, vertices, faces)
+        return pose_gaussians(gaussians, vertices, faces, params)
 
 
 def sh_rotation(rotation: Tensor, degree: int) -> Tensor:
@@ -140,7 +141,9 @@ def export_ply(path: Path, gaussians: BoundGaussians, rig: HeadRig, faces: Tenso
                up: str = "y", centre: bool = False, sh_degree: Optional[int] = None) -> GaussianPly:
     """Pose with `params` (batch 1), convert and write `path` atomically; returns what was written."""
     world = posed_gaussians(gaussians, rig, faces, params)
-    ply = to_ply(world, gaussians.opacity_logits.detach(), up=up, centre=centre, sh_degree=sh_degree)
+    with torch.no_grad():
+        opacity_logits = expressed(gaussians, params).opacity_logits.detach()
+    ply = to_ply(world, opacity_logits, up=up, centre=centre, sh_degree=sh_degree)
     write_ply(path, ply)
     return ply
 

@@ -12,6 +12,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from avatar3d.gaussians.expression import expressed
 from avatar3d.gaussians.model import BoundGaussians, WorldGaussians
 from avatar3d.head.lbs import pose_vertices
 from avatar3d.head.rig import HeadRig, RigParams
@@ -38,26 +39,30 @@ def binding_index(rig: HeadRig) -> Tensor:
     return torch.nonzero(rig.renderable_faces()).flatten()
 
 
-def pose_gaussians(gaussians: BoundGaussians, vertices: Tensor, faces: Tensor) -> WorldGaussians:
-    # vertices: [V,3] posed mesh; faces: [F,3] binding triangles
-    """`gaussians.world(vertices, faces)`, computing the frames of the triangles that carry Gaussians only.
+def pose_gaussians(gaussians: BoundGaussians, vertices: Tensor, faces: Tensor,
+                   params: Optional[RigParams] = None) -> WorldGaussians:
+    # vertices: [V,3] posed mesh; faces: [F,3] binding triangles; params: the frame's RigParams (batch 1)
+    """`gaussians.world(vertices, faces)` with the expression offsets of the face in `params` blended in
+    (gaussians/expression.py; None: the person's mean face), computing the frames of the triangles that carry
+    Gaussians only.
 
     A head rig has tens of thousands of renderable triangles; when the budget leaves many of them empty, or
     a test uses a few Gaussians, the frames of the empty ones are wasted work (forward and backward). Where no
     gradient is wanted (a clip, the viewer, an export) on the CPU, the native op does the same maths in one pass.
     """
-    if _native_binding_applies(gaussians, vertices):
-        means, quats, scales = native.bind_world(vertices, faces, gaussians.parent, gaussians.local_means,
-                                                 gaussians.quats, gaussians.log_scales)
+    view = expressed(gaussians, params) if params is not None else gaussians
+    if _native_binding_applies(view, vertices):
+        means, quats, scales = native.bind_world(vertices, faces, view.parent, view.local_means, view.quats,
+                                                 view.log_scales)
         dtype = vertices.dtype
         return WorldGaussians(means.to(dtype), quats.to(dtype), scales.to(dtype),
-                              torch.sigmoid(gaussians.opacity_logits), gaussians.sh)
+                              torch.sigmoid(view.opacity_logits), view.sh)
     used, inverse = _used_triangles(gaussians)
     if used.numel() * 4 > faces.shape[0] * 3:  # nearly every triangle is used: no gain
-        return gaussians.world(vertices, faces)
-    view = SimpleNamespace(parent=inverse, local_means=gaussians.local_means, log_scales=gaussians.log_scales,
-                           quats=gaussians.quats, opacity_logits=gaussians.opacity_logits, sh=gaussians.sh)
-    return BoundGaussians.world(view, vertices, faces[used])  # same maths, on the used triangles
+        return BoundGaussians.world(view, vertices, faces)
+    local = SimpleNamespace(parent=inverse, local_means=view.local_means, log_scales=view.log_scales,
+                            quats=view.quats, opacity_logits=view.opacity_logits, sh=view.sh)
+    return BoundGaussians.world(local, vertices, faces[used])  # same maths, on the used triangles
 
 
 def _native_binding_applies(gaussians: BoundGaussians, vertices: Tensor) -> bool:
@@ -89,7 +94,7 @@ def render_avatar(gaussians: BoundGaussians, rig: HeadRig, faces: Tensor, params
     with stage("pose_rig"):
         vertices = pose_vertices(rig, params_t)[0]  # [V,3]
     with stage("bind"):
-        world = pose_gaussians(gaussians, vertices, faces)
+        world = pose_gaussians(gaussians, vertices, faces, params_t)
     degree = gaussians.sh_degree if sh_degree is None else min(sh_degree, gaussians.sh_degree)
     if background is not None:
         background = background.to(device=world.means.device, dtype=world.means.dtype)

@@ -14,9 +14,10 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from avatar3d.gaussians.model import BoundGaussians
+from avatar3d.gaussians.expression import OFFSET_NAMES
+from avatar3d.gaussians.model import BASE_NAMES, BoundGaussians
 
-PARAM_NAMES = ("local_means", "log_scales", "quats", "opacity_logits", "sh")
+PARAM_NAMES = BASE_NAMES + OFFSET_NAMES
 
 
 class DensifyStats:
@@ -67,8 +68,9 @@ def rebuild(gaussians: BoundGaussians, optimizer: Optional[torch.optim.Optimizer
     """The Gaussian set made of rows `index` (binding kept: `parent[index]`), and the optimizer switched to its
     parameters with moments gathered the same way. The optimizer's groups must be named after PARAM_NAMES."""
     values = values or {}
-    new = BoundGaussians(gaussians.parent[index],
-                         *(values.get(n, getattr(gaussians, n).detach()[index]).contiguous() for n in PARAM_NAMES))
+    rows = {n: values.get(n, getattr(gaussians, n).detach()[index]).contiguous() for n in PARAM_NAMES}
+    new = BoundGaussians(gaussians.parent[index], *(rows[n] for n in BASE_NAMES), gaussians.expression,
+                         {n: rows[n] for n in OFFSET_NAMES})
     if optimizer is None:
         return new
     groups = _param_groups(optimizer)

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from avatar3d.errors import InputError
 from avatar3d.gaussians.binding import local_to_world, triangle_frames
+from avatar3d.gaussians.expression import OFFSET_NAMES, ExpressionBasis, zero_offsets
 from avatar3d.render.sh import SH_C0
 
 
@@ -29,16 +30,25 @@ class WorldGaussians:
     sh: Tensor  # [N,K,3]
 
 
+BASE_NAMES = ("local_means", "log_scales", "quats", "opacity_logits", "sh")
+"""The parameters every bound Gaussian has, in the constructor's order."""
+
+
 def rgb_to_sh0(rgb: Tensor) -> Tensor:  # rgb: [...,3] -> [...,3] DC coefficient giving that colour
     return (rgb - 0.5) / SH_C0
 
 
 class BoundGaussians(nn.Module):
-    """Gaussians bound to the triangles of a rig (parameters are `nn.Parameter`s, `parent` a buffer)."""
+    """Gaussians bound to the triangles of a rig (parameters are `nn.Parameter`s, `parent` a buffer).
+
+    With an `expression` basis each Gaussian also carries offsets per code component (`expr_means` [N,K,3],
+    `expr_colours` [N,K,3], `expr_opacity` [N,K]; gaussians/expression.py); without one K is 0."""
 
     def __init__(self, parent: Tensor, local_means: Tensor, log_scales: Tensor, quats: Tensor,
-                 opacity_logits: Tensor, sh: Tensor):
+                 opacity_logits: Tensor, sh: Tensor, expression: Optional[ExpressionBasis] = None,
+                 offsets: Optional[dict[str, Tensor]] = None):
         # parent: [N] int64; local_means: [N,3]; log_scales: [N,3]; quats: [N,4]; opacity_logits: [N]; sh: [N,K,3]
+        # offsets: OFFSET_NAMES -> [N,K,3] / [N,K,3] / [N,K] (zeros when None)
         super().__init__()
         n = parent.shape[0]
         for name, t, shape in (("local_means", local_means, (n, 3)), ("log_scales", log_scales, (n, 3)),
@@ -53,6 +63,21 @@ class BoundGaussians(nn.Module):
         self.quats = nn.Parameter(quats)
         self.opacity_logits = nn.Parameter(opacity_logits)
         self.sh = nn.Parameter(sh)
+        self.expression = expression
+        self._set_offsets(n, offsets, local_means)
+
+    def _set_offsets(self, n: int, offsets: Optional[dict[str, Tensor]], like: Tensor) -> None:
+        k = self.expression.size if self.expression is not None else 0
+        expected = zero_offsets(n, k, like.device, like.dtype)
+        for name in OFFSET_NAMES:
+            value = expected[name] if offsets is None else offsets[name]
+            if tuple(value.shape) != tuple(expected[name].shape):
+                raise InputError(f"{name} has shape {tuple(value.shape)}, expected {tuple(expected[name].shape)}")
+            setattr(self, name, nn.Parameter(value))
+
+    def with_expression(self, basis: Optional[ExpressionBasis]) -> "BoundGaussians":
+        """The same Gaussians with `basis` and zero offsets (no correction until trained)."""
+        return BoundGaussians(self.parent, *(getattr(self, n).detach() for n in BASE_NAMES), basis)
 
     @property
     def num_gaussians(self) -> int:
@@ -113,7 +138,8 @@ class BoundGaussians(nn.Module):
 
     # ------------------------------------------------------------------ posing
     def world(self, vertices: Tensor, faces: Tensor) -> WorldGaussians:
-        """Pose with a deformed mesh. vertices: [V,3] (one frame); faces: [F,3] the binding's triangles."""
+        """Pose with a deformed mesh. vertices: [V,3] (one frame); faces: [F,3] the binding's triangles.
+        The expression offsets are not applied (the person's mean face): `avatar_render.pose_gaussians` does."""
         means, quats, scales = local_to_world(self.local_means, self.quats, torch.exp(self.log_scales), self.parent,
                                               *triangle_frames(vertices, faces))
         return WorldGaussians(means, quats, scales, torch.sigmoid(self.opacity_logits), self.sh)
@@ -121,18 +147,23 @@ class BoundGaussians(nn.Module):
     # ------------------------------------------------------------------ selection (densify / prune keep the binding)
     def subset(self, index: Tensor) -> "BoundGaussians":
         """A new set made of Gaussians `index` ([M] int64 or [N] bool); children keep their parent triangle."""
-        return BoundGaussians(self.parent[index], self.local_means.detach()[index], self.log_scales.detach()[index],
-                              self.quats.detach()[index], self.opacity_logits.detach()[index], self.sh.detach()[index])
+        return BoundGaussians(self.parent[index], *(getattr(self, n).detach()[index] for n in BASE_NAMES),
+                              self.expression, {n: getattr(self, n).detach()[index] for n in OFFSET_NAMES})
 
     def tensors(self) -> dict[str, Tensor]:
-        """Flat tensors for safetensors."""
-        return {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        """Flat tensors for safetensors (the offsets only with an expression basis)."""
+        skip = set(OFFSET_NAMES) if self.expression is None else set()
+        return {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if k not in skip}
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, Tensor]) -> "BoundGaussians":
-        missing = {"parent", "local_means", "log_scales", "quats", "opacity_logits", "sh"} - set(tensors)
+        """The inverse of `tensors()`; files written before expression offsets existed load without them."""
+        missing = {"parent", *BASE_NAMES} - set(tensors)
         if missing:
             raise InputError(f"the Gaussian file lacks {', '.join(sorted(missing))}; it is damaged or not an "
                              "avatar3d gaussians.safetensors — re-run `avatar3d train gaussians`")
-        return cls(tensors["parent"], tensors["local_means"], tensors["log_scales"], tensors["quats"],
-                   tensors["opacity_logits"], tensors["sh"])
+        basis, offsets = None, None
+        if "expression.components" in tensors:
+            basis = ExpressionBasis(*(tensors[f"expression.{k}"] for k in ("mean", "components", "spread", "limit")))
+            offsets = {n: tensors[n] for n in OFFSET_NAMES}
+        return cls(tensors["parent"], *(tensors[n] for n in BASE_NAMES), basis, offsets)

@@ -46,6 +46,15 @@ class TrainConfig:
     """Adam rate of the opacity logits."""
     lr_sh: float = 2.5e-3
     """Adam rate of the SH DC (base colour) coefficients; the higher bands get a twentieth of it."""
+    expression_components: int = 8
+    """Expression-dependent Gaussians (gaussians/expression.py): each Gaussian gets offsets of its position, colour
+    and opacity per component of the person's expression code, this many principal components of the training
+    frames' expression, jaw and eyes; 0: one appearance whatever the face does."""
+    lr_expression: float = 0.5
+    """Adam rates of the expression offsets, as a share of the rate of the parameter each offsets."""
+    expression_decay: float = 1e-4
+    """Share of every expression offset taken off after each step (decoupled weight decay: an offset the
+    pictures do not keep up fades, so unseen expressions stay near the trained appearance)."""
     densify_from: int = 500
     """First step of adaptive densification."""
     densify_until: int = 10000

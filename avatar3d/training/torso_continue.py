@@ -21,7 +21,8 @@ from torch import Tensor
 
 from avatar3d.gaussians.avatar_render import binding_index
 from avatar3d.gaussians.binding import triangle_frames
-from avatar3d.gaussians.model import BoundGaussians, rgb_to_sh0
+from avatar3d.gaussians.expression import OFFSET_NAMES
+from avatar3d.gaussians.model import BASE_NAMES, BoundGaussians, rgb_to_sh0
 from avatar3d.head.rig import HeadRig
 from avatar3d.head.torso import grid_cells
 
@@ -184,6 +185,8 @@ def _lookup(rig: HeadRig, binding: Tensor, grid: dict) -> Tensor:  # -> [bands, 
 
 
 def _concat(parts: Sequence[BoundGaussians]) -> BoundGaussians:
+    """One set of `parts`, under the first one's expression basis (the others' offsets start at zero)."""
+    basis = parts[0].expression
+    parts = [p if p.expression is basis else p.with_expression(basis) for p in parts]
     cat = lambda name: torch.cat([getattr(p, name).detach() for p in parts])  # noqa: E731
-    return BoundGaussians(cat("parent"), cat("local_means"), cat("log_scales"), cat("quats"), cat("opacity_logits"),
-                          cat("sh"))
+    return BoundGaussians(cat("parent"), *(cat(n) for n in BASE_NAMES), basis, {n: cat(n) for n in OFFSET_NAMES})

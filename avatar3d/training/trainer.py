@@ -26,6 +26,7 @@ from avatar3d.errors import InputError
 from avatar3d.gaussians.avatar_render import binding_faces, render_avatar
 from avatar3d.gaussians.binding import triangle_frames
 from avatar3d.gaussians.colour_init import pick_views, triangle_colours
+from avatar3d.gaussians.expression import OFFSET_NAMES, ExpressionBasis
 from avatar3d.gaussians.densify import DensifyStats, densify_and_prune, rebuild, reset_opacity
 from avatar3d.gaussians.model import BoundGaussians
 from avatar3d.gaussians.store import encode_gaussians
@@ -237,12 +238,28 @@ def _optimizer(gaussians: BoundGaussians, config: TrainConfig) -> torch.optim.Ad
         {"name": "opacity_logits", "params": [gaussians.opacity_logits], "lr": config.lr_opacity},
         {"name": "sh", "params": [sh], "lr": config.lr_sh},
     ]
+    if gaussians.expression is not None:
+        share = config.lr_expression
+        groups += [{"name": "expr_means", "params": [gaussians.expr_means], "lr": share * config.lr_position},
+                   {"name": "expr_colours", "params": [gaussians.expr_colours], "lr": share * config.lr_sh},
+                   {"name": "expr_opacity", "params": [gaussians.expr_opacity], "lr": share * config.lr_opacity}]
     return torch.optim.Adam(groups, lr=0.0, eps=1e-15)
 
 
 def _position_lr(config: TrainConfig, step: int) -> float:
     t = min(1.0, step / max(1, config.iterations))
     return math.exp((1 - t) * math.log(config.lr_position) + t * math.log(config.lr_position_final))
+
+
+def _with_expression(gaussians: BoundGaussians, frame_params: FrameParams, frames_train: list[int],
+                     config: TrainConfig) -> BoundGaussians:
+    """Fresh Gaussians with the basis of the training frames' tracked faces (`expression_components` > 0)."""
+    if config.expression_components <= 0:
+        return gaussians
+    index = torch.as_tensor(frames_train, device=frame_params.expr.device)
+    tracked = RigParams(frame_params.shape, *(getattr(frame_params, f"tracked_{k}")[index] for k in FREE_KEYS))
+    return gaussians.with_expression(ExpressionBasis.fit(tracked, config.expression_components).to(
+        gaussians.local_means.device))
 
 
 def _active_sh(config: TrainConfig, step: int) -> int:
@@ -464,6 +481,7 @@ def _start(checkpoint: Optional[ckpt_io.Checkpoint], rig: HeadRig, scene: _Scene
                                               sh_degree=config.sh_degree, colours=colours,
                                               opacity=config.init_opacity, generator=init_gen,
                                               density=density).to(device)
+        gaussians = _with_expression(gaussians, frame_params, frames_train, config)
     optimizer = _optimizer(gaussians, config)
     frame_opt = FrameAdam(frame_params, config.lr_refine_expr, config.lr_refine_pose, config.lr_refine_transl) \
         if config.refine_params else None
@@ -517,8 +535,14 @@ def _optimise(state: _State, t: int, step: int, refining: bool, config: TrainCon
     for group in state.optimizer.param_groups:
         if group["name"] == "local_means":
             group["lr"] = _position_lr(config, step)
+        elif group["name"] == "expr_means":
+            group["lr"] = config.lr_expression * _position_lr(config, step)
     sh_before = gaussians.sh.detach()[:, 1:].clone() if gaussians.sh.shape[1] > 1 else None
     state.optimizer.step()
+    if gaussians.expression is not None and config.expression_decay > 0:
+        with torch.no_grad():
+            for name in OFFSET_NAMES:
+                getattr(gaussians, name).mul_(1.0 - config.expression_decay)
     if sh_before is not None:
         with torch.no_grad():
             rest = gaussians.sh[:, 1:]
