@@ -253,13 +253,14 @@ def _position_lr(config: TrainConfig, step: int) -> float:
 
 def _with_expression(gaussians: BoundGaussians, frame_params: FrameParams, frames_train: list[int],
                      config: TrainConfig) -> BoundGaussians:
-    """Fresh Gaussians with the basis of the training frames' tracked faces (`expression_components` > 0)."""
+    """Fresh Gaussians with the basis of the training frames' tracked faces (`expression_components` > 0; none
+    where those faces do not vary, e.g. a single frame)."""
     if config.expression_components <= 0:
         return gaussians
     index = torch.as_tensor(frames_train, device=frame_params.expr.device)
     tracked = RigParams(frame_params.shape, *(getattr(frame_params, f"tracked_{k}")[index] for k in FREE_KEYS))
-    return gaussians.with_expression(ExpressionBasis.fit(tracked, config.expression_components).to(
-        gaussians.local_means.device))
+    basis = ExpressionBasis.fit(tracked, config.expression_components)
+    return gaussians.with_expression(basis.to(gaussians.local_means.device)) if basis.size else gaussians
 
 
 def _active_sh(config: TrainConfig, step: int) -> int:
