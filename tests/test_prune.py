@@ -32,7 +32,8 @@ def _camera(seq):
 def _views(rig, seq, frames):
     params = seq.params()
     K, viewmat = _camera(seq)
-    return [(pose_vertices(rig, params.slice(torch.tensor([t])))[0], K, viewmat) for t in frames]
+    return [(pose_vertices(rig, params.slice(torch.tensor([t])))[0], K, viewmat, params.slice(torch.tensor([t])))
+            for t in frames]
 
 
 def test_contributions_are_blending_weights(trained, seed):
@@ -48,7 +49,7 @@ def test_contributions_are_blending_weights(trained, seed):
     K = K.clone()
     K[0] *= 48 / seq.resolution
     K[1] *= 40 / seq.resolution
-    views = [(v, K, m) for v, _, m in views]
+    views = [(v, K, m, p) for v, _, m, p in views]
     weights = contributions(gaussians, faces, views, 48, 40)
     coverage = sum(float(render_avatar(gaussians, rig, faces, seq.params().slice(torch.tensor([t])), K, viewmat,
                                        48, 40).alpha.sum()) for t in frames)
@@ -107,8 +108,8 @@ def test_footprints_are_the_alpha_ellipses_pixels(trained, seed):
     views = _views(rig, seq, [t])
     res = seq.resolution
     _, areas = blend_statistics(gaussians, faces, views, res, res)
-    world = pose_gaussians(gaussians, views[0][0], faces)
-    K, viewmat = views[0][1], views[0][2]
+    vertices, K, viewmat, params = views[0]
+    world = pose_gaussians(gaussians, vertices, faces, params)
     _, _, meta = rasterize(world.means, world.quats, world.scales, world.opacities,
                            torch.ones(gaussians.num_gaussians, 1), viewmat, K, res, res)
     pick = torch.nonzero(meta["radii"] > 0).flatten()[torch.randperm(int((meta["radii"] > 0).sum()), generator=g)[:20]]

@@ -25,7 +25,8 @@ ALPHA_MIN = 1.0 / 255.0  # the rasterizer skips a Gaussian where its alpha is be
 
 def contributions(gaussians: BoundGaussians, faces: Tensor, views: list[tuple[Tensor, Tensor, Tensor]], width: int,
                   height: int) -> Tensor:
-    # faces: [F',3] binding triangles; views: (posed vertices [V,3], K [3,3], viewmat [4,4]) per picture
+    # faces: [F',3] binding triangles; views: (posed vertices [V,3], K [3,3], viewmat [4,4][, RigParams]) per
+    # picture, the frame's parameters (when given) setting the expression offsets as the render does
     """[N] each Gaussian's blending weight summed over the pixels of every view."""
     return blend_statistics(gaussians, faces, views, width, height)[0]
 
@@ -46,9 +47,9 @@ def blend_statistics(gaussians: BoundGaussians, faces: Tensor, views: list[tuple
     pixels, the picture's edge ignored) summed over the views."""
     total = torch.zeros(gaussians.num_gaussians, dtype=torch.float32, device=gaussians.local_means.device)
     area = torch.zeros_like(total)
-    for vertices, K, viewmat in views:
+    for vertices, K, viewmat, *face in views:
         with torch.no_grad():
-            world = pose_gaussians(gaussians, vertices, faces)
+            world = pose_gaussians(gaussians, vertices, faces, face[0] if face else None)
         ones = torch.ones(gaussians.num_gaussians, 1, dtype=world.means.dtype, device=world.means.device,
                           requires_grad=True)
         image, _, meta = rasterize(world.means.detach(), world.quats.detach(), world.scales.detach(),

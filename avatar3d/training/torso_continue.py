@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from avatar3d.gaussians.avatar_render import binding_index
+from avatar3d.gaussians.avatar_render import binding_index, pose_gaussians
 from avatar3d.gaussians.binding import triangle_frames
 from avatar3d.gaussians.expression import OFFSET_NAMES
 from avatar3d.gaussians.model import BASE_NAMES, BoundGaussians, rgb_to_sh0
@@ -41,13 +41,14 @@ def _project(means: Tensor, K: Tensor, viewmat: Tensor) -> tuple[Tensor, Tensor,
 
 def shown(gaussians: BoundGaussians, faces: Tensor, views: Sequence[tuple[Tensor, Tensor, Tensor]],
           width: int, height: int) -> Tensor:
-    # faces: [F',3] binding triangles; views: (posed vertices [V,3], K [3,3], viewmat [4,4]) per frame -> [N] bool
+    # faces: [F',3] binding triangles; views: (posed vertices [V,3], K [3,3], viewmat [4,4][, RigParams]) per frame
+    # (as in training/prune.py) -> [N] bool
     """Whether some frame had a part of each Gaussian in its picture: its 3-sigma footprint (in front of the camera)
     meeting the picture, so the Gaussians that trained the picture's edge count as shown."""
     seen = torch.zeros(gaussians.num_gaussians, dtype=torch.bool, device=faces.device)
     with torch.no_grad():
-        for vertices, K, viewmat in views:
-            world = gaussians.world(vertices, faces)
+        for vertices, K, viewmat, *face in views:
+            world = pose_gaussians(gaussians, vertices, faces, face[0] if face else None)
             x, y, z = _project(world.means, K, viewmat)
             r = 3.0 * world.scales.max(dim=1).values * K[0, 0] / z.clamp_min(1e-6)  # pixels
             seen |= (z > 0) & (x + r >= 0) & (x - r < width) & (y + r >= 0) & (y - r < height)
@@ -89,7 +90,7 @@ def _source_colours(gaussians: BoundGaussians, source: Tensor, cells: Tensor, fa
     slot = cells[source, 1] * 2 + cells[source, 2]  # [S]
     opacity = torch.sigmoid(picked.opacity_logits.detach().flatten())
     with torch.no_grad():
-        for (vertices, K, viewmat), picture in zip(views, pictures):
+        for (vertices, K, viewmat, *_), picture in zip(views, pictures):
             x, y, z = _project(picked.world(vertices, faces).means, K, viewmat)
             x, y = torch.floor(x).long(), torch.floor(y).long()
             h, w = picture.shape[:2]
@@ -135,7 +136,7 @@ def _kept_outside(fill: BoundGaussians, faces: Tensor, views: Sequence[tuple[Ten
         return fill
     room = torch.full((fill.num_gaussians,), float("inf"), device=faces.device)  # metres to the nearest picture
     with torch.no_grad():
-        for vertices, K, viewmat in views:
+        for vertices, K, viewmat, *_ in views:
             x, y, z = _project(fill.world(vertices, faces).means, K, viewmat)
             outside = torch.stack([-x, x - width, -y, y - height], dim=1).amax(dim=1).clamp_min(0.0)  # pixels
             room = torch.minimum(room, torch.where(z > 0, outside * z / K[0, 0], room))

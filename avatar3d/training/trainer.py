@@ -579,10 +579,11 @@ def _written(state: _State, config: TrainConfig) -> Tensor:  # -> [N] bool
 
 
 def _views(state: _State, scene: _Scene, rig: HeadRig, frames_train: list[int], count: int) -> list:
-    """(posed vertices, K, viewmat) of `count` training frames spread over them."""
+    """(posed vertices, K, viewmat, the frame's parameters) of `count` training frames spread over them."""
     with torch.no_grad():
-        return [(pose_vertices(rig, state.frame_params.frame(frames_train[pick]))[0], scene.K, scene.viewmat)
-                for pick in _spread(frames_train, count)]
+        frames = [state.frame_params.frame(frames_train[pick]).map(torch.Tensor.detach)
+                  for pick in _spread(frames_train, count)]
+        return [(pose_vertices(rig, params)[0], scene.K, scene.viewmat, params) for params in frames]
 
 
 def _pictures(scene: _Scene, frames_train: list[int], count: int) -> list[Tensor]:
@@ -632,7 +633,7 @@ def _thin_torso(state: _State, scene: _Scene, rig: HeadRig, frames_train: list[i
 def _facing(view: tuple[Tensor, Tensor, Tensor], faces: Tensor, min_cosine: float = 0.3) -> Tensor:
     # view: (posed vertices [V,3], K, viewmat [4,4]); faces: [F',3] -> [F'] bool
     """Triangles that face the camera (either side) within acos(min_cosine): 72.5 degrees by default."""
-    vertices, _, viewmat = view
+    vertices, _, viewmat, *_ = view
     origin, rotation, _ = triangle_frames(vertices, faces)
     eye = -viewmat[:3, :3].T @ viewmat[:3, 3]  # camera centre, world
     towards = torch.nn.functional.normalize(eye - origin, dim=-1)
